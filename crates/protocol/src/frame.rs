@@ -1,0 +1,323 @@
+//! Client requests and server frames of the `/ws` protocol (see
+//! docs/protocol.md), and the mapping of Socket.IO events onto the same
+//! requests.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::{ErrorCode, FrameError, Message, RoomName};
+
+/// Longest accepted `ref`, in bytes, when it is a string.
+pub const MAX_REF_LEN: usize = 128;
+
+/// The limits a decoder applies; they come from the server configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message text, in bytes.
+    pub max_message_bytes: usize,
+    /// History length when `join` does not say.
+    pub history_default: u32,
+    /// Largest history a `join` gets; larger requests are capped, not refused.
+    pub history_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_message_bytes: 4096, history_default: 50, history_max: 500 }
+    }
+}
+
+/// What a client asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// Join a room and receive its latest `history` messages.
+    Join { room: RoomName, history: u32 },
+    /// Leave a room.
+    Leave { room: RoomName },
+    /// Send `text` to a joined room; `id` makes retries idempotent.
+    Send { room: RoomName, text: String, id: Option<Uuid> },
+    /// Liveness check.
+    Ping,
+}
+
+/// A decoded client frame with its optional correlation `ref`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Echoed in the answer (`ack`, `error`, ...) so clients can match it.
+    pub r#ref: Option<Value>,
+    /// The request itself.
+    pub frame: ClientFrame,
+}
+
+impl Request {
+    /// Decodes one `/ws` text frame.
+    pub fn decode(text: &str, limits: &Limits) -> Result<Self, FrameError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| FrameError::new(ErrorCode::BadFrame, format!("frame is not JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(FrameError::new(ErrorCode::BadFrame, "frame must be a JSON object"));
+        };
+        let r#ref = read_ref(&map)?;
+        let ty = match map.get("type") {
+            Some(Value::String(ty)) => ty.as_str(),
+            Some(_) => return Err(bad_field("type", "a string").with_ref(r#ref)),
+            None => return Err(missing("type").with_ref(r#ref)),
+        };
+        let frame = decode_fields(ty, &map, limits).map_err(|e| e.with_ref(r#ref.clone()))?;
+        Ok(Self { r#ref, frame })
+    }
+
+    /// Maps a Socket.IO event (`join`, `leave`, `send`) with its data object
+    /// onto the same request a `/ws` client would send, with the same rules.
+    pub fn from_event(event: &str, data: &Value, limits: &Limits) -> Result<Self, FrameError> {
+        if !matches!(event, "join" | "leave" | "send") {
+            return Err(FrameError::new(ErrorCode::BadFrame, format!("unknown event `{event}`")));
+        }
+        let Value::Object(map) = data else {
+            return Err(FrameError::new(ErrorCode::BadFrame, "event data must be an object"));
+        };
+        let r#ref = read_ref(map)?;
+        let frame = decode_fields(event, map, limits).map_err(|e| e.with_ref(r#ref.clone()))?;
+        Ok(Self { r#ref, frame })
+    }
+}
+
+fn decode_fields(ty: &str, map: &Map<String, Value>, limits: &Limits) -> Result<ClientFrame, FrameError> {
+    match ty {
+        "join" => {
+            let room = room(map)?;
+            let history = match map.get("history") {
+                None | Some(Value::Null) => limits.history_default,
+                Some(v) => match v.as_u64() {
+                    Some(n) => n.min(u64::from(limits.history_max)) as u32,
+                    None => return Err(bad_field("history", "a non-negative integer")),
+                },
+            };
+            Ok(ClientFrame::Join { room, history })
+        }
+        "leave" => Ok(ClientFrame::Leave { room: room(map)? }),
+        "send" => {
+            let room = room(map)?;
+            let text = match map.get("text") {
+                Some(Value::String(t)) => t,
+                Some(_) => return Err(bad_field("text", "a string")),
+                None => return Err(missing("text")),
+            };
+            if text.is_empty() {
+                return Err(FrameError::new(ErrorCode::TooLarge, "text must not be empty"));
+            }
+            if text.len() > limits.max_message_bytes {
+                return Err(FrameError::new(
+                    ErrorCode::TooLarge,
+                    format!("text is {} bytes, the limit is {}", text.len(), limits.max_message_bytes),
+                ));
+            }
+            let id = match map.get("id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => {
+                    Some(Uuid::try_parse(s).map_err(|_| bad_field("id", "a UUID string"))?)
+                }
+                Some(_) => return Err(bad_field("id", "a UUID string")),
+            };
+            Ok(ClientFrame::Send { room, text: text.clone(), id })
+        }
+        "ping" => Ok(ClientFrame::Ping),
+        other => Err(FrameError::new(ErrorCode::BadFrame, format!("unknown type `{other}`"))),
+    }
+}
+
+fn read_ref(map: &Map<String, Value>) -> Result<Option<Value>, FrameError> {
+    match map.get("ref") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= MAX_REF_LEN => Ok(Some(Value::String(s.clone()))),
+        Some(Value::Number(n)) => Ok(Some(Value::Number(n.clone()))),
+        Some(_) => Err(bad_field("ref", "a number or a string of at most 128 bytes")),
+    }
+}
+
+fn room(map: &Map<String, Value>) -> Result<RoomName, FrameError> {
+    match map.get("room") {
+        Some(Value::String(s)) => RoomName::parse(s).map_err(|e| FrameError::new(ErrorCode::BadRoom, e)),
+        Some(_) => Err(bad_field("room", "a string")),
+        None => Err(missing("room")),
+    }
+}
+
+fn missing(field: &str) -> FrameError {
+    FrameError::new(ErrorCode::BadFrame, format!("missing field `{field}`"))
+}
+
+fn bad_field(field: &str, expected: &str) -> FrameError {
+    FrameError::new(ErrorCode::BadFrame, format!("field `{field}` must be {expected}"))
+}
+
+/// Everything the server sends on `/ws`, one JSON object per text frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The room was joined; `history` is oldest first.
+    Joined {
+        room: RoomName,
+        history: Vec<Message>,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+    },
+    /// The room was left.
+    Left {
+        room: RoomName,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+    },
+    /// A message of a joined room, delivered once to every member.
+    Message(Message),
+    /// The sender's message `id` is durable.
+    Ack {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+        id: Uuid,
+    },
+    /// Answer to `ping`.
+    Pong {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+    },
+    /// A refused request; the connection stays open.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+        /// For `unavailable`: the message id to resend with.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
+    },
+}
+
+impl ServerFrame {
+    /// Encodes the frame as JSON text.
+    pub fn encode(&self) -> String {
+        // Every field is a string, number, UUID or nested struct of those:
+        // serialization cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| unreachable!("server frames always serialize"))
+    }
+
+    /// The error frame for a refused request.
+    pub fn error(err: FrameError) -> Self {
+        ServerFrame::Error { code: err.code, message: err.message, r#ref: err.r#ref, id: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decode(text: &str) -> Result<Request, FrameError> {
+        Request::decode(text, &Limits::default())
+    }
+
+    fn code(text: &str) -> ErrorCode {
+        decode(text).unwrap_err().code
+    }
+
+    #[test]
+    fn decodes_every_request() {
+        let r = decode(r#"{"type":"join","room":"lobby","history":10}"#).unwrap();
+        assert_eq!(r.frame, ClientFrame::Join { room: RoomName::parse("lobby").unwrap(), history: 10 });
+        let r = decode(r#"{"type":"join","room":"lobby"}"#).unwrap();
+        assert_eq!(r.frame, ClientFrame::Join { room: RoomName::parse("lobby").unwrap(), history: 50 });
+        let r = decode(r#"{"type":"join","room":"lobby","history":100000}"#).unwrap();
+        assert_eq!(r.frame, ClientFrame::Join { room: RoomName::parse("lobby").unwrap(), history: 500 });
+        let r = decode(r#"{"type":"leave","room":"x","ref":7}"#).unwrap();
+        assert_eq!(r.r#ref, Some(json!(7)));
+        assert_eq!(r.frame, ClientFrame::Leave { room: RoomName::parse("x").unwrap() });
+        let id = Uuid::now_v7();
+        let r = decode(&format!(r#"{{"type":"send","room":"x","text":"hi","ref":"c1","id":"{id}"}}"#)).unwrap();
+        assert_eq!(r.r#ref, Some(json!("c1")));
+        assert_eq!(
+            r.frame,
+            ClientFrame::Send { room: RoomName::parse("x").unwrap(), text: "hi".into(), id: Some(id) }
+        );
+        assert_eq!(decode(r#"{"type":"ping"}"#).unwrap().frame, ClientFrame::Ping);
+        assert_eq!(decode(r#"{"type":"ping","extra":true}"#).unwrap().frame, ClientFrame::Ping);
+    }
+
+    #[test]
+    fn bad_frames() {
+        assert_eq!(code("not json"), ErrorCode::BadFrame);
+        assert_eq!(code("[1,2]"), ErrorCode::BadFrame);
+        assert_eq!(code("\"send\""), ErrorCode::BadFrame);
+        assert_eq!(code("{}"), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":5}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"join","room":5}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"join","room":"a","history":-1}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"join","room":"a","history":"5"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"send","room":"a"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"send","room":"a","text":1}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"send","room":"a","text":"x","id":"nope"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"send","room":"a","text":"x","id":3}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"ping","ref":{"a":1}}"#), ErrorCode::BadFrame);
+        assert_eq!(code(&format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(129))), ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn bad_room_and_size() {
+        assert_eq!(code(r#"{"type":"join","room":"no spaces"}"#), ErrorCode::BadRoom);
+        assert_eq!(code(r#"{"type":"join","room":""}"#), ErrorCode::BadRoom);
+        assert_eq!(code(r#"{"type":"send","room":"a","text":""}"#), ErrorCode::TooLarge);
+        let limits = Limits { max_message_bytes: 4, ..Limits::default() };
+        assert!(Request::decode(r#"{"type":"send","room":"a","text":"four"}"#, &limits).is_ok());
+        let err = Request::decode(r#"{"type":"send","room":"a","text":"fives","ref":"r"}"#, &limits).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert_eq!(err.r#ref, Some(json!("r")));
+        // Bytes, not characters: "éé" is four bytes.
+        assert!(Request::decode(r#"{"type":"send","room":"a","text":"ééé"}"#, &limits).is_err());
+    }
+
+    #[test]
+    fn errors_echo_the_ref() {
+        let err = decode(r#"{"type":"join","room":"bad room","ref":"j1"}"#).unwrap_err();
+        assert_eq!(err.r#ref, Some(json!("j1")));
+        let err = decode(r#"{"type":"nope","ref":3}"#).unwrap_err();
+        assert_eq!(err.r#ref, Some(json!(3)));
+    }
+
+    #[test]
+    fn socket_io_events_share_the_rules() {
+        let limits = Limits::default();
+        let r = Request::from_event("send", &json!({"room":"lobby","text":"hi"}), &limits).unwrap();
+        assert!(matches!(r.frame, ClientFrame::Send { .. }));
+        assert_eq!(Request::from_event("ping", &json!({}), &limits).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(Request::from_event("join", &json!("lobby"), &limits).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(
+            Request::from_event("join", &json!({"room":"a b"}), &limits).unwrap_err().code,
+            ErrorCode::BadRoom
+        );
+    }
+
+    #[test]
+    fn encodes_server_frames() {
+        let id = Uuid::nil();
+        let m = Message { id, room: RoomName::parse("r").unwrap(), from: "a".into(), text: "t".into(), ts: 5 };
+        let v: Value = serde_json::from_str(&ServerFrame::Message(m.clone()).encode()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"message","id":id.to_string(),"room":"r","from":"a","text":"t","ts":5})
+        );
+        let v: Value = serde_json::from_str(&ServerFrame::Ack { r#ref: Some(json!("c1")), id }.encode()).unwrap();
+        assert_eq!(v, json!({"type":"ack","ref":"c1","id":id.to_string()}));
+        let v: Value = serde_json::from_str(&ServerFrame::Pong { r#ref: None }.encode()).unwrap();
+        assert_eq!(v, json!({"type":"pong"}));
+        let err = FrameError::new(ErrorCode::NotJoined, "join first").with_ref(Some(json!(1)));
+        let v: Value = serde_json::from_str(&ServerFrame::error(err).encode()).unwrap();
+        assert_eq!(v, json!({"type":"error","code":"not_joined","message":"join first","ref":1}));
+        let v: Value = serde_json::from_str(
+            &ServerFrame::Joined { room: RoomName::parse("r").unwrap(), history: vec![m], r#ref: None }.encode(),
+        )
+        .unwrap();
+        assert_eq!(v["history"][0]["text"], "t");
+    }
+}

@@ -1,0 +1,132 @@
+//! Chat messages, room names and display names.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Longest room name, in bytes (all allowed characters are ASCII).
+pub const MAX_ROOM_LEN: usize = 64;
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// A validated room name: 1-64 characters from `[A-Za-z0-9_.:-]`.
+///
+/// The character set keeps names safe to embed in Redis channel names, Kafka
+/// keys, URLs and log lines without escaping.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoomName(String);
+
+impl RoomName {
+    /// Validates `name`, returning why it is refused.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        if name.is_empty() || name.len() > MAX_ROOM_LEN {
+            return Err(format!("room name must be 1-{MAX_ROOM_LEN} characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        {
+            return Err("room name may only contain A-Z a-z 0-9 _ . : -".into());
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RoomName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RoomName::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for RoomName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Validates a display name: trimmed, 1-32 characters, no control characters.
+pub fn validate_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(format!("name must be 1-{MAX_NAME_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name must not contain control characters".into());
+    }
+    Ok(name.to_owned())
+}
+
+/// One chat message as delivered to clients, stored, and returned as history.
+///
+/// `id` is a UUID (v7 when the server assigns it, so ids sort by time); it is
+/// the idempotency key all the way to the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Unique id; a retry with the same id is stored once.
+    pub id: Uuid,
+    /// The room it was sent to.
+    pub room: RoomName,
+    /// The sender's display name.
+    pub from: String,
+    /// The text, at most the configured number of bytes.
+    pub text: String,
+    /// When the server accepted it, in Unix milliseconds.
+    pub ts: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        assert!(RoomName::parse("lobby").is_ok());
+        assert!(RoomName::parse("team-a.b:c_d").is_ok());
+        assert!(RoomName::parse(&"a".repeat(64)).is_ok());
+        assert!(RoomName::parse(&"a".repeat(65)).is_err());
+        assert!(RoomName::parse("").is_err());
+        assert!(RoomName::parse("has space").is_err());
+        assert!(RoomName::parse("émoji").is_err());
+        assert!(RoomName::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(validate_name("  alice ").unwrap(), "alice");
+        assert_eq!(validate_name("Ünïcode 名前").unwrap(), "Ünïcode 名前");
+        assert!(validate_name(&"é".repeat(32)).is_ok());
+        assert!(validate_name(&"é".repeat(33)).is_err());
+        assert!(validate_name("   ").is_err());
+        assert!(validate_name("a\nb").is_err());
+    }
+
+    #[test]
+    fn message_round_trips() {
+        let m = Message {
+            id: Uuid::now_v7(),
+            room: RoomName::parse("lobby").unwrap(),
+            from: "alice".into(),
+            text: "hi \"there\"".into(),
+            ts: 1_700_000_000_000,
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        let back: Message = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+        assert!(serde_json::from_str::<Message>(&json.replace("lobby", "bad room")).is_err());
+    }
+}
