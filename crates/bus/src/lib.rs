@@ -1,0 +1,49 @@
+//! The bus between nodes: how a message accepted on one node reaches the
+//! members of its room connected to the others.
+//!
+//! The accepting node delivers to its own members at once and hands the
+//! message to its [`Bus`]; the bus carries it to every *other* node that has
+//! said it hosts the room ([`Bus::subscribe`]) and puts it in that node's
+//! inbox, a bounded channel drained by the node's local fan-out. A node
+//! therefore never sees its own messages come back.
+//!
+//! [`MemoryHub`] is the in-process implementation (a single node, or several
+//! nodes in one process); Redis Pub/Sub comes with cluster mode.
+
+mod memory;
+
+use switchboard_protocol::{Message, RoomName};
+use tokio::sync::mpsc;
+
+pub use memory::{MemoryBus, MemoryHub};
+
+/// Where a bus puts the messages other nodes published; the node's fan-out
+/// task drains it.
+pub type Inbox = mpsc::Sender<Message>;
+
+/// A node's handle on the bus.
+///
+/// All methods are synchronous and never wait on the network: an
+/// implementation that talks to a server queues the work for its own task,
+/// in call order, so that per-sender order and join/leave order are kept
+/// without making a connection wait for a round trip.
+pub trait Bus: Send + Sync + 'static {
+    /// Sends `message` to the other nodes hosting its room. Failures are the
+    /// bus's to count and log: real-time fan-out between nodes is
+    /// best-effort, durability comes from the journal.
+    fn publish(&self, message: &Message);
+
+    /// This node now hosts `room`: deliver its messages to the inbox.
+    fn subscribe(&self, room: &RoomName);
+
+    /// This node no longer hosts `room`.
+    fn unsubscribe(&self, room: &RoomName);
+
+    /// Whether the bus can currently reach the other nodes (for `/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// A short name for logs: `memory`, `redis`.
+    fn kind(&self) -> &'static str;
+}
