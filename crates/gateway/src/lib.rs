@@ -1,0 +1,238 @@
+//! The gateway: where clients connect and messages enter and leave a node.
+//!
+//! One [`Gateway`] per node serves plain WebSocket clients on `/ws`,
+//! Socket.IO clients on `/socket.io/`, the HTTP API, and the web chat page.
+//! An accepted message is delivered to this node's members at once through
+//! the room [`registry`], handed to the [`Bus`] for the other nodes, and
+//! appended to the [`Journal`]; the sender is acked when the journal says
+//! the message is durable.
+
+mod http;
+mod recent;
+mod registry;
+mod sio;
+mod ws;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use socketioxide::SocketIo;
+use switchboard_bus::{Bus, Inbox};
+use switchboard_journal::{Journal, JournalError};
+use switchboard_protocol::{Limits, Message, RoomName};
+use switchboard_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::recent::RecentIds;
+use crate::registry::Registry;
+
+/// The room every Socket.IO connection is in from the start (the original
+/// system's single shared room).
+pub const LOBBY: &str = "lobby";
+
+/// Messages from other nodes waiting for local fan-out at most.
+const INBOX_CAPACITY: usize = 8_192;
+
+/// Gateway settings; the binary builds them from its configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// This node's name in logs and bus payloads.
+    pub node_id: String,
+    /// Message size and history limits.
+    pub limits: Limits,
+    /// Largest WebSocket frame or message accepted, in bytes; larger closes
+    /// the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
+    /// Frames queued for one client before it is dropped as a slow consumer.
+    pub client_queue_frames: usize,
+    /// How long a sender waits for durability before `unavailable`.
+    pub ack_timeout: Duration,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "switchboard".into(),
+            limits: Limits::default(),
+            max_frame_bytes: 65_536,
+            max_rooms_per_connection: 100,
+            client_queue_frames: 1_024,
+            ack_timeout: Duration::from_millis(5_000),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One node's shared state.
+pub struct Gateway {
+    config: GatewayConfig,
+    registry: Registry,
+    bus: Arc<dyn Bus>,
+    journal: Arc<dyn Journal>,
+    store: Arc<dyn Store>,
+    recent_ids: RecentIds,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+    io: OnceLock<SocketIo>,
+    next_conn: AtomicU64,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// Why a message was not made durable in time; the client may resend it
+/// with the same id.
+#[derive(Debug, Clone)]
+pub(crate) struct Unavailable(pub String);
+
+impl Gateway {
+    /// Builds a node. `make_bus` receives the inbox where the bus must put
+    /// messages from other nodes. `shutdown` stops everything when cancelled.
+    pub fn new(
+        config: GatewayConfig,
+        make_bus: impl FnOnce(Inbox) -> Arc<dyn Bus>,
+        journal: Arc<dyn Journal>,
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+        metrics: Option<PrometheusHandle>,
+    ) -> Arc<Self> {
+        let (inbox, mut remote) = mpsc::channel::<Message>(INBOX_CAPACITY);
+        let bus = make_bus(inbox);
+        let gateway = Arc::new(Self {
+            config,
+            registry: Registry::new(bus.clone()),
+            bus,
+            journal,
+            store,
+            recent_ids: RecentIds::new(65_536),
+            shutdown,
+            connections: TaskTracker::new(),
+            io: OnceLock::new(),
+            next_conn: AtomicU64::new(1),
+            metrics,
+        });
+        // Messages from other nodes: fan out locally, nothing else (the
+        // accepting node already journaled them).
+        let weak = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            while let Some(message) = remote.recv().await {
+                let Some(gateway) = weak.upgrade() else { break };
+                gateway.recent_ids.first_sighting(message.id);
+                gateway.registry.deliver(&message);
+            }
+        });
+        gateway
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Short names of the bus, journal and store in use, for the start log.
+    pub fn modes(&self) -> (&'static str, &'static str, &'static str) {
+        (self.bus.kind(), self.journal.kind(), self.store.kind())
+    }
+
+    /// Serves HTTP, WebSocket and Socket.IO on `listener` until the shutdown
+    /// token is cancelled, then closes every connection (1001 on `/ws`),
+    /// flushes the journal and returns.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        let app = http::router(&self);
+        let io = self.io.get().cloned();
+        let shutdown = self.shutdown.clone();
+        let closer = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            // Ends long-polling requests too, so the HTTP server can drain.
+            if let Some(io) = io {
+                io.close().await;
+            }
+        });
+        let token = self.shutdown.clone();
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+        let _ = closer.await;
+        self.connections.close();
+        if tokio::time::timeout(self.config.shutdown_grace, self.connections.wait()).await.is_err() {
+            tracing::warn!("connections still open after the shutdown grace period");
+        }
+        self.journal.close().await;
+        served
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Accepts a validated message from `from`: delivers it locally, hands it
+    /// to the bus, and returns it with a future that resolves when it is
+    /// durable. A retried id seen recently on this node is journaled again
+    /// (stored once) but not delivered twice.
+    pub(crate) fn accept(
+        &self,
+        from: &str,
+        room: RoomName,
+        text: String,
+        id: Option<Uuid>,
+    ) -> (Message, impl Future<Output = Result<(), Unavailable>> + Send + 'static) {
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let message = Message { id: id.unwrap_or_else(Uuid::now_v7), room, from: from.to_owned(), text, ts };
+        let fresh = id.is_none() || self.recent_ids.first_sighting(message.id);
+        if fresh {
+            self.registry.deliver(&message);
+            self.bus.publish(&message);
+            metrics::counter!("switchboard_messages_accepted_total").increment(1);
+        } else {
+            metrics::counter!("switchboard_messages_retried_total").increment(1);
+        }
+        tracing::debug!(id = %message.id, room = %message.room, fresh, "message accepted");
+        let journal = self.journal.clone();
+        let timeout = self.config.ack_timeout;
+        let durable = message.clone();
+        let wait = async move {
+            match tokio::time::timeout(timeout, journal.append(durable)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Unavailable(match e {
+                    JournalError::Full => "the journal is overloaded; retry with the same id".into(),
+                    other => format!("{other}; retry with the same id"),
+                })),
+                Err(_) => Err(Unavailable(format!(
+                    "not durable within {} ms; retry with the same id",
+                    timeout.as_millis()
+                ))),
+            }
+        };
+        (message, wait)
+    }
+
+    /// The join history: the latest `limit` messages of `room` from the store,
+    /// merged with what this node delivered most recently (which the store may
+    /// not have committed yet), oldest first.
+    pub(crate) async fn history(
+        &self,
+        room: &RoomName,
+        limit: u32,
+        recent: Vec<Message>,
+    ) -> Result<Vec<Message>, switchboard_store::StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut all = self.store.history(room, limit, None).await?;
+        all.extend(recent);
+        all.sort_by(|a, b| (a.ts, a.id).cmp(&(b.ts, b.id)));
+        all.dedup_by_key(|m| m.id);
+        let skip = all.len().saturating_sub(limit as usize);
+        all.drain(..skip);
+        Ok(all)
+    }
+}

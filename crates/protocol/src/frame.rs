@@ -202,6 +202,20 @@ impl ServerFrame {
         serde_json::to_string(self).unwrap_or_else(|_| unreachable!("server frames always serialize"))
     }
 
+    /// Encodes `ServerFrame::Message` from a borrowed message: the fan-out
+    /// path encodes each message once per node without cloning it.
+    pub fn encode_message(m: &Message) -> String {
+        #[derive(Serialize)]
+        struct MessageFrame<'a> {
+            #[serde(rename = "type")]
+            ty: &'static str,
+            #[serde(flatten)]
+            message: &'a Message,
+        }
+        serde_json::to_string(&MessageFrame { ty: "message", message: m })
+            .unwrap_or_else(|_| unreachable!("messages always serialize"))
+    }
+
     /// The error frame for a refused request.
     pub fn error(err: FrameError) -> Self {
         ServerFrame::Error { code: err.code, message: err.message, r#ref: err.r#ref, id: None }
@@ -307,6 +321,7 @@ mod tests {
             v,
             json!({"type":"message","id":id.to_string(),"room":"r","from":"a","text":"t","ts":5})
         );
+        assert_eq!(ServerFrame::encode_message(&m), ServerFrame::Message(m.clone()).encode());
         let v: Value = serde_json::from_str(&ServerFrame::Ack { r#ref: Some(json!("c1")), id }.encode()).unwrap();
         assert_eq!(v, json!({"type":"ack","ref":"c1","id":id.to_string()}));
         let v: Value = serde_json::from_str(&ServerFrame::Pong { r#ref: None }.encode()).unwrap();

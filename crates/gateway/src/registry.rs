@@ -1,0 +1,245 @@
+//! The room registry: who is in which room on this node, and local fan-out.
+//!
+//! Fan-out never waits on a client. A `/ws` member has a bounded queue that
+//! is filled with `try_send`; a Socket.IO member has socketioxide's bounded
+//! buffer. A full queue makes the member a *slow consumer*: it is kicked
+//! (closed with 1008) and counted, and the room keeps flowing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError};
+use switchboard_bus::Bus;
+use switchboard_protocol::{Message, RoomName, ServerFrame};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Messages each room remembers, so that a `join` racing a send neither
+/// misses a message nor depends on the store having committed it yet.
+const RECENT_PER_ROOM: usize = 32;
+
+/// One frame queued for a `/ws` connection. `id` is set for `message`
+/// frames so a fresh join can drop what its history already contains.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbound {
+    pub frame: Utf8Bytes,
+    pub id: Option<Uuid>,
+}
+
+/// How to reach a `/ws` connection from other tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct WsSink {
+    pub tx: mpsc::Sender<Outbound>,
+    /// Cancelled to close the connection as a slow consumer.
+    pub kick: CancellationToken,
+}
+
+impl WsSink {
+    /// Queues a frame; a full queue kicks the connection. Returns false when
+    /// the frame was not queued.
+    pub fn push(&self, out: Outbound) -> bool {
+        match self.tx.try_send(out) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if !self.kick.is_cancelled() {
+                    metrics::counter!("switchboard_slow_consumers_total", "protocol" => "ws").increment(1);
+                    self.kick.cancel();
+                }
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// A room member's delivery channel.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    Ws(WsSink),
+    /// `legacy` members are Socket.IO sockets in `lobby` by default: they get
+    /// the original contract's `event:listen` with the text instead of a
+    /// `message` object.
+    Sio { socket: SocketRef, legacy: bool },
+}
+
+struct Member {
+    conn: u64,
+    sink: Sink,
+}
+
+#[derive(Default)]
+struct Room {
+    members: Vec<Member>,
+    recent: Mutex<VecDeque<Message>>,
+}
+
+/// Rooms with at least one member on this node. A room appears on its first
+/// join (and the bus is told this node hosts it) and disappears on its last
+/// leave (and the bus is told it no longer does).
+pub(crate) struct Registry {
+    rooms: RwLock<HashMap<RoomName, Room>>,
+    bus: Arc<dyn Bus>,
+}
+
+impl Registry {
+    pub fn new(bus: Arc<dyn Bus>) -> Self {
+        Self { rooms: RwLock::default(), bus }
+    }
+
+    /// Adds (or updates) `conn`'s membership of `room` and returns the
+    /// room's recent messages, oldest first, for the join's history.
+    pub fn join(&self, room: &RoomName, conn: u64, sink: Sink) -> Vec<Message> {
+        let mut rooms = self.rooms.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = rooms.entry(room.clone()).or_insert_with(|| {
+            self.bus.subscribe(room);
+            metrics::gauge!("switchboard_rooms").increment(1.0);
+            Room::default()
+        });
+        match entry.members.iter_mut().find(|m| m.conn == conn) {
+            Some(existing) => existing.sink = sink,
+            None => entry.members.push(Member { conn, sink }),
+        }
+        entry.recent.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    /// Removes `conn` from `room`; the last leave drops the room.
+    pub fn leave(&self, room: &RoomName, conn: u64) {
+        let mut rooms = self.rooms.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = rooms.get_mut(room) else { return };
+        if let Some(pos) = entry.members.iter().position(|m| m.conn == conn) {
+            entry.members.swap_remove(pos);
+        }
+        if entry.members.is_empty() {
+            rooms.remove(room);
+            self.bus.unsubscribe(room);
+            metrics::gauge!("switchboard_rooms").decrement(1.0);
+        }
+    }
+
+    /// Delivers `msg` once to every local member of its room. The `/ws`
+    /// frame is encoded once and its bytes shared by every recipient.
+    pub fn deliver(&self, msg: &Message) {
+        let mut slow_sio = Vec::new();
+        {
+            let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(room) = rooms.get(&msg.room) else { return };
+            {
+                let mut recent = room.recent.lock().unwrap_or_else(PoisonError::into_inner);
+                if recent.len() == RECENT_PER_ROOM {
+                    recent.pop_front();
+                }
+                recent.push_back(msg.clone());
+            }
+            let mut ws_frame: Option<Utf8Bytes> = None;
+            for member in &room.members {
+                match &member.sink {
+                    Sink::Ws(ws) => {
+                        let frame = ws_frame
+                            .get_or_insert_with(|| Utf8Bytes::from(ServerFrame::encode_message(msg)))
+                            .clone();
+                        ws.push(Outbound { frame, id: Some(msg.id) });
+                    }
+                    Sink::Sio { socket, legacy } => {
+                        let sent = if *legacy {
+                            socket.emit("event:listen", &msg.text)
+                        } else {
+                            socket.emit("message", msg)
+                        };
+                        if let Err(SendError::Socket(SocketError::InternalChannelFull)) = sent {
+                            slow_sio.push(socket.clone());
+                        }
+                    }
+                }
+            }
+            metrics::counter!("switchboard_deliveries_total").increment(room.members.len() as u64);
+        }
+        for socket in slow_sio {
+            metrics::counter!("switchboard_slow_consumers_total", "protocol" => "socket.io").increment(1);
+            tracing::info!(sid = %socket.id, "socket.io slow consumer disconnected");
+            let _ = socket.disconnect();
+        }
+    }
+
+    /// Number of rooms with local members.
+    #[cfg(test)]
+    pub fn room_count(&self) -> usize {
+        self.rooms.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_bus::MemoryHub;
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    fn msg(room_name: &str, text: &str) -> Message {
+        Message { id: Uuid::now_v7(), room: room(room_name), from: "a".into(), text: text.into(), ts: 1 }
+    }
+
+    fn ws(cap: usize) -> (WsSink, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (WsSink { tx, kick: CancellationToken::new() }, rx)
+    }
+
+    fn registry() -> Registry {
+        let (inbox, _) = mpsc::channel(1);
+        Registry::new(Arc::new(MemoryHub::new().attach(inbox)))
+    }
+
+    #[test]
+    fn delivers_once_to_members_of_the_room_only() {
+        let reg = registry();
+        let (a, mut ra) = ws(8);
+        let (b, mut rb) = ws(8);
+        reg.join(&room("r"), 1, Sink::Ws(a.clone()));
+        reg.join(&room("r"), 1, Sink::Ws(a));
+        reg.join(&room("s"), 2, Sink::Ws(b));
+        reg.deliver(&msg("r", "hi"));
+        assert!(ra.try_recv().unwrap().frame.as_str().contains("\"hi\""));
+        assert!(ra.try_recv().is_err(), "a double join still delivers once");
+        assert!(rb.try_recv().is_err(), "other rooms see nothing");
+    }
+
+    #[test]
+    fn full_queue_kicks_without_blocking() {
+        let reg = registry();
+        let (slow, _keep) = ws(2);
+        let (fast, mut rf) = ws(64);
+        reg.join(&room("r"), 1, Sink::Ws(slow.clone()));
+        reg.join(&room("r"), 2, Sink::Ws(fast));
+        for i in 0..10 {
+            reg.deliver(&msg("r", &i.to_string()));
+        }
+        assert!(slow.kick.is_cancelled());
+        let mut n = 0;
+        while rf.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 10, "the fast member got everything");
+    }
+
+    #[test]
+    fn rooms_come_and_go_with_members_and_remember_recent() {
+        let reg = registry();
+        let (a, _ra) = ws(64);
+        reg.join(&room("r"), 1, Sink::Ws(a.clone()));
+        for i in 0..40 {
+            reg.deliver(&msg("r", &i.to_string()));
+        }
+        let recent = reg.join(&room("r"), 2, Sink::Ws(a));
+        assert_eq!(recent.len(), RECENT_PER_ROOM);
+        assert_eq!(recent.last().unwrap().text, "39");
+        reg.leave(&room("r"), 1);
+        assert_eq!(reg.room_count(), 1);
+        reg.leave(&room("r"), 2);
+        assert_eq!(reg.room_count(), 0);
+        reg.leave(&room("r"), 2);
+    }
+}

@@ -1,0 +1,237 @@
+//! Socket.IO clients on `/socket.io/` (protocol v5, socketioxide).
+//!
+//! The original system's contract is kept: every socket starts in `lobby`,
+//! emitting `event:message` with a string sends it there, and every
+//! Socket.IO member of `lobby` receives `event:listen` with the string. On
+//! top of that, `join` / `leave` / `send` events with acknowledgement
+//! callbacks give Socket.IO clients the same rooms as `/ws` clients.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::extract::Query;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
+use socketioxide::SocketIoBuilder;
+use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name};
+
+use crate::Gateway;
+use crate::registry::Sink;
+
+/// Per-socket state, kept in the socket's extensions.
+#[derive(Clone)]
+struct SioConn {
+    id: u64,
+    name: Arc<str>,
+    state: Arc<Mutex<Rooms>>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    /// Rooms joined with `join`.
+    joined: HashSet<RoomName>,
+    /// Still in `lobby` the original way (`event:listen`).
+    legacy_lobby: bool,
+}
+
+fn lobby() -> RoomName {
+    RoomName::parse(crate::LOBBY).unwrap_or_else(|_| unreachable!("`lobby` is a valid room name"))
+}
+
+/// Builds the Socket.IO layer for `gateway`.
+pub(crate) fn layer(gateway: &Arc<Gateway>) -> socketioxide::layer::SocketIoLayer {
+    let config = &gateway.config;
+    let (layer, io) = SocketIoBuilder::new()
+        .max_buffer_size(config.client_queue_frames.max(1))
+        .max_payload(config.max_frame_bytes as u64)
+        .ws_read_buffer_size(4 * 1024)
+        .ws_max_frame_size(config.max_frame_bytes)
+        .ws_max_message_size(config.max_frame_bytes)
+        .with_state(gateway.clone())
+        .build_layer();
+    io.ns("/", on_connect.with(check_name));
+    let _ = gateway.io.set(io);
+    layer
+}
+
+/// The display name from the handshake: `auth.name`, else `?name=`, else anonymous.
+fn handshake_name(socket: &SocketRef, auth: &Option<Value>) -> Result<String, String> {
+    if let Some(name) = auth.as_ref().and_then(|a| a.get("name")) {
+        return match name.as_str() {
+            Some(name) => validate_name(name),
+            None => Err("auth.name must be a string".into()),
+        };
+    }
+    let query = Query::<HashMap<String, String>>::try_from_uri(&socket.req_parts().uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    match query.get("name") {
+        Some(name) => validate_name(name),
+        None => Ok(crate::ws::anonymous_name()),
+    }
+}
+
+async fn check_name(socket: SocketRef, TryData(auth): TryData<Value>) -> Result<(), String> {
+    handshake_name(&socket, &auth.ok()).map(|_| ())
+}
+
+async fn on_connect(socket: SocketRef, TryData(auth): TryData<Value>, State(gateway): State<Arc<Gateway>>) {
+    let name = handshake_name(&socket, &auth.ok()).unwrap_or_else(|_| crate::ws::anonymous_name());
+    let conn = SioConn {
+        id: gateway.next_conn_id(),
+        name: name.into(),
+        state: Arc::new(Mutex::new(Rooms { legacy_lobby: true, ..Rooms::default() })),
+    };
+    tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, protocol = "socket.io", "connection opened");
+    metrics::gauge!("switchboard_connections", "protocol" => "socket.io").increment(1.0);
+    gateway.registry.join(&lobby(), conn.id, Sink::Sio { socket: socket.clone(), legacy: true });
+    socket.extensions.insert(conn);
+
+    socket.on("event:message", on_legacy_message);
+    socket.on("join", on_join);
+    socket.on("leave", on_leave);
+    socket.on("send", on_send);
+    socket.on_fallback(async |socket: SocketRef, ack: AckSender| {
+        let err = FrameError::new(ErrorCode::BadFrame, "unknown event; use join, leave, send or event:message");
+        reply(&socket, ack, ServerFrame::error(err));
+    });
+    socket.on_disconnect(on_disconnect);
+}
+
+fn conn_of(socket: &SocketRef) -> Option<SioConn> {
+    socket.extensions.get::<SioConn>()
+}
+
+/// Answers through the client's ack callback when it gave one, else as an
+/// `error` event (other replies without a callback have no one to go to).
+fn reply(socket: &SocketRef, ack: AckSender, frame: ServerFrame) {
+    let value = serde_json::to_value(&frame).unwrap_or(Value::Null);
+    let is_error = matches!(frame, ServerFrame::Error { .. });
+    if ack.send(&value).is_err() && is_error {
+        let _ = socket.emit("error", &value);
+    }
+}
+
+/// The original contract: `event:message` with a string goes to `lobby`.
+async fn on_legacy_message(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender, State(gateway): State<Arc<Gateway>>) {
+    let Some(conn) = conn_of(&socket) else { return };
+    let text = match data {
+        Ok(Value::String(text)) => text,
+        _ => {
+            let err = FrameError::new(ErrorCode::BadFrame, "event:message takes one string");
+            return reply(&socket, ack, ServerFrame::error(err));
+        }
+    };
+    let request = json!({ "room": crate::LOBBY, "text": text });
+    match Request::from_event("send", &request, &gateway.config.limits) {
+        Ok(Request { frame: ClientFrame::Send { room, text, .. }, .. }) => {
+            send(&gateway, &socket, &conn, ack, room, text, None, None).await
+        }
+        Ok(_) => {}
+        Err(err) => reply(&socket, ack, ServerFrame::error(err)),
+    }
+}
+
+async fn on_join(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender, State(gateway): State<Arc<Gateway>>) {
+    handle(&gateway, &socket, ack, "join", &data.unwrap_or(Value::Null)).await
+}
+
+async fn on_leave(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender, State(gateway): State<Arc<Gateway>>) {
+    handle(&gateway, &socket, ack, "leave", &data.unwrap_or(Value::Null)).await
+}
+
+async fn on_send(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender, State(gateway): State<Arc<Gateway>>) {
+    handle(&gateway, &socket, ack, "send", &data.unwrap_or(Value::Null)).await
+}
+
+async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, ack: AckSender, event: &str, data: &Value) {
+    let Some(conn) = conn_of(socket) else { return };
+    let request = match Request::from_event(event, data, &gateway.config.limits) {
+        Ok(request) => request,
+        Err(err) => return reply(socket, ack, ServerFrame::error(err)),
+    };
+    let r#ref = request.r#ref;
+    match request.frame {
+        ClientFrame::Join { room, history } => {
+            let recent = {
+                let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let max = gateway.config.max_rooms_per_connection;
+                if !rooms.joined.contains(&room) && rooms.joined.len() >= max {
+                    drop(rooms);
+                    let err = FrameError::new(ErrorCode::TooManyRooms, format!("at most {max} rooms per connection"));
+                    return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
+                }
+                rooms.joined.insert(room.clone());
+                if room.as_str() == crate::LOBBY {
+                    rooms.legacy_lobby = false;
+                }
+                gateway.registry.join(&room, conn.id, Sink::Sio { socket: socket.clone(), legacy: false })
+            };
+            match gateway.history(&room, history, recent).await {
+                Ok(history) => reply(socket, ack, ServerFrame::Joined { room, history, r#ref }),
+                Err(e) => {
+                    tracing::warn!(error = %e, %room, "history read failed");
+                    let err = FrameError::new(ErrorCode::Unavailable, "history is unavailable; retry the join");
+                    reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
+                }
+            }
+        }
+        ClientFrame::Leave { room } => {
+            {
+                let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let was_member = rooms.joined.remove(&room)
+                    || (room.as_str() == crate::LOBBY && std::mem::take(&mut rooms.legacy_lobby));
+                if was_member {
+                    gateway.registry.leave(&room, conn.id);
+                }
+            }
+            reply(socket, ack, ServerFrame::Left { room, r#ref });
+        }
+        ClientFrame::Send { room, text, id } => send(gateway, socket, &conn, ack, room, text, id, r#ref).await,
+        ClientFrame::Ping => reply(socket, ack, ServerFrame::Pong { r#ref }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    gateway: &Arc<Gateway>,
+    socket: &SocketRef,
+    conn: &SioConn,
+    ack: AckSender,
+    room: RoomName,
+    text: String,
+    id: Option<uuid::Uuid>,
+    r#ref: Option<Value>,
+) {
+    let member = {
+        let rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+        rooms.joined.contains(&room) || (rooms.legacy_lobby && room.as_str() == crate::LOBBY)
+    };
+    if !member {
+        let err = FrameError::new(ErrorCode::NotJoined, format!("join `{room}` before sending to it"));
+        return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
+    }
+    let (message, durable) = gateway.accept(&conn.name, room, text, id);
+    let frame = match durable.await {
+        Ok(()) => ServerFrame::Ack { r#ref, id: message.id },
+        Err(e) => ServerFrame::Error { code: ErrorCode::Unavailable, message: e.0, r#ref, id: Some(message.id) },
+    };
+    reply(socket, ack, frame);
+}
+
+async fn on_disconnect(socket: SocketRef, reason: DisconnectReason, State(gateway): State<Arc<Gateway>>) {
+    let Some(conn) = conn_of(&socket) else { return };
+    let rooms = std::mem::take(&mut *conn.state.lock().unwrap_or_else(PoisonError::into_inner));
+    for room in rooms.joined.iter() {
+        gateway.registry.leave(room, conn.id);
+    }
+    if rooms.legacy_lobby {
+        gateway.registry.leave(&lobby(), conn.id);
+    }
+    metrics::gauge!("switchboard_connections", "protocol" => "socket.io").decrement(1.0);
+    tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, %reason, "connection closed");
+}
+

@@ -1,0 +1,263 @@
+//! Plain WebSocket connections on `/ws` (protocol in docs/protocol.md).
+//!
+//! Each connection is one task that both reads the socket and drains the
+//! connection's bounded outbound queue. Queued frames are written in batches
+//! (`feed` each, one `flush`), so a busy room costs one syscall per batch,
+//! not one per message.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
+use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::Gateway;
+use crate::http::json_error;
+use crate::registry::{Outbound, Sink, WsSink};
+
+/// Frames written per flush at most, so one busy connection cannot starve
+/// its own reads.
+const WRITE_BATCH: usize = 256;
+/// Read buffer per connection; tungstenite's default reserves 128 KiB.
+const READ_BUFFER: usize = 4 * 1024;
+/// Unflushed bytes allowed per connection before writes fail.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// `GET /ws?name=alice`: validates the name, then upgrades.
+pub(crate) async fn upgrade(
+    State(gateway): State<Arc<Gateway>>,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let name = match query.get("name") {
+        Some(name) => match validate_name(name) {
+            Ok(name) => name,
+            Err(e) => return json_error(axum::http::StatusCode::BAD_REQUEST, "bad_name", &e),
+        },
+        None => anonymous_name(),
+    };
+    let max = gateway.config.max_frame_bytes;
+    let tracker = gateway.connections.clone();
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER.max(max * 2))
+        .max_frame_size(max)
+        .max_message_size(max)
+        .on_upgrade(move |socket| tracker.track_future(run(gateway, socket, name)))
+        .into_response()
+}
+
+/// `anon-` and six hex digits.
+pub(crate) fn anonymous_name() -> String {
+    format!("anon-{}", &Uuid::new_v4().simple().to_string()[..6])
+}
+
+struct Conn {
+    gateway: Arc<Gateway>,
+    id: u64,
+    name: String,
+    sink: WsSink,
+    rooms: HashSet<RoomName>,
+}
+
+/// How the loop ended: with a close frame to send, or with nothing to say.
+enum End {
+    Close(u16, &'static str),
+    Gone,
+}
+
+async fn run(gateway: Arc<Gateway>, socket: WebSocket, name: String) {
+    let id = gateway.next_conn_id();
+    let span = tracing::info_span!("conn", conn_id = id, user = %name, protocol = "ws");
+    async move {
+        let (tx, rx) = mpsc::channel(gateway.config.client_queue_frames.max(1));
+        let sink = WsSink { tx, kick: CancellationToken::new() };
+        let mut conn = Conn { gateway, id, name, sink, rooms: HashSet::new() };
+        tracing::info!("connection opened");
+        metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
+        let (socket, end) = conn.serve(socket, rx).await;
+        for room in conn.rooms.drain() {
+            conn.gateway.registry.leave(&room, conn.id);
+        }
+        metrics::gauge!("switchboard_connections", "protocol" => "ws").decrement(1.0);
+        if let (End::Close(code, reason), Some(mut socket)) = (&end, socket) {
+            let frame = CloseFrame { code: *code, reason: Utf8Bytes::from_static(reason) };
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(Some(frame)))).await;
+        }
+        match end {
+            End::Close(code, reason) => tracing::info!(code, reason, "connection closed"),
+            End::Gone => tracing::info!("connection closed by client"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+impl Conn {
+    async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) -> (Option<WebSocket>, End) {
+        let shutdown = self.gateway.shutdown.clone();
+        let kick = self.sink.kick.clone();
+        let end = loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break End::Close(1001, "server shutting down"),
+                () = kick.cancelled() => {
+                    tracing::info!("slow consumer: outbound queue full");
+                    break End::Close(1008, "slow consumer");
+                }
+                Some(first) = rx.recv() => {
+                    if write_batch(&mut socket, &mut rx, first, None).await.is_err() {
+                        break End::Gone;
+                    }
+                }
+                incoming = socket.recv() => match incoming {
+                    None | Some(Ok(WsMessage::Close(_))) => break End::Gone,
+                    Some(Ok(WsMessage::Text(text))) => {
+                        if self.handle(&mut socket, &mut rx, text.as_str()).await.is_err() {
+                            break End::Gone;
+                        }
+                    }
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        let err = FrameError::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
+                        if send(&mut socket, &ServerFrame::error(err)).await.is_err() {
+                            break End::Gone;
+                        }
+                    }
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                    Some(Err(e)) => break classify(e),
+                },
+            }
+        };
+        (Some(socket), end)
+    }
+
+    /// Answers one text frame. Errors only when the socket is gone.
+    async fn handle(
+        &mut self,
+        socket: &mut WebSocket,
+        rx: &mut mpsc::Receiver<Outbound>,
+        text: &str,
+    ) -> Result<(), axum::Error> {
+        let request = match Request::decode(text, &self.gateway.config.limits) {
+            Ok(request) => request,
+            Err(err) => return send(socket, &ServerFrame::error(err)).await,
+        };
+        let r#ref = request.r#ref;
+        match request.frame {
+            ClientFrame::Ping => send(socket, &ServerFrame::Pong { r#ref }).await,
+            ClientFrame::Join { room, history } => {
+                if !self.rooms.contains(&room) && self.rooms.len() >= self.gateway.config.max_rooms_per_connection {
+                    let err = FrameError::new(
+                        ErrorCode::TooManyRooms,
+                        format!("at most {} rooms per connection", self.gateway.config.max_rooms_per_connection),
+                    );
+                    return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
+                }
+                let recent = self.gateway.registry.join(&room, self.id, Sink::Ws(self.sink.clone()));
+                let newly = self.rooms.insert(room.clone());
+                match self.gateway.history(&room, history, recent).await {
+                    Ok(history) => {
+                        tracing::debug!(%room, history = history.len(), "joined");
+                        let seen: HashSet<Uuid> = history.iter().map(|m| m.id).collect();
+                        send(socket, &ServerFrame::Joined { room, history, r#ref }).await?;
+                        // Live messages queued while history was read may
+                        // already be in it: drop those, keep the rest in order.
+                        flush_queued(socket, rx, &seen).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, %room, "history read failed");
+                        if newly {
+                            self.rooms.remove(&room);
+                            self.gateway.registry.leave(&room, self.id);
+                        }
+                        let err = FrameError::new(ErrorCode::Unavailable, "history is unavailable; retry the join");
+                        send(socket, &ServerFrame::error(err.with_ref(r#ref))).await
+                    }
+                }
+            }
+            ClientFrame::Leave { room } => {
+                if self.rooms.remove(&room) {
+                    self.gateway.registry.leave(&room, self.id);
+                }
+                send(socket, &ServerFrame::Left { room, r#ref }).await
+            }
+            ClientFrame::Send { room, text, id } => {
+                if !self.rooms.contains(&room) {
+                    let err = FrameError::new(ErrorCode::NotJoined, format!("join `{room}` before sending to it"));
+                    return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
+                }
+                let (message, durable) = self.gateway.accept(&self.name, room, text, id);
+                let sink = self.sink.clone();
+                let id = message.id;
+                tokio::spawn(async move {
+                    let frame = match durable.await {
+                        Ok(()) => ServerFrame::Ack { r#ref, id },
+                        Err(e) => ServerFrame::Error { code: ErrorCode::Unavailable, message: e.0, r#ref, id: Some(id) },
+                    };
+                    sink.push(Outbound { frame: Utf8Bytes::from(frame.encode()), id: None });
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), axum::Error> {
+    socket.send(WsMessage::Text(Utf8Bytes::from(frame.encode()))).await
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes
+/// once. Frames whose id is in `skip` are dropped.
+async fn write_batch(
+    socket: &mut WebSocket,
+    rx: &mut mpsc::Receiver<Outbound>,
+    first: Outbound,
+    skip: Option<&HashSet<Uuid>>,
+) -> Result<(), axum::Error> {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(out) = next.take() {
+        let skipped = matches!((skip, out.id), (Some(skip), Some(id)) if skip.contains(&id));
+        if !skipped {
+            socket.feed(WsMessage::Text(out.frame)).await?;
+            written += 1;
+        }
+        if written < WRITE_BATCH {
+            next = rx.try_recv().ok();
+        }
+    }
+    socket.flush().await
+}
+
+/// Writes everything queued right now, dropping frames already in `seen`.
+async fn flush_queued(
+    socket: &mut WebSocket,
+    rx: &mut mpsc::Receiver<Outbound>,
+    seen: &HashSet<Uuid>,
+) -> Result<(), axum::Error> {
+    while let Ok(first) = rx.try_recv() {
+        write_batch(socket, rx, first, Some(seen)).await?;
+    }
+    Ok(())
+}
+
+/// Maps a read error to the close code the protocol promises.
+fn classify(e: axum::Error) -> End {
+    match e.into_inner().downcast::<tungstenite::Error>() {
+        Ok(e) => match *e {
+            tungstenite::Error::Capacity(_) => End::Close(1009, "frame too large"),
+            tungstenite::Error::Utf8(_) => End::Close(1007, "invalid UTF-8"),
+            tungstenite::Error::Protocol(_) => End::Close(1002, "protocol error"),
+            _ => End::Gone,
+        },
+        Err(_) => End::Gone,
+    }
+}
