@@ -1,0 +1,58 @@
+//! switchboard's composition root: turns a [`Config`] into running
+//! components (store, journal, bus, gateway) and serves until shutdown.
+//!
+//! `run` takes its listener and shutdown token from the caller, so tests
+//! start a node in-process on `127.0.0.1:0`.
+
+pub mod config;
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_bus::MemoryHub;
+use switchboard_gateway::{Gateway, GatewayConfig};
+use switchboard_journal::{EmbeddedJournal, Journal, JournalOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Cli, Command, Config, ConfigError, LogFormat};
+
+/// What a node needs beyond its gateway settings.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The gateway's settings.
+    pub gateway: GatewayConfig,
+    /// The store URL (`sqlite://PATH`, `sqlite::memory:`).
+    pub database_url: String,
+}
+
+impl NodeOptions {
+    /// The node options a validated configuration describes.
+    pub fn from_config(config: &Config) -> Self {
+        Self { gateway: config.gateway(), database_url: config.database_url() }
+    }
+}
+
+/// Runs one node on `listener` until `shutdown` is cancelled, then closes
+/// every connection, flushes the journal and returns.
+pub async fn run(
+    listener: TcpListener,
+    options: NodeOptions,
+    shutdown: CancellationToken,
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<()> {
+    let store = switchboard_store::open(&options.database_url).await?;
+    let journal: Arc<dyn Journal> = Arc::new(EmbeddedJournal::start(store.clone(), JournalOptions::default()));
+    let hub = MemoryHub::new();
+    let gateway = Gateway::new(options.gateway, |inbox| Arc::new(hub.attach(inbox)), journal, store, shutdown, metrics);
+    let (bus, journal, store) = gateway.modes();
+    tracing::info!(
+        address = %listener.local_addr()?,
+        node = %gateway.config().node_id,
+        bus, journal, store,
+        "switchboard listening"
+    );
+    gateway.serve(listener).await?;
+    tracing::info!("switchboard stopped");
+    Ok(())
+}

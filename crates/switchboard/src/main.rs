@@ -1,1 +1,112 @@
-fn main() {}
+//! The `switchboard` binary: parse configuration, set up logs and metrics,
+//! run the chosen command, and turn SIGINT/SIGTERM into a graceful stop.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use switchboard::{Cli, Command, LogFormat, NodeOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for bad configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+/// How long a stop may take before the process exits anyway.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let _ = dotenvy::dotenv();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = cli.config.validate() {
+        eprintln!("switchboard: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    init_logs(cli.config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "switchboard failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            if cli.config.redis_url.is_some() {
+                tracing::warn!("REDIS_URL is set, but cluster mode is not built yet: running as a single node");
+            }
+            if cli.config.kafka_brokers().is_some() {
+                tracing::warn!("KAFKA_BROKERS is set, but the Kafka journal is not built yet: using the embedded journal");
+            }
+            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+            let address = std::net::SocketAddr::new(cli.config.host, cli.config.port);
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {address} (PORT/HOST): {e}"))?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let options = NodeOptions::from_config(&cli.config);
+            let node = switchboard::run(listener, options, shutdown.clone(), metrics);
+            tokio::pin!(node);
+            tokio::select! {
+                result = &mut node => result,
+                () = async { shutdown.cancelled().await; tokio::time::sleep(STOP_DEADLINE).await } => {
+                    anyhow::bail!("shutdown took longer than {} s", STOP_DEADLINE.as_secs())
+                }
+            }
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("stopping: closing connections and flushing the journal");
+    shutdown.cancel();
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

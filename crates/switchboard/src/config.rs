@@ -1,0 +1,287 @@
+//! The one typed configuration: environment variables (also read from
+//! `.env`), overridden by command-line flags. Every default is on its field
+//! and in README's configuration table.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use switchboard_gateway::GatewayConfig;
+use switchboard_protocol::Limits;
+
+/// `switchboard`: a horizontally scalable real-time messaging server.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about, args_conflicts_with_subcommands = false)]
+pub struct Cli {
+    /// What to run; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve WebSocket, Socket.IO, HTTP and the chat page (the default).
+    Serve,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting, as read from the environment and flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8000, global = true)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0", global = true)]
+    pub host: IpAddr,
+    /// Where messages are stored: unset for the embedded SQLite file
+    /// `./switchboard.db`, `sqlite://PATH`, or `sqlite::memory:`.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// The original system's name for DATABASE_URL; used when that is unset.
+    #[arg(long, env = "POSTGRES_URL", hide = true, global = true)]
+    pub postgres_url: Option<String>,
+    /// Redis for cluster fan-out (`redis://` or `rediss://`); unset runs one node.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// Kafka bootstrap brokers, `host:port[,host:port...]`; unset keeps the
+    /// embedded journal.
+    #[arg(long, env = "KAFKA_BROKERS", global = true)]
+    pub kafka_brokers: Option<String>,
+    /// The original system's name for KAFKA_BROKERS; used when that is unset.
+    #[arg(long, env = "KAFKA_BROKER_URL", hide = true, global = true)]
+    pub kafka_broker_url: Option<String>,
+    /// Kafka topic messages are produced to.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "messages", global = true)]
+    pub kafka_topic: String,
+    /// This node's name in logs and bus payloads; default hostname:port.
+    #[arg(long, env = "NODE_ID", global = true)]
+    pub node_id: Option<String>,
+    /// Largest message text, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4096, global = true)]
+    pub max_message_bytes: usize,
+    /// Largest WebSocket frame, in bytes; a larger one closes the connection (1009).
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 65_536, global = true)]
+    pub max_frame_bytes: usize,
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "MAX_ROOMS_PER_CONNECTION", default_value_t = 100, global = true)]
+    pub max_rooms_per_connection: usize,
+    /// Frames queued for one client before it is dropped as a slow consumer.
+    #[arg(long, env = "CLIENT_QUEUE_FRAMES", default_value_t = 1024, global = true)]
+    pub client_queue_frames: usize,
+    /// History sent on `join` when the client does not ask for a length.
+    #[arg(long, env = "HISTORY_DEFAULT", default_value_t = 50, global = true)]
+    pub history_default: u32,
+    /// Largest history a `join` or the history API returns.
+    #[arg(long, env = "HISTORY_MAX", default_value_t = 500, global = true)]
+    pub history_max: u32,
+    /// Milliseconds a sender waits for durability before `unavailable`.
+    #[arg(long, env = "ACK_TIMEOUT_MS", default_value_t = 5000, global = true)]
+    pub ack_timeout_ms: u64,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+/// A setting that parsed but makes no sense; exits 64 naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {expected}")]
+pub struct ConfigError {
+    /// The environment variable (flags have the same name in kebab case).
+    pub var: &'static str,
+    /// What was expected instead.
+    pub expected: String,
+}
+
+fn invalid(var: &'static str, expected: impl Into<String>) -> ConfigError {
+    ConfigError { var, expected: expected.into() }
+}
+
+/// Where messages are stored, resolved from DATABASE_URL / POSTGRES_URL.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
+
+impl Config {
+    /// Checks every value and its relation to the others.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let db = self.database_url();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(invalid("DATABASE_URL", "a sqlite://PATH, sqlite::memory: or postgres:// URL"));
+        }
+        if db.starts_with("postgres") {
+            return Err(invalid(
+                "DATABASE_URL",
+                "sqlite://PATH or sqlite::memory: (postgres:// is not supported yet; it comes with the durable pipeline)",
+            ));
+        }
+        if let Some(redis) = &self.redis_url {
+            match url::Url::parse(redis) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {}
+                _ => return Err(invalid("REDIS_URL", "a redis://HOST[:PORT][/DB] or rediss:// URL")),
+            }
+        }
+        if let Some(brokers) = self.kafka_brokers() {
+            let ok = brokers.split(',').all(|b| {
+                let b = b.trim();
+                let b = b.strip_prefix("kafka://").unwrap_or(b);
+                matches!(b.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
+            });
+            if !ok {
+                return Err(invalid("KAFKA_BROKERS", "a comma-separated list of host:port"));
+            }
+        }
+        let topic_ok = !self.kafka_topic.is_empty()
+            && self.kafka_topic.len() <= 249
+            && self.kafka_topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !topic_ok {
+            return Err(invalid("KAFKA_TOPIC", "1-249 characters from A-Z a-z 0-9 . _ -"));
+        }
+        if self.max_message_bytes == 0 {
+            return Err(invalid("MAX_MESSAGE_BYTES", "a positive number of bytes"));
+        }
+        if self.max_frame_bytes < 1024 || self.max_frame_bytes < self.max_message_bytes {
+            return Err(invalid("MAX_FRAME_BYTES", "at least 1024 and at least MAX_MESSAGE_BYTES"));
+        }
+        if self.max_rooms_per_connection == 0 {
+            return Err(invalid("MAX_ROOMS_PER_CONNECTION", "at least 1"));
+        }
+        if self.client_queue_frames == 0 {
+            return Err(invalid("CLIENT_QUEUE_FRAMES", "at least 1"));
+        }
+        if self.history_default > self.history_max {
+            return Err(invalid("HISTORY_DEFAULT", "at most HISTORY_MAX"));
+        }
+        if self.ack_timeout_ms == 0 {
+            return Err(invalid("ACK_TIMEOUT_MS", "a positive number of milliseconds"));
+        }
+        if let Some(node) = &self.node_id {
+            if node.is_empty() || node.len() > 128 {
+                return Err(invalid("NODE_ID", "1-128 characters"));
+            }
+        }
+        Ok(())
+    }
+
+    /// DATABASE_URL, else POSTGRES_URL, else the embedded file.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .or_else(|| self.postgres_url.clone())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+    }
+
+    /// KAFKA_BROKERS, else KAFKA_BROKER_URL.
+    pub fn kafka_brokers(&self) -> Option<String> {
+        self.kafka_brokers.clone().or_else(|| self.kafka_broker_url.clone())
+    }
+
+    /// NODE_ID, else hostname:port.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "switchboard".into());
+            format!("{host}:{}", self.port)
+        })
+    }
+
+    /// The gateway's part of the configuration.
+    pub fn gateway(&self) -> GatewayConfig {
+        GatewayConfig {
+            node_id: self.node_id(),
+            limits: Limits {
+                max_message_bytes: self.max_message_bytes,
+                history_default: self.history_default,
+                history_max: self.history_max,
+            },
+            max_frame_bytes: self.max_frame_bytes,
+            max_rooms_per_connection: self.max_rooms_per_connection,
+            client_queue_frames: self.client_queue_frames,
+            ack_timeout: Duration::from_millis(self.ack_timeout_ms),
+            ..GatewayConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["switchboard"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        cli.config.validate().map_err(|e| e.to_string())?;
+        Ok(cli.config)
+    }
+
+    #[test]
+    fn flags_override_and_validate() {
+        let c = parse(&["--port", "9001", "--database-url", "sqlite::memory:"]).unwrap();
+        assert_eq!(c.port, 9001);
+        assert_eq!(c.database_url(), "sqlite::memory:");
+        let c = parse(&["serve", "--port", "9002"]).unwrap();
+        assert_eq!(c.port, 9002);
+    }
+
+    #[test]
+    fn aliases_apply_when_the_main_name_is_unset() {
+        let c = parse(&["--postgres-url", "sqlite://alias.db"]).unwrap();
+        assert_eq!(c.database_url(), "sqlite://alias.db");
+        let c = parse(&["--kafka-broker-url", "localhost:9092"]).unwrap();
+        assert_eq!(c.kafka_brokers().as_deref(), Some("localhost:9092"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let e = parse(&["--port", "eighty"]).unwrap_err();
+        assert!(e.contains("PORT"), "{e}");
+        let e = parse(&["--redis-url", "http://x"]).unwrap_err();
+        assert!(e.contains("REDIS_URL"), "{e}");
+        let e = parse(&["--database-url", "postgres://localhost/db"]).unwrap_err();
+        assert!(e.contains("DATABASE_URL") && e.contains("not supported yet"), "{e}");
+        let e = parse(&["--database-url", "mysql://x"]).unwrap_err();
+        assert!(e.contains("DATABASE_URL"), "{e}");
+        let e = parse(&["--kafka-brokers", "nohostport"]).unwrap_err();
+        assert!(e.contains("KAFKA_BROKERS"), "{e}");
+        let e = parse(&["--kafka-topic", "bad topic"]).unwrap_err();
+        assert!(e.contains("KAFKA_TOPIC"), "{e}");
+        let e = parse(&["--history-default", "600"]).unwrap_err();
+        assert!(e.contains("HISTORY_DEFAULT"), "{e}");
+        let e = parse(&["--max-message-bytes=-1"]).unwrap_err();
+        assert!(e.contains("MAX_MESSAGE_BYTES"), "{e}");
+        let e = parse(&["--max-frame-bytes", "100"]).unwrap_err();
+        assert!(e.contains("MAX_FRAME_BYTES"), "{e}");
+        let e = parse(&["--client-queue-frames", "0"]).unwrap_err();
+        assert!(e.contains("CLIENT_QUEUE_FRAMES"), "{e}");
+    }
+
+    #[test]
+    fn defaults_match_the_gateway_defaults() {
+        let vars = ["MAX_MESSAGE_BYTES", "MAX_FRAME_BYTES", "MAX_ROOMS_PER_CONNECTION", "CLIENT_QUEUE_FRAMES",
+            "HISTORY_DEFAULT", "HISTORY_MAX", "ACK_TIMEOUT_MS"];
+        if vars.iter().any(|v| std::env::var_os(v).is_some()) {
+            return; // the environment overrides the defaults under test
+        }
+        let from_cli = parse(&[]).unwrap().gateway();
+        let defaults = GatewayConfig::default();
+        assert_eq!(from_cli.limits, defaults.limits);
+        assert_eq!(from_cli.max_frame_bytes, defaults.max_frame_bytes);
+        assert_eq!(from_cli.max_rooms_per_connection, defaults.max_rooms_per_connection);
+        assert_eq!(from_cli.client_queue_frames, defaults.client_queue_frames);
+        assert_eq!(from_cli.ack_timeout, defaults.ack_timeout);
+    }
+}
