@@ -23,6 +23,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/", get(index))
         .route("/ws", get(crate::ws::upgrade))
         .route("/api/rooms/{room}/messages", get(room_messages))
+        .route("/api/stats", get(stats))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -46,6 +47,15 @@ async fn not_found() -> Response {
 
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
+}
+
+/// `GET /api/stats`: this node's open connections and hosted rooms.
+async fn stats(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    axum::Json(json!({
+        "node": gateway.config.node_id,
+        "connections": gateway.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+        "rooms": gateway.registry.room_count(),
+    }))
 }
 
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {

@@ -14,7 +14,7 @@ mod sio;
 mod ws;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -86,7 +86,17 @@ pub struct Gateway {
     connections: TaskTracker,
     io: OnceLock<SocketIo>,
     next_conn: AtomicU64,
+    open_connections: AtomicUsize,
     metrics: Option<PrometheusHandle>,
+}
+
+/// Decrements the open-connection count when dropped.
+struct OpenConnection<'a>(&'a AtomicUsize);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a message was not made durable in time; the client may resend it
@@ -118,6 +128,7 @@ impl Gateway {
             connections: TaskTracker::new(),
             io: OnceLock::new(),
             next_conn: AtomicU64::new(1),
+            open_connections: AtomicUsize::new(0),
             metrics,
         });
         // Messages from other nodes: fan out locally, nothing else (the
@@ -168,6 +179,12 @@ impl Gateway {
         }
         self.journal.close().await;
         served
+    }
+
+    /// Counts a connection as open until the guard drops.
+    fn open_connection(&self) -> OpenConnection<'_> {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(&self.open_connections)
     }
 
     fn next_conn_id(&self) -> u64 {

@@ -164,7 +164,6 @@ impl Registry {
     }
 
     /// Number of rooms with local members.
-    #[cfg(test)]
     pub fn room_count(&self) -> usize {
         self.rooms.read().unwrap_or_else(PoisonError::into_inner).len()
     }

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::extract::Query;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Value, json};
@@ -88,6 +89,7 @@ async fn on_connect(socket: SocketRef, TryData(auth): TryData<Value>, State(gate
     tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, protocol = "socket.io", "connection opened");
     metrics::gauge!("switchboard_connections", "protocol" => "socket.io").increment(1.0);
     gateway.registry.join(&lobby(), conn.id, Sink::Sio { socket: socket.clone(), legacy: true });
+    gateway.open_connections.fetch_add(1, Ordering::Relaxed);
     socket.extensions.insert(conn);
 
     socket.on("event:message", on_legacy_message);
@@ -231,6 +233,7 @@ async fn on_disconnect(socket: SocketRef, reason: DisconnectReason, State(gatewa
     if rooms.legacy_lobby {
         gateway.registry.leave(&lobby(), conn.id);
     }
+    gateway.open_connections.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("switchboard_connections", "protocol" => "socket.io").decrement(1.0);
     tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, %reason, "connection closed");
 }

@@ -83,6 +83,8 @@ async fn run(gateway: Arc<Gateway>, socket: WebSocket, name: String) {
         let mut conn = Conn { gateway, id, name, sink, rooms: HashSet::new() };
         tracing::info!("connection opened");
         metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
+        let gateway = conn.gateway.clone();
+        let _open = gateway.open_connection();
         let (socket, end) = conn.serve(socket, rx).await;
         for room in conn.rooms.drain() {
             conn.gateway.registry.leave(&room, conn.id);
@@ -114,8 +116,21 @@ impl Conn {
                     break End::Close(1008, "slow consumer");
                 }
                 Some(first) = rx.recv() => {
-                    if write_batch(&mut socket, &mut rx, first, None).await.is_err() {
-                        break End::Gone;
+                    // A client that stops reading stalls the write once its
+                    // socket buffers are full: keep watching for the kick and
+                    // for shutdown meanwhile.
+                    tokio::select! {
+                        biased;
+                        written = write_batch(&mut socket, &mut rx, first, None) => {
+                            if written.is_err() {
+                                break End::Gone;
+                            }
+                        }
+                        () = kick.cancelled() => {
+                            tracing::info!("slow consumer: outbound queue full");
+                            break End::Close(1008, "slow consumer");
+                        }
+                        () = shutdown.cancelled() => break End::Close(1001, "server shutting down"),
                     }
                 }
                 incoming = socket.recv() => match incoming {

@@ -1,0 +1,162 @@
+//! Starts nodes in-process on 127.0.0.1:0 and speaks the `/ws` protocol.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard::NodeOptions;
+use switchboard_gateway::GatewayConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct Node {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    pub async fn start(database_url: &str, gateway: GatewayConfig) -> Node {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let options = NodeOptions { gateway, database_url: database_url.to_owned() };
+        let task = tokio::spawn(switchboard::run(listener, options, shutdown.clone(), None));
+        Node { addr, shutdown, task }
+    }
+
+    pub async fn memory() -> Node {
+        Node::start("sqlite::memory:", GatewayConfig::default()).await
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn client(&self, name: &str) -> Client {
+        Client::connect(self.addr, name).await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+pub type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    pub ws: Stream,
+    /// Frames read while looking for another one, returned first by `recv`.
+    backlog: std::collections::VecDeque<Value>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, name: &str) -> Client {
+        let url = format!("ws://{addr}/ws?name={name}");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client::from_stream(ws)
+    }
+
+    pub fn from_stream(ws: Stream) -> Client {
+        Client { ws, backlog: Default::default() }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Ws::text(frame.to_string())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, msg: Ws) {
+        self.ws.send(msg).await.unwrap();
+    }
+
+    /// The next JSON frame, failing after [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        if let Some(v) = self.backlog.pop_front() {
+            return v;
+        }
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("read failed");
+            match msg {
+                Ws::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Ws::Ping(_) | Ws::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of `ty`, skipping others (e.g. acks while waiting for messages).
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        if let Some(pos) = self.backlog.iter().position(|v| v["type"] == ty) {
+            return self.backlog.remove(pos).unwrap();
+        }
+        loop {
+            let v = self.recv_wire().await;
+            if v["type"] == ty {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+
+    async fn recv_wire(&mut self) -> Value {
+        let backlog = std::mem::take(&mut self.backlog);
+        let v = self.recv().await;
+        self.backlog = backlog;
+        v
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub async fn silent_for(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(msg))) = tokio::time::timeout(wait, self.ws.next()).await {
+            panic!("expected silence, got {msg:?}");
+        }
+    }
+
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.send(json!({"type": "join", "room": room})).await;
+        let v = self.recv().await;
+        assert_eq!(v["type"], "joined", "{v}");
+        v
+    }
+
+    /// Sends `text` and returns the acked id.
+    pub async fn send_text(&mut self, room: &str, text: &str) -> String {
+        self.send(json!({"type": "send", "room": room, "text": text, "ref": text})).await;
+        loop {
+            let v = self.recv_wire().await;
+            if v["type"] == "ack" && v["ref"] == text {
+                return v["id"].as_str().unwrap().to_owned();
+            }
+            assert_ne!(v["type"], "error", "{v}");
+            self.backlog.push_back(v);
+        }
+    }
+
+    /// Reads until the server closes; the close code, if a close frame came.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for close") {
+                Some(Ok(Ws::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}

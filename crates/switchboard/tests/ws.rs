@@ -1,0 +1,396 @@
+//! The `/ws` protocol against a node started in-process.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Client, Node, WAIT, unique};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use switchboard_gateway::GatewayConfig;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+#[tokio::test]
+async fn two_clients_exchange_messages_exactly_once() {
+    let node = Node::memory().await;
+    let room = unique("pair");
+    let mut alice = node.client("alice").await;
+    let mut bob = node.client("bob").await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+
+    alice.send(json!({"type": "send", "room": room, "text": "hi bob", "ref": "c1"})).await;
+    let mut ack = None;
+    let mut own = Vec::new();
+    while ack.is_none() || own.is_empty() {
+        let v = alice.recv().await;
+        match v["type"].as_str() {
+            Some("ack") => ack = Some(v),
+            Some("message") => own.push(v),
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    let ack = ack.unwrap();
+    assert_eq!(ack["ref"], "c1");
+    let got = bob.recv().await;
+    assert_eq!(got["type"], "message");
+    assert_eq!(got["text"], "hi bob");
+    assert_eq!(got["from"], "alice");
+    assert_eq!(got["room"], room.as_str());
+    assert_eq!(got["id"], ack["id"], "the ack carries the delivered id");
+    assert_eq!(own, vec![got.clone()], "the sender gets its own message once");
+    let id = uuid::Uuid::parse_str(got["id"].as_str().unwrap()).unwrap();
+    assert_eq!(id.get_version_num(), 7);
+    bob.silent_for(Duration::from_millis(300)).await;
+    alice.silent_for(Duration::from_millis(100)).await;
+
+    let reply = bob.send_text(&room, "hi alice").await;
+    let at_alice = alice.recv_type("message").await;
+    assert_eq!(at_alice["id"], reply.as_str());
+    assert_eq!(at_alice["from"], "bob");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn rooms_are_isolated() {
+    let node = Node::memory().await;
+    let (r1, r2) = (unique("iso"), unique("iso"));
+    let mut a = node.client("a").await;
+    let mut b = node.client("b").await;
+    a.join(&r1).await;
+    b.join(&r2).await;
+    a.send_text(&r1, "only r1").await;
+    let own = a.recv_type("message").await;
+    assert_eq!(own["text"], "only r1");
+    b.silent_for(Duration::from_millis(300)).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn per_sender_order_is_kept() {
+    let node = Node::memory().await;
+    let room = unique("order");
+    let mut a = node.client("a").await;
+    let mut b = node.client("b").await;
+    a.join(&room).await;
+    b.join(&room).await;
+    for i in 0..200 {
+        a.send(json!({"type": "send", "room": room, "text": format!("m{i}")})).await;
+    }
+    for i in 0..200 {
+        let v = b.recv_type("message").await;
+        assert_eq!(v["text"], format!("m{i}"));
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn history_on_join_and_over_http() {
+    let node = Node::memory().await;
+    let room = unique("hist");
+    let mut a = node.client("a").await;
+    a.join(&room).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(a.send_text(&room, &format!("h{i}")).await);
+    }
+    let mut late = node.client("late").await;
+    late.send(json!({"type": "join", "room": room, "history": 3, "ref": "j"})).await;
+    let joined = late.recv().await;
+    assert_eq!(joined["type"], "joined");
+    assert_eq!(joined["ref"], "j");
+    let texts: Vec<&str> = joined["history"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["h2", "h3", "h4"], "latest three, oldest first");
+
+    let http = reqwest::Client::new();
+    let all: Vec<Value> = http.get(node.http(&format!("/api/rooms/{room}/messages"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(all.iter().map(|m| m["id"].as_str().unwrap()).collect::<Vec<_>>(), ids);
+    let page: Vec<Value> = http
+        .get(node.http(&format!("/api/rooms/{room}/messages?limit=2&before={}", ids[3])))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|m| m["text"].as_str().unwrap()).collect::<Vec<_>>(), ["h1", "h2"]);
+
+    for (query, code) in [
+        ("?limit=0", "bad_limit"),
+        ("?limit=501", "bad_limit"),
+        ("?limit=ten", "bad_limit"),
+        ("?before=nope", "bad_before"),
+    ] {
+        let res = http.get(node.http(&format!("/api/rooms/{room}/messages{query}"))).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{query}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], code, "{query}");
+    }
+    let res = http.get(node.http("/api/rooms/bad%20room/messages")).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "bad_room");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn restart_keeps_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("restart.db").display());
+    let room = unique("keep");
+    let node = Node::start(&url, GatewayConfig::default()).await;
+    let mut a = node.client("a").await;
+    a.join(&room).await;
+    let id = a.send_text(&room, "survives").await;
+    node.stop().await;
+
+    let node = Node::start(&url, GatewayConfig::default()).await;
+    let mut b = node.client("b").await;
+    let joined = b.join(&room).await;
+    assert_eq!(joined["history"][0]["id"], id.as_str());
+    assert_eq!(joined["history"][0]["text"], "survives");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn retry_with_the_same_id_is_stored_and_delivered_once() {
+    let node = Node::memory().await;
+    let room = unique("retry");
+    let mut a = node.client("a").await;
+    let mut b = node.client("b").await;
+    a.join(&room).await;
+    b.join(&room).await;
+    let id = uuid::Uuid::now_v7().to_string();
+    for attempt in ["r1", "r2", "r3"] {
+        a.send(json!({"type": "send", "room": room, "text": "once", "id": id, "ref": attempt})).await;
+        let ack = loop {
+            let v = a.recv().await;
+            if v["type"] == "ack" {
+                break v;
+            }
+        };
+        assert_eq!(ack["id"], id.as_str());
+        assert_eq!(ack["ref"], attempt);
+    }
+    assert_eq!(b.recv_type("message").await["id"], id.as_str());
+    b.silent_for(Duration::from_millis(300)).await;
+    let stored: Vec<Value> = reqwest::get(node.http(&format!("/api/rooms/{room}/messages"))).await.unwrap().json().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["id"], id.as_str());
+    node.stop().await;
+}
+
+async fn expect_error(c: &mut Client, frame: Value, code: &str) -> Value {
+    c.send(frame.clone()).await;
+    let v = c.recv().await;
+    assert_eq!(v["type"], "error", "{frame} -> {v}");
+    assert_eq!(v["code"], code, "{frame} -> {v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    v
+}
+
+async fn still_works(c: &mut Client) {
+    c.send(json!({"type": "ping", "ref": "alive"})).await;
+    assert_eq!(c.recv().await, json!({"type": "pong", "ref": "alive"}));
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_code_and_the_connection_survives() {
+    let config = GatewayConfig { max_rooms_per_connection: 2, ..GatewayConfig::default() };
+    let node = Node::start("sqlite::memory:", config).await;
+    let mut c = node.client("c").await;
+    let room = unique("bad");
+    c.join(&room).await;
+
+    for raw in ["not json", "[1,2]", "{}", r#"{"type":"dance"}"#, r#"{"type":"join"}"#, r#"{"type":"send","room":5,"text":"x"}"#] {
+        c.send_raw(Ws::text(raw)).await;
+        let v = c.recv().await;
+        assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("bad_frame")), "{raw}");
+        still_works(&mut c).await;
+    }
+    c.send_raw(Ws::binary(vec![1u8, 2, 3])).await;
+    assert_eq!(c.recv().await["code"], "bad_frame");
+    still_works(&mut c).await;
+
+    let v = expect_error(&mut c, json!({"type": "join", "room": "has space", "ref": 9}), "bad_room").await;
+    assert_eq!(v["ref"], 9);
+    still_works(&mut c).await;
+    expect_error(&mut c, json!({"type": "send", "room": room, "text": ""}), "too_large").await;
+    let v = expect_error(&mut c, json!({"type": "send", "room": room, "text": "x".repeat(4097), "ref": "big"}), "too_large").await;
+    assert_eq!(v["ref"], "big");
+    still_works(&mut c).await;
+    expect_error(&mut c, json!({"type": "send", "room": unique("elsewhere"), "text": "x"}), "not_joined").await;
+    still_works(&mut c).await;
+    c.join(&unique("second")).await;
+    expect_error(&mut c, json!({"type": "join", "room": unique("third")}), "too_many_rooms").await;
+    still_works(&mut c).await;
+    // The connection still delivers after all of that.
+    c.send_text(&room, "still here").await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_with_1009() {
+    let node = Node::memory().await;
+    let mut c = node.client("c").await;
+    c.send_raw(Ws::text("x".repeat(70_000))).await;
+    assert_eq!(c.close_code().await, Some(1009));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let node = Node::memory().await;
+    let mut c = node.client("c").await;
+    let frame = Frame::message(vec![0xff, 0xfe, 0x80], OpCode::Data(Data::Text), true);
+    c.send_raw(Ws::Frame(frame)).await;
+    assert_eq!(c.close_code().await, Some(1007));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_before_the_upgrade() {
+    let node = Node::memory().await;
+    let long = "n".repeat(33);
+    for name in ["%20%20", long.as_str()] {
+        let err = tokio_tungstenite::connect_async(format!("ws://{}/ws?name={name}", node.addr)).await.unwrap_err();
+        match err {
+            tokio_tungstenite::tungstenite::Error::Http(res) => {
+                assert_eq!(res.status(), 400);
+                let body: Value = serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+                assert_eq!(body["code"], "bad_name");
+            }
+            other => panic!("expected HTTP 400, got {other:?}"),
+        }
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_users_get_a_name() {
+    let node = Node::memory().await;
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", node.addr)).await.unwrap();
+    let mut c = Client::from_stream(ws);
+    let room = unique("anon");
+    c.join(&room).await;
+    c.send_text(&room, "who am i").await;
+    let m = c.recv_type("message").await;
+    let from = m["from"].as_str().unwrap();
+    assert!(from.starts_with("anon-") && from.len() == 11, "{from}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_dropped_as_slow_while_others_keep_receiving() {
+    let config = GatewayConfig { client_queue_frames: 256, ..GatewayConfig::default() };
+    let node = Node::start("sqlite::memory:", config).await;
+    let room = unique("slow");
+
+    // A client with a tiny receive buffer that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(node.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws?name=slow", node.addr), tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    let mut slow = Client::from_stream(ws);
+    slow.join(&room).await;
+
+    let mut fast = node.client("fast").await;
+    fast.join(&room).await;
+    let mut sender = node.client("sender").await;
+    sender.join(&room).await;
+
+    // 8 MB in all: more than the slow client's socket buffers and queue hold.
+    const N: usize = 4_000;
+    let text = "y".repeat(2_000);
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < N {
+            let v = fast.recv_type("message").await;
+            assert_eq!(v["from"], "sender");
+            n += 1;
+        }
+        n
+    });
+    let (mut tx, mut rx) = sender.ws.split();
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+    for _ in 0..N {
+        futures_util::SinkExt::send(&mut tx, Ws::text(json!({"type": "send", "room": room, "text": text}).to_string()))
+            .await
+            .unwrap();
+    }
+    let got = tokio::time::timeout(Duration::from_secs(30), reader).await.unwrap().unwrap();
+    assert_eq!(got, N, "the fast client received every message");
+
+    // The server lets go of the slow client without the client reading a
+    // byte: only the fast client and the sender stay connected.
+    let stats = node.http("/api/stats");
+    let mut connections = 0;
+    for _ in 0..100 {
+        let v: Value = reqwest::get(&stats).await.unwrap().json().await.unwrap();
+        connections = v["connections"].as_u64().unwrap();
+        if connections == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(connections, 2, "the slow consumer is still connected");
+
+    // The slow one was cut off: its stream ends (after what was buffered),
+    // with a 1008 close frame if the server could still write it.
+    let mut seen = 0usize;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match slow.ws.next().await {
+                Some(Ok(Ws::Text(_))) => seen += 1,
+                Some(Ok(Ws::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the slow client was never disconnected");
+    assert!(matches!(ended, None | Some(1008)), "close code {ended:?}");
+    assert!(seen < N, "the slow client cannot have received everything ({seen})");
+    drop(drain);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_1001_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("stop.db").display());
+    let node = Node::start(&url, GatewayConfig::default()).await;
+    let room = unique("stop");
+    let mut a = node.client("a").await;
+    a.join(&room).await;
+    let id = a.send_text(&room, "before stop").await;
+    node.shutdown.cancel();
+    assert_eq!(a.close_code().await, Some(1001));
+    tokio::time::timeout(Duration::from_secs(10), node.task).await.unwrap().unwrap().unwrap();
+
+    let node = Node::start(&url, GatewayConfig::default()).await;
+    let stored: Vec<Value> = reqwest::get(node.http(&format!("/api/rooms/{room}/messages"))).await.unwrap().json().await.unwrap();
+    assert_eq!(stored[0]["id"], id.as_str());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_page() {
+    let node = Node::memory().await;
+    let res = reqwest::get(node.http("/healthz")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<HashMap<String, String>>().await.unwrap()["status"], "ok");
+    let res = reqwest::get(node.http("/readyz")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let page = reqwest::get(node.http("/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("/ws"));
+    let missing = reqwest::get(node.http("/nope")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.json::<Value>().await.unwrap()["code"], "not_found");
+    let _ = WAIT;
+    node.stop().await;
+}

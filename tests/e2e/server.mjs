@@ -1,0 +1,51 @@
+// Starts the switchboard binary on a free port for one test file and stops
+// it afterwards. SWITCHBOARD_BIN names the binary (the test script sets it).
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startServer(extraEnv = {}) {
+  const bin = process.env.SWITCHBOARD_BIN ?? '../../target/debug/switchboard';
+  const port = await freePort();
+  const child = spawn(bin, ['serve'], {
+    env: {
+      PATH: process.env.PATH,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      DATABASE_URL: 'sqlite::memory:',
+      RUST_LOG: 'warn',
+      ...extraEnv,
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode !== null) throw new Error(`switchboard exited with ${child.exitCode}`);
+    try {
+      const res = await fetch(`${url}/healthz`);
+      if (res.ok) return { url, port, stop: () => stop(child) };
+    } catch {}
+    await sleep(100);
+  }
+  child.kill('SIGKILL');
+  throw new Error('switchboard did not become healthy within 10 s');
+}
+
+async function stop(child) {
+  if (child.exitCode !== null) return child.exitCode;
+  const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  return exited;
+}
