@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
-use socketioxide::handler::ConnectHandler;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::socket::Socket;
 use socketioxide::socket::DisconnectReason;
 use socketioxide::SocketIoBuilder;
 use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name};
@@ -96,7 +98,7 @@ async fn on_connect(socket: SocketRef, TryData(auth): TryData<Value>, State(gate
     socket.on("join", on_join);
     socket.on("leave", on_leave);
     socket.on("send", on_send);
-    socket.on_fallback(async |socket: SocketRef, ack: AckSender| {
+    socket.on_fallback(async |socket: SocketRef, ack: Reply| {
         let err = FrameError::new(ErrorCode::BadFrame, "unknown event; use join, leave, send or event:message");
         reply(&socket, ack, ServerFrame::error(err));
     });
@@ -107,18 +109,37 @@ fn conn_of(socket: &SocketRef) -> Option<SioConn> {
     socket.extensions.get::<SioConn>()
 }
 
-/// Answers through the client's ack callback when it gave one, else as an
-/// `error` event (other replies without a callback have no one to go to).
-fn reply(socket: &SocketRef, ack: AckSender, frame: ServerFrame) {
+/// The client's acknowledgement callback, and whether it gave one.
+struct Reply {
+    ack: AckSender,
+    wanted: bool,
+}
+
+impl FromMessageParts<LocalAdapter> for Reply {
+    type Error = std::convert::Infallible;
+
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        Ok(Self { ack: AckSender::from_message_parts(s, v, ack_id)?, wanted: ack_id.is_some() })
+    }
+}
+
+/// Answers through the client's ack callback when it gave one; without one,
+/// errors go out as an `error` event and other replies have no one to go to.
+fn reply(socket: &SocketRef, ack: Reply, frame: ServerFrame) {
     let value = serde_json::to_value(&frame).unwrap_or(Value::Null);
-    let is_error = matches!(frame, ServerFrame::Error { .. });
-    if ack.send(&value).is_err() && is_error {
+    if ack.wanted {
+        let _ = ack.ack.send(&value);
+    } else if matches!(frame, ServerFrame::Error { .. }) {
         let _ = socket.emit("error", &value);
     }
 }
 
 /// The original contract: `event:message` with a string goes to `lobby`.
-async fn on_legacy_message(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender, State(gateway): State<Arc<Gateway>>) {
+async fn on_legacy_message(socket: SocketRef, TryData(data): TryData<Value>, ack: Reply, State(gateway): State<Arc<Gateway>>) {
     let Some(conn) = conn_of(&socket) else { return };
     let text = match data {
         Ok(Value::String(text)) => text,
@@ -137,19 +158,19 @@ async fn on_legacy_message(socket: SocketRef, TryData(data): TryData<Value>, ack
     }
 }
 
-async fn on_join(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender, State(gateway): State<Arc<Gateway>>) {
+async fn on_join(socket: SocketRef, TryData(data): TryData<Value>, ack: Reply, State(gateway): State<Arc<Gateway>>) {
     handle(&gateway, &socket, ack, "join", &data.unwrap_or(Value::Null)).await
 }
 
-async fn on_leave(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender, State(gateway): State<Arc<Gateway>>) {
+async fn on_leave(socket: SocketRef, TryData(data): TryData<Value>, ack: Reply, State(gateway): State<Arc<Gateway>>) {
     handle(&gateway, &socket, ack, "leave", &data.unwrap_or(Value::Null)).await
 }
 
-async fn on_send(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender, State(gateway): State<Arc<Gateway>>) {
+async fn on_send(socket: SocketRef, TryData(data): TryData<Value>, ack: Reply, State(gateway): State<Arc<Gateway>>) {
     handle(&gateway, &socket, ack, "send", &data.unwrap_or(Value::Null)).await
 }
 
-async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, ack: AckSender, event: &str, data: &Value) {
+async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, ack: Reply, event: &str, data: &Value) {
     let Some(conn) = conn_of(socket) else { return };
     let request = match Request::from_event(event, data, &gateway.config.limits) {
         Ok(request) => request,
@@ -202,7 +223,7 @@ async fn send(
     gateway: &Arc<Gateway>,
     socket: &SocketRef,
     conn: &SioConn,
-    ack: AckSender,
+    ack: Reply,
     room: RoomName,
     text: String,
     id: Option<uuid::Uuid>,

@@ -1,0 +1,158 @@
+// Socket.IO clients (the official socket.io-client) against the switchboard
+// binary: the original contract, rooms, and mixing with /ws clients.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { io } from 'socket.io-client';
+import WebSocket from 'ws';
+import { startServer } from './server.mjs';
+
+let server;
+const sockets = [];
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  for (const s of sockets) s.close?.() ?? s.disconnect?.();
+  const code = await server.stop();
+  assert.equal(code, 0, 'switchboard exits 0 on SIGTERM');
+});
+
+function connect(opts = {}) {
+  const socket = io(server.url, { reconnection: false, forceNew: true, transports: ['websocket'], ...opts });
+  sockets.push(socket);
+  return new Promise((resolve, reject) => {
+    socket.once('connect', () => resolve(socket));
+    socket.once('connect_error', reject);
+  });
+}
+
+function collect(socket, event) {
+  const got = [];
+  socket.on(event, (data) => got.push(data));
+  return got;
+}
+
+async function until(fn, what, ms = 5000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (fn()) return;
+    await sleep(20);
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+function wsClient(name) {
+  const ws = new WebSocket(`${server.url.replace('http', 'ws')}/ws?name=${name}`);
+  sockets.push(ws);
+  const frames = [];
+  ws.on('message', (data) => frames.push(JSON.parse(data.toString())));
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve({ ws, frames, send: (f) => ws.send(JSON.stringify(f)) }));
+    ws.once('error', reject);
+  });
+}
+
+test('the original contract: event:message in, event:listen out, exactly once each', async () => {
+  const a = await connect({ auth: { name: 'alice' } });
+  const b = await connect({ auth: { name: 'bob' } });
+  const atA = collect(a, 'event:listen');
+  const atB = collect(b, 'event:listen');
+  a.emit('event:message', 'Test Message');
+  await until(() => atA.length >= 1 && atB.length >= 1, 'event:listen on both clients');
+  await sleep(300);
+  assert.deepEqual(atB, ['Test Message']);
+  assert.deepEqual(atA, ['Test Message']);
+  a.disconnect();
+  b.disconnect();
+});
+
+test('polling transport works too, and the lobby message is stored', async () => {
+  const a = await connect({ transports: ['polling'], query: { name: 'poller' } });
+  const atA = collect(a, 'event:listen');
+  const text = `polled ${randomUUID()}`;
+  const ack = await a.timeout(5000).emitWithAck('event:message', text);
+  assert.equal(ack.type, 'ack');
+  await until(() => atA.includes(text), 'event:listen over polling');
+  const res = await fetch(`${server.url}/api/rooms/lobby/messages?limit=500`);
+  const stored = await res.json();
+  const mine = stored.filter((m) => m.text === text);
+  assert.equal(mine.length, 1);
+  assert.equal(mine[0].from, 'poller');
+  assert.equal(mine[0].id, ack.id);
+  a.disconnect();
+});
+
+test('Socket.IO and /ws members of one room see each other', async () => {
+  const room = `mixed-${randomUUID().slice(0, 8)}`;
+  const sio = await connect({ auth: { name: 'sio' } });
+  const sioMessages = collect(sio, 'message');
+  const joined = await sio.timeout(5000).emitWithAck('join', { room, history: 10 });
+  assert.equal(joined.type, 'joined');
+  assert.equal(joined.room, room);
+  assert.deepEqual(joined.history, []);
+
+  const w = await wsClient('plain');
+  w.send({ type: 'join', room });
+  await until(() => w.frames.some((f) => f.type === 'joined'), '/ws joined');
+
+  w.send({ type: 'send', room, text: 'from ws', ref: 'w1' });
+  await until(() => sioMessages.length === 1, 'socket.io receives the /ws message');
+  assert.equal(sioMessages[0].text, 'from ws');
+  assert.equal(sioMessages[0].from, 'plain');
+
+  const ack = await sio.timeout(5000).emitWithAck('send', { room, text: 'from sio', ref: 's1' });
+  assert.equal(ack.type, 'ack');
+  assert.equal(ack.ref, 's1');
+  await until(() => w.frames.some((f) => f.type === 'message' && f.text === 'from sio'), '/ws receives the socket.io message');
+  const got = w.frames.filter((f) => f.type === 'message' && f.text === 'from sio');
+  assert.equal(got.length, 1);
+  assert.equal(got[0].id, ack.id);
+  assert.equal(got[0].from, 'sio');
+  await sleep(200);
+  assert.equal(sioMessages.filter((m) => m.text === 'from sio').length, 1, 'the sender gets its own message once');
+  w.ws.close();
+  sio.disconnect();
+});
+
+test('a /ws member of lobby sees event:message from Socket.IO', async () => {
+  const w = await wsClient('watcher');
+  w.send({ type: 'join', room: 'lobby', history: 0 });
+  await until(() => w.frames.some((f) => f.type === 'joined'), '/ws joined lobby');
+  const s = await connect({ auth: { name: 'legacy' } });
+  const text = `hello ${randomUUID()}`;
+  s.emit('event:message', text);
+  await until(() => w.frames.some((f) => f.type === 'message' && f.text === text), '/ws receives the lobby message');
+  w.ws.close();
+  s.disconnect();
+});
+
+test('bad input gets error objects with stable codes', async () => {
+  const s = await connect();
+  const cases = [
+    ['join', { room: 'bad room' }, 'bad_room'],
+    ['join', 'lobby', 'bad_frame'],
+    ['send', { room: 'never-joined', text: 'x' }, 'not_joined'],
+    ['send', { room: 'lobby', text: '' }, 'too_large'],
+    ['send', { room: 'lobby', text: 'x'.repeat(4097) }, 'too_large'],
+    ['event:message', 42, 'bad_frame'],
+    ['nonsense', {}, 'bad_frame'],
+  ];
+  for (const [event, data, code] of cases) {
+    const reply = await s.timeout(5000).emitWithAck(event, data);
+    assert.equal(reply.type, 'error', `${event} ${JSON.stringify(data)}`);
+    assert.equal(reply.code, code, `${event} ${JSON.stringify(data)}`);
+  }
+  const errors = collect(s, 'error');
+  s.emit('join', { room: 'bad room' });
+  await until(() => errors.length === 1, 'an error event when there is no ack callback');
+  assert.equal(errors[0].code, 'bad_room');
+  s.disconnect();
+});
+
+test('an invalid handshake name is refused with a connect error', async () => {
+  await assert.rejects(connect({ auth: { name: '' } }), /name/);
+});
