@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
+use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 use switchboard_bus::Bus;
@@ -134,6 +135,9 @@ impl Registry {
                 recent.push_back(msg.clone());
             }
             let mut ws_frame: Option<Utf8Bytes> = None;
+            // The message object encoded once for every Socket.IO recipient;
+            // socketioxide only frames it per socket.
+            let mut sio_payload: Option<Box<RawValue>> = None;
             for member in &room.members {
                 match &member.sink {
                     Sink::Ws(ws) => {
@@ -146,7 +150,13 @@ impl Registry {
                         let sent = if *legacy {
                             socket.emit("event:listen", &msg.text)
                         } else {
-                            socket.emit("message", msg)
+                            match &mut sio_payload {
+                                Some(raw) => socket.emit("message", raw),
+                                slot @ None => match serde_json::value::to_raw_value(msg) {
+                                    Ok(raw) => socket.emit("message", slot.insert(raw)),
+                                    Err(_) => socket.emit("message", msg),
+                                },
+                            }
                         };
                         if let Err(SendError::Socket(SocketError::InternalChannelFull)) = sent {
                             slow_sio.push(socket.clone());
