@@ -25,7 +25,7 @@ export async function startServer(extraEnv = {}) {
       PORT: String(port),
       HOST: '127.0.0.1',
       DATABASE_URL: 'sqlite::memory:',
-      RUST_LOG: 'warn',
+      RUST_LOG: process.env.SWITCHBOARD_LOG ?? 'warn',
       ...extraEnv,
     },
     stdio: ['ignore', 'inherit', 'inherit'],

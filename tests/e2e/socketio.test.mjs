@@ -156,3 +156,14 @@ test('bad input gets error objects with stable codes', async () => {
 test('an invalid handshake name is refused with a connect error', async () => {
   await assert.rejects(connect({ auth: { name: '' } }), /name/);
 });
+
+test('the binary serves Prometheus metrics and readiness', async () => {
+  const s = await connect({ auth: { name: 'metered' } });
+  await s.timeout(5000).emitWithAck('event:message', 'count me');
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  assert.match(text, /switchboard_messages_accepted_total \d+/);
+  assert.match(text, /switchboard_connections\{protocol="socket.io"\} [1-9]/);
+  const ready = await fetch(`${server.url}/readyz`);
+  assert.equal(ready.status, 200);
+  s.disconnect();
+});

@@ -55,7 +55,7 @@ pub(crate) fn layer(gateway: &Arc<Gateway>) -> socketioxide::layer::SocketIoLaye
         .ws_max_message_size(config.max_frame_bytes)
         .with_state(gateway.clone())
         .build_layer();
-    io.ns("/", on_connect.with(check_name));
+    io.ns("/", on_connect.with(setup));
     let _ = gateway.io.set(io);
     layer
 }
@@ -77,12 +77,11 @@ fn handshake_name(socket: &SocketRef, auth: &Option<Value>) -> Result<String, St
     }
 }
 
-async fn check_name(socket: SocketRef, TryData(auth): TryData<Value>) -> Result<(), String> {
-    handshake_name(&socket, &auth.ok()).map(|_| ())
-}
-
-async fn on_connect(socket: SocketRef, TryData(auth): TryData<Value>, State(gateway): State<Arc<Gateway>>) {
-    let name = handshake_name(&socket, &auth.ok()).unwrap_or_else(|_| crate::ws::anonymous_name());
+/// Sets a socket up before socketioxide answers its CONNECT: the client may
+/// emit as soon as it is connected, so its handlers must already be there.
+/// An invalid name refuses the connection with a `connect_error`.
+async fn setup(socket: SocketRef, TryData(auth): TryData<Value>, State(gateway): State<Arc<Gateway>>) -> Result<(), String> {
+    let name = handshake_name(&socket, &auth.ok())?;
     let conn = SioConn {
         id: gateway.next_conn_id(),
         name: name.into(),
@@ -103,7 +102,11 @@ async fn on_connect(socket: SocketRef, TryData(auth): TryData<Value>, State(gate
         reply(&socket, ack, ServerFrame::error(err));
     });
     socket.on_disconnect(on_disconnect);
+    Ok(())
 }
+
+/// Everything happened in [`setup`].
+async fn on_connect() {}
 
 fn conn_of(socket: &SocketRef) -> Option<SioConn> {
     socket.extensions.get::<SioConn>()
