@@ -244,7 +244,11 @@ impl Gateway {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut all = self.store.history(room, limit, None).await?;
+        // Bounded like an ack: a stalled store must not hold a connection.
+        let read = self.store.history(room, limit, None);
+        let mut all = tokio::time::timeout(self.config.ack_timeout, read)
+            .await
+            .map_err(|_| switchboard_store::StoreError::Timeout)??;
         all.extend(recent);
         all.sort_by(|a, b| (a.ts, a.id).cmp(&(b.ts, b.id)));
         all.dedup_by_key(|m| m.id);

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// Applying the schema failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store did not answer in time.
+    #[error("the store did not answer in time")]
+    Timeout,
     /// A stored row no longer decodes into a message.
     #[error("corrupt row: {0}")]
     Corrupt(String),
