@@ -8,14 +8,20 @@
 //! therefore never sees its own messages come back.
 //!
 //! [`MemoryHub`] is the in-process implementation (a single node, or several
-//! nodes in one process); Redis Pub/Sub comes with cluster mode.
+//! nodes in one process); [`RedisBus`] is cluster mode over Redis Pub/Sub.
 
+mod envelope;
 mod memory;
+mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
 
 use switchboard_protocol::{Message, RoomName};
 use tokio::sync::mpsc;
 
 pub use memory::{MemoryBus, MemoryHub};
+pub use redis::{RedisBus, RedisOptions, RedisUrlError};
 
 /// Where a bus puts the messages other nodes published; the node's fan-out
 /// task drains it.
@@ -38,6 +44,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// This node no longer hosts `room`.
     fn unsubscribe(&self, room: &RoomName);
+
+    /// Resolves once every `subscribe`/`unsubscribe` issued before it has
+    /// taken effect (on a live connection, for a networked bus).
+    fn settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(std::future::ready(()))
+    }
 
     /// Whether the bus can currently reach the other nodes (for `/readyz`).
     fn is_ready(&self) -> bool {

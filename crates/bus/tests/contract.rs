@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use switchboard_bus::{Bus, MemoryHub};
+use switchboard_bus::{Bus, MemoryHub, RedisBus, RedisOptions};
 use switchboard_protocol::{Message, RoomName};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -28,6 +28,9 @@ async fn delivers_to_interested_others_only(mut node: impl FnMut(mpsc::Sender<Me
     a.subscribe(&room("r"));
     b.subscribe(&room("r"));
     c.subscribe(&room("other"));
+    for n in [&a, &b, &c] {
+        n.settled().await;
+    }
     let m = msg("r", "one");
     a.publish(&m);
     assert_eq!(recv(&mut rx2).await, Some(m), "the other interested node receives it");
@@ -42,6 +45,7 @@ async fn unsubscribe_stops_delivery(mut node: impl FnMut(mpsc::Sender<Message>) 
     let (a, b) = (node(tx1), node(tx2));
     b.subscribe(&room("r"));
     b.unsubscribe(&room("r"));
+    b.settled().await;
     a.publish(&msg("r", "x"));
     assert_eq!(recv(&mut rx2).await, None);
 }
@@ -51,6 +55,7 @@ async fn keeps_publish_order(mut node: impl FnMut(mpsc::Sender<Message>) -> Box<
     let (tx2, mut rx2) = mpsc::channel(1024);
     let (a, b) = (node(tx1), node(tx2));
     b.subscribe(&room("r"));
+    b.settled().await;
     let sent: Vec<Message> = (0..200).map(|i| msg("r", &i.to_string())).collect();
     for m in &sent {
         a.publish(m);
@@ -101,5 +106,46 @@ mod memory {
             n += 1;
         }
         assert_eq!(n, 2, "only the inbox's capacity is delivered");
+    }
+}
+
+/// Real Redis (the test script starts one); each test gets its own channel
+/// prefix so tests run in parallel and reruns see no old traffic.
+mod redis {
+    use super::*;
+
+    pub fn url() -> String {
+        std::env::var("SWITCHBOARD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    fn nodes() -> impl FnMut(mpsc::Sender<Message>) -> Box<dyn Bus> {
+        let prefix = format!("test-{}", Uuid::new_v4().simple());
+        let token = tokio_util::sync::CancellationToken::new();
+        let mut n = 0;
+        move |inbox| {
+            n += 1;
+            let options = RedisOptions { url: url(), prefix: prefix.clone(), node_id: format!("node-{n}") };
+            Box::new(RedisBus::start(options, inbox, &token).unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_to_interested_others_only() {
+        super::delivers_to_interested_others_only(nodes()).await
+    }
+    #[tokio::test]
+    async fn unsubscribe_stops_delivery() {
+        super::unsubscribe_stops_delivery(nodes()).await
+    }
+    #[tokio::test]
+    async fn keeps_publish_order() {
+        super::keeps_publish_order(nodes()).await
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_refused() {
+        let (tx, _rx) = mpsc::channel(1);
+        let options = RedisOptions { url: "http://nope".into(), prefix: "p".into(), node_id: "n".into() };
+        assert!(RedisBus::start(options, tx, &tokio_util::sync::CancellationToken::new()).is_err());
     }
 }

@@ -1,0 +1,334 @@
+//! Cluster fan-out over Redis Pub/Sub.
+//!
+//! Each room is one channel, `{prefix}:room:{room}`. A node publishes every
+//! message it accepts once, on its room's channel, and subscribes to a
+//! room's channel only while it has local members there (interest-based),
+//! so it receives only the traffic of rooms it hosts.
+//!
+//! Two tasks per node: the publisher drains a bounded queue into a
+//! reconnecting multiplexed connection, pipelining what queued up; the
+//! subscriber owns one dedicated Pub/Sub connection, applies
+//! subscribe/unsubscribe commands in order, and on any disconnect reconnects
+//! with backoff and re-subscribes every room still wanted. Neither ever makes
+//! a client wait: while Redis is away, publishes fail fast and are counted,
+//! local delivery and the journal go on, and `is_ready` turns false.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use switchboard_protocol::{Message, RoomName};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Bus, Inbox, envelope};
+
+/// Messages waiting to be published at most; past it they are dropped and
+/// counted (real-time fan-out is best-effort; the journal has them).
+const PUBLISH_QUEUE: usize = 16_384;
+/// PUBLISH commands sent in one pipeline at most.
+const PUBLISH_BATCH: usize = 256;
+/// How long one Redis operation may take before it counts as failed.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect backoff bounds for the subscriber.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Settings of a [`RedisBus`].
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://` or `rediss://` URL.
+    pub url: String,
+    /// Channel prefix, so several deployments (or tests) share one Redis.
+    pub prefix: String,
+    /// This node's id, carried in every payload so a node skips its own.
+    pub node_id: String,
+}
+
+/// The bus could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL: {0}")]
+pub struct RedisUrlError(String);
+
+enum Command {
+    Subscribe(String),
+    Unsubscribe(String),
+    /// Answered once every command before it has taken effect on a live
+    /// connection.
+    Settled(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Health {
+    subscriber_up: AtomicBool,
+    publisher_failing: AtomicBool,
+}
+
+/// A node's handle on Redis Pub/Sub. Dropping it (or cancelling the token
+/// it was started with) stops its tasks.
+pub struct RedisBus {
+    prefix: String,
+    node_id: String,
+    publish_tx: mpsc::Sender<(String, Vec<u8>)>,
+    commands: mpsc::UnboundedSender<Command>,
+    health: Arc<Health>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl RedisBus {
+    /// Starts the publisher and subscriber tasks. It does not wait for
+    /// Redis: a node may start while Redis is down and becomes ready when it
+    /// is up.
+    pub fn start(options: RedisOptions, inbox: Inbox, shutdown: &CancellationToken) -> Result<Self, RedisUrlError> {
+        let client = redis::Client::open(options.url.as_str()).map_err(|e| RedisUrlError(e.to_string()))?;
+        let stop = shutdown.child_token();
+        let health = Arc::new(Health::default());
+        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        tokio::spawn(publish_loop(client.clone(), publish_rx, health.clone(), stop.clone()));
+        tokio::spawn(subscribe_loop(
+            client,
+            command_rx,
+            inbox,
+            options.node_id.clone(),
+            health.clone(),
+            stop.clone(),
+        ));
+        Ok(Self {
+            prefix: options.prefix,
+            node_id: options.node_id,
+            publish_tx,
+            commands,
+            health,
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    fn channel(&self, room: &RoomName) -> String {
+        format!("{}:room:{}", self.prefix, room)
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, message: &Message) {
+        let payload = envelope::encode(&self.node_id, message);
+        if self.publish_tx.try_send((self.channel(&message.room), payload)).is_err() {
+            metrics::counter!("switchboard_bus_dropped_total", "reason" => "publish_queue_full").increment(1);
+        }
+    }
+
+    fn subscribe(&self, room: &RoomName) {
+        let _ = self.commands.send(Command::Subscribe(self.channel(room)));
+    }
+
+    fn unsubscribe(&self, room: &RoomName) {
+        let _ = self.commands.send(Command::Unsubscribe(self.channel(room)));
+    }
+
+    fn settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Settled(tx));
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.health.subscriber_up.load(Ordering::Relaxed) && !self.health.publisher_failing.load(Ordering::Relaxed)
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+async fn connect_manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(OP_TIMEOUT))
+        .set_response_timeout(Some(OP_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    client.get_connection_manager_with_config(config).await
+}
+
+async fn publish_loop(
+    client: redis::Client,
+    mut rx: mpsc::Receiver<(String, Vec<u8>)>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let mut conn: Option<ConnectionManager> = None;
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut probe = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            n = rx.recv_many(&mut batch, PUBLISH_BATCH) => {
+                if n == 0 {
+                    return;
+                }
+            }
+            // While failing, check now and then whether Redis is back, so
+            // readiness recovers even when nothing is being published.
+            _ = probe.tick(), if health.publisher_failing.load(Ordering::Relaxed) => {}
+        }
+        let result = async {
+            if conn.is_none() {
+                conn = Some(connect_manager(&client).await?);
+            }
+            let Some(c) = conn.as_mut() else { unreachable!("connected above") };
+            let mut pipe = redis::pipe();
+            if batch.is_empty() {
+                pipe.cmd("PING");
+            }
+            for (channel, payload) in &batch {
+                pipe.publish(channel, payload.as_slice()).ignore();
+            }
+            pipe.query_async::<()>(c).await
+        };
+        match tokio::time::timeout(OP_TIMEOUT, result).await {
+            Ok(Ok(())) => {
+                if health.publisher_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("redis publisher recovered");
+                }
+                metrics::counter!("switchboard_bus_published_total").increment(batch.len() as u64);
+            }
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                if !batch.is_empty() {
+                    metrics::counter!("switchboard_bus_publish_failed_total").increment(batch.len() as u64);
+                }
+                if !health.publisher_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %error, dropped = batch.len(), "redis publish failed; other nodes miss these messages until Redis is back");
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn subscribe_loop(
+    client: redis::Client,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    inbox: Inbox,
+    node_id: String,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let mut wanted: HashSet<String> = HashSet::new();
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut backoff = BACKOFF_MIN;
+    let mut announced_down = false;
+    loop {
+        // Connect, re-subscribing every room still wanted.
+        let connected = tokio::select! {
+            () = stop.cancelled() => return,
+            c = tokio::time::timeout(OP_TIMEOUT, async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                if !wanted.is_empty() {
+                    pubsub.subscribe(wanted.iter().collect::<Vec<_>>()).await?;
+                }
+                Ok::<_, redis::RedisError>(pubsub)
+            }) => c,
+        };
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            outcome => {
+                health.subscriber_up.store(false, Ordering::Relaxed);
+                if !announced_down {
+                    let error = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    tracing::warn!(error = %error, "redis subscriber cannot connect; retrying with backoff");
+                    announced_down = true;
+                }
+                // Keep track of interest changes while waiting.
+                let sleep = tokio::time::sleep(backoff);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = &mut sleep => break,
+                        cmd = commands.recv() => match cmd {
+                            None => return,
+                            Some(Command::Subscribe(c)) => { wanted.insert(c); }
+                            Some(Command::Unsubscribe(c)) => { wanted.remove(&c); }
+                            Some(Command::Settled(done)) => waiting.push(done),
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        if announced_down {
+            tracing::info!(rooms = wanted.len(), "redis subscriber reconnected and re-subscribed");
+        }
+        backoff = BACKOFF_MIN;
+        health.subscriber_up.store(true, Ordering::Relaxed);
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+        let (mut sink, mut stream) = pubsub.split();
+        let lost = loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                cmd = commands.recv() => {
+                    let applied = match cmd {
+                        None => return,
+                        Some(Command::Subscribe(c)) => {
+                            if wanted.insert(c.clone()) { sink.subscribe(&c).await } else { Ok(()) }
+                        }
+                        Some(Command::Unsubscribe(c)) => {
+                            if wanted.remove(&c) { sink.unsubscribe(&c).await } else { Ok(()) }
+                        }
+                        Some(Command::Settled(done)) => {
+                            let _ = done.send(());
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = applied {
+                        break e.to_string();
+                    }
+                }
+                msg = stream.next() => match msg {
+                    None => break "connection closed".to_owned(),
+                    Some(msg) => deliver(&inbox, &node_id, msg.get_payload_bytes()),
+                },
+            }
+        };
+        health.subscriber_up.store(false, Ordering::Relaxed);
+        tracing::warn!(error = %lost, "redis subscriber lost its connection; reconnecting");
+        announced_down = true;
+    }
+}
+
+/// Puts another node's message into the inbox; drops (and counts) when the
+/// local fan-out is behind, so the pipe never grows without bound.
+fn deliver(inbox: &Inbox, node_id: &str, payload: &[u8]) {
+    match envelope::decode(payload) {
+        Ok((origin, _)) if origin == node_id => {}
+        Ok((_, message)) => {
+            metrics::counter!("switchboard_bus_received_total").increment(1);
+            if inbox.try_send(message).is_err() {
+                metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full").increment(1);
+                tracing::warn!("bus inbox full: a message from another node was dropped");
+            }
+        }
+        Err(e) => {
+            metrics::counter!("switchboard_bus_dropped_total", "reason" => "undecodable").increment(1);
+            tracing::warn!(error = %e, "undecodable message on the bus");
+        }
+    }
+}
