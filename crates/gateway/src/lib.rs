@@ -107,16 +107,16 @@ pub(crate) struct Unavailable(pub String);
 impl Gateway {
     /// Builds a node. `make_bus` receives the inbox where the bus must put
     /// messages from other nodes. `shutdown` stops everything when cancelled.
-    pub fn new(
+    pub fn new<E>(
         config: GatewayConfig,
-        make_bus: impl FnOnce(Inbox) -> Arc<dyn Bus>,
+        make_bus: impl FnOnce(Inbox) -> Result<Arc<dyn Bus>, E>,
         journal: Arc<dyn Journal>,
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
         metrics: Option<PrometheusHandle>,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, E> {
         let (inbox, mut remote) = mpsc::channel::<Message>(INBOX_CAPACITY);
-        let bus = make_bus(inbox);
+        let bus = make_bus(inbox)?;
         let gateway = Arc::new(Self {
             config,
             registry: Registry::new(bus.clone()),
@@ -141,7 +141,7 @@ impl Gateway {
                 gateway.registry.deliver(&message);
             }
         });
-        gateway
+        Ok(gateway)
     }
 
     /// The node's settings.

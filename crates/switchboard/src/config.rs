@@ -56,6 +56,9 @@ pub struct Config {
     /// Redis for cluster fan-out (`redis://` or `rediss://`); unset runs one node.
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// Prefix of the Redis channels, so several deployments share one Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "switchboard", global = true)]
+    pub redis_prefix: String,
     /// Kafka bootstrap brokers, `host:port[,host:port...]`; unset keeps the
     /// embedded journal.
     #[arg(long, env = "KAFKA_BROKERS", global = true)]
@@ -130,6 +133,12 @@ impl Config {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {}
                 _ => return Err(invalid("REDIS_URL", "a redis://HOST[:PORT][/DB] or rediss:// URL")),
             }
+        }
+        let prefix_ok = !self.redis_prefix.is_empty()
+            && self.redis_prefix.len() <= 64
+            && self.redis_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+        if !prefix_ok {
+            return Err(invalid("REDIS_PREFIX", "1-64 characters from A-Z a-z 0-9 _ . : -"));
         }
         if let Some(brokers) = self.kafka_brokers() {
             let ok = brokers.split(',').all(|b| {
@@ -255,6 +264,8 @@ mod tests {
         assert!(e.contains("DATABASE_URL") && e.contains("not supported yet"), "{e}");
         let e = parse(&["--database-url", "mysql://x"]).unwrap_err();
         assert!(e.contains("DATABASE_URL"), "{e}");
+        let e = parse(&["--redis-prefix", "has space"]).unwrap_err();
+        assert!(e.contains("REDIS_PREFIX"), "{e}");
         let e = parse(&["--kafka-brokers", "nohostport"]).unwrap_err();
         assert!(e.contains("KAFKA_BROKERS"), "{e}");
         let e = parse(&["--kafka-topic", "bad topic"]).unwrap_err();

@@ -9,7 +9,7 @@ pub mod config;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_bus::MemoryHub;
+use switchboard_bus::{Bus, MemoryHub, RedisBus, RedisOptions};
 use switchboard_gateway::{Gateway, GatewayConfig};
 use switchboard_journal::{EmbeddedJournal, Journal, JournalOptions};
 use tokio::net::TcpListener;
@@ -24,12 +24,20 @@ pub struct NodeOptions {
     pub gateway: GatewayConfig,
     /// The store URL (`sqlite://PATH`, `sqlite::memory:`).
     pub database_url: String,
+    /// Cluster mode over Redis; `None` runs a single node.
+    pub redis: Option<RedisOptions>,
 }
 
 impl NodeOptions {
     /// The node options a validated configuration describes.
     pub fn from_config(config: &Config) -> Self {
-        Self { gateway: config.gateway(), database_url: config.database_url() }
+        let gateway = config.gateway();
+        let redis = config.redis_url.clone().map(|url| RedisOptions {
+            url,
+            prefix: config.redis_prefix.clone(),
+            node_id: gateway.node_id.clone(),
+        });
+        Self { gateway, database_url: config.database_url(), redis }
     }
 }
 
@@ -43,8 +51,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = switchboard_store::open(&options.database_url).await?;
     let journal: Arc<dyn Journal> = Arc::new(EmbeddedJournal::start(store.clone(), JournalOptions::default()));
-    let hub = MemoryHub::new();
-    let gateway = Gateway::new(options.gateway, |inbox| Arc::new(hub.attach(inbox)), journal, store, shutdown, metrics);
+    let redis = options.redis;
+    let bus_shutdown = shutdown.clone();
+    let make_bus = move |inbox| -> anyhow::Result<Arc<dyn Bus>> {
+        Ok(match redis {
+            Some(redis) => Arc::new(RedisBus::start(redis, inbox, &bus_shutdown)?),
+            None => Arc::new(MemoryHub::new().attach(inbox)),
+        })
+    };
+    let gateway = Gateway::new(options.gateway, make_bus, journal, store, shutdown, metrics)?;
     let (bus, journal, store) = gateway.modes();
     tracing::info!(
         address = %listener.local_addr()?,

@@ -51,9 +51,6 @@ fn main() -> ExitCode {
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            if cli.config.redis_url.is_some() {
-                tracing::warn!("REDIS_URL is set, but cluster mode is not built yet: running as a single node");
-            }
             if cli.config.kafka_brokers().is_some() {
                 tracing::warn!("KAFKA_BROKERS is set, but the Kafka journal is not built yet: using the embedded journal");
             }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,9 +28,13 @@ pub struct Node {
 impl Node {
     pub async fn start(database_url: &str, gateway: GatewayConfig) -> Node {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = NodeOptions { gateway, database_url: database_url.to_owned(), redis: None };
+        Node::start_with(listener, options).await
+    }
+
+    pub async fn start_with(listener: TcpListener, options: NodeOptions) -> Node {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let options = NodeOptions { gateway, database_url: database_url.to_owned() };
         let task = tokio::spawn(switchboard::run(listener, options, shutdown.clone(), None));
         Node { addr, shutdown, task }
     }
@@ -122,6 +128,16 @@ impl Client {
     pub async fn silent_for(&mut self, wait: Duration) {
         if let Ok(Some(Ok(msg))) = tokio::time::timeout(wait, self.ws.next()).await {
             panic!("expected silence, got {msg:?}");
+        }
+    }
+
+    /// Asserts no frame of `ty` arrives within `wait` (others are kept).
+    pub async fn silent_for_type(&mut self, ty: &str, wait: Duration) {
+        assert!(!self.backlog.iter().any(|v| v["type"] == ty), "unexpected {ty} in backlog");
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(v) = tokio::time::timeout_at(deadline, self.recv_wire()).await {
+            assert_ne!(v["type"], ty, "expected no more {ty}, got {v}");
+            self.backlog.push_back(v);
         }
     }
 
