@@ -225,3 +225,57 @@ async fn a_node_started_while_redis_is_down_becomes_ready_when_it_is_up() {
         node.stop().await;
     }
 }
+
+/// Measures the design choice of ARCHITECTURE.md ("deliver locally at once,
+/// skip the own echo" versus "deliver only what comes back from Redis"): the
+/// send-to-delivery latency for a member on the sender's node against one on
+/// another node, whose copy makes the Redis round trip. It prints figures;
+/// run it with `cargo test -p switchboard --test cluster -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn measure_local_versus_redis_round_trip_latency() {
+    let redis = shared_url();
+    let (prefix, nodes) = nodes(&redis, 2).await;
+    let room = unique("latency");
+    let mut sender = nodes[0].client("sender").await;
+    let mut same = nodes[0].client("same").await;
+    let mut other = nodes[1].client("other").await;
+    for c in [&mut sender, &mut same, &mut other] {
+        c.join(&room).await;
+    }
+    await_numsub(&redis, &channel(&prefix, &room), 2).await;
+    const N: usize = 500;
+    let (mut local, mut remote) = (Vec::with_capacity(N), Vec::with_capacity(N));
+    for i in 0..N {
+        let start = Instant::now();
+        sender.send(json!({"type": "send", "room": room, "text": format!("m{i}")})).await;
+        let (mut got_local, mut got_remote) = (None, None);
+        let same_recv = async {
+            same.recv_type("message").await;
+            got_local = Some(start.elapsed());
+        };
+        let other_recv = async {
+            other.recv_type("message").await;
+            got_remote = Some(start.elapsed());
+        };
+        tokio::join!(same_recv, other_recv);
+        local.push(got_local.unwrap());
+        remote.push(got_remote.unwrap());
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p) as usize].as_micros()
+    };
+    println!(
+        "same node: p50 {} us, p99 {} us; other node via Redis: p50 {} us, p99 {} us ({N} messages, {} build)",
+        pct(&mut local, 0.5),
+        pct(&mut local, 0.99),
+        pct(&mut remote, 0.5),
+        pct(&mut remote, 0.99),
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    );
+    assert_eq!((local.len(), remote.len()), (N, N));
+    for node in nodes {
+        node.stop().await;
+    }
+}
