@@ -70,6 +70,24 @@ async fn keeps_publish_order(mut node: impl FnMut(mpsc::Sender<Message>) -> Box<
     assert_eq!(got, sent);
 }
 
+/// Runs every contract test with the node factory `$nodes`.
+macro_rules! contract {
+    ($nodes:ident) => {
+        #[tokio::test]
+        async fn delivers_to_interested_others_only() {
+            super::delivers_to_interested_others_only($nodes()).await
+        }
+        #[tokio::test]
+        async fn unsubscribe_stops_delivery() {
+            super::unsubscribe_stops_delivery($nodes()).await
+        }
+        #[tokio::test]
+        async fn keeps_publish_order() {
+            super::keeps_publish_order($nodes()).await
+        }
+    };
+}
+
 mod memory {
     use super::*;
 
@@ -78,18 +96,7 @@ mod memory {
         move |inbox| Box::new(hub.attach(inbox))
     }
 
-    #[tokio::test]
-    async fn delivers_to_interested_others_only() {
-        super::delivers_to_interested_others_only(nodes()).await
-    }
-    #[tokio::test]
-    async fn unsubscribe_stops_delivery() {
-        super::unsubscribe_stops_delivery(nodes()).await
-    }
-    #[tokio::test]
-    async fn keeps_publish_order() {
-        super::keeps_publish_order(nodes()).await
-    }
+    contract!(nodes);
 
     #[tokio::test]
     async fn full_inbox_drops_instead_of_growing() {
@@ -129,18 +136,7 @@ mod redis {
         }
     }
 
-    #[tokio::test]
-    async fn delivers_to_interested_others_only() {
-        super::delivers_to_interested_others_only(nodes()).await
-    }
-    #[tokio::test]
-    async fn unsubscribe_stops_delivery() {
-        super::unsubscribe_stops_delivery(nodes()).await
-    }
-    #[tokio::test]
-    async fn keeps_publish_order() {
-        super::keeps_publish_order(nodes()).await
-    }
+    contract!(nodes);
 
     #[tokio::test]
     async fn bad_urls_are_refused() {
