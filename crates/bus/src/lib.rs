@@ -21,6 +21,13 @@ use switchboard_protocol::{Message, RoomName};
 use tokio::sync::mpsc;
 
 pub use memory::{MemoryBus, MemoryHub};
+
+/// True for the 1st, 2nd, 4th, 8th... call on `counter`: for logging an
+/// event that can repeat at message rate (a drop) without flooding the log.
+pub fn sampled(counter: &std::sync::atomic::AtomicU64) -> Option<u64> {
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    n.is_power_of_two().then_some(n)
+}
 pub use redis::{RedisBus, RedisOptions, RedisUrlError};
 
 /// Where a bus puts the messages other nodes published; the node's fan-out

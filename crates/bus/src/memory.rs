@@ -59,7 +59,10 @@ impl Bus for MemoryBus {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full").increment(1);
-                    tracing::warn!(room = %message.room, "bus inbox full: message dropped for one node");
+                    static DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                    if let Some(n) = crate::sampled(&DROPS) {
+                        tracing::warn!(dropped_so_far = n, "bus inbox full: messages dropped for a node");
+                    }
                 }
                 Err(TrySendError::Closed(_)) => {}
             }

@@ -13,11 +13,11 @@
 //! a client wait: while Redis is away, publishes fail fast and are counted,
 //! local delivery and the journal go on, and `is_ready` turns false.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -35,6 +35,10 @@ const PUBLISH_QUEUE: usize = 16_384;
 const PUBLISH_BATCH: usize = 256;
 /// How long one Redis operation may take before it counts as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Interest changes applied in one round trip at most.
+const COMMAND_BATCH: usize = 1_000;
+/// How often the idle subscriber connection is pinged.
+const KEEPALIVE: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds for the subscriber.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -119,6 +123,10 @@ impl Bus for RedisBus {
         let payload = envelope::encode(&self.node_id, message);
         if self.publish_tx.try_send((self.channel(&message.room), payload)).is_err() {
             metrics::counter!("switchboard_bus_dropped_total", "reason" => "publish_queue_full").increment(1);
+            static DROPS: AtomicU64 = AtomicU64::new(0);
+            if let Some(n) = crate::sampled(&DROPS) {
+                tracing::warn!(dropped_so_far = n, "redis publish queue full: messages not sent to other nodes");
+            }
         }
     }
 
@@ -165,6 +173,7 @@ async fn publish_loop(
     let mut conn: Option<ConnectionManager> = None;
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     let mut probe = tokio::time::interval(Duration::from_millis(500));
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -280,32 +289,81 @@ async fn subscribe_loop(
             let _ = done.send(());
         }
         let (mut sink, mut stream) = pubsub.split();
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.reset();
         let lost = loop {
             tokio::select! {
-                biased;
                 () = stop.cancelled() => return,
                 cmd = commands.recv() => {
-                    let applied = match cmd {
-                        None => return,
-                        Some(Command::Subscribe(c)) => {
-                            if wanted.insert(c.clone()) { sink.subscribe(&c).await } else { Ok(()) }
+                    let Some(first) = cmd else { return };
+                    // Take everything already queued and apply only the net
+                    // change, in one SUBSCRIBE and one UNSUBSCRIBE: join/leave
+                    // churn costs a round trip per batch, not per command.
+                    let mut touched: HashMap<String, bool> = HashMap::new();
+                    let mut done = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(cmd) = next.take() {
+                        match cmd {
+                            Command::Subscribe(c) => {
+                                touched.entry(c.clone()).or_insert_with(|| wanted.contains(&c));
+                                wanted.insert(c);
+                            }
+                            Command::Unsubscribe(c) => {
+                                touched.entry(c.clone()).or_insert_with(|| wanted.contains(&c));
+                                wanted.remove(&c);
+                            }
+                            Command::Settled(tx) => done.push(tx),
                         }
-                        Some(Command::Unsubscribe(c)) => {
-                            if wanted.remove(&c) { sink.unsubscribe(&c).await } else { Ok(()) }
+                        if touched.len() < COMMAND_BATCH {
+                            next = commands.try_recv().ok();
                         }
-                        Some(Command::Settled(done)) => {
-                            let _ = done.send(());
-                            Ok(())
+                    }
+                    let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+                    for (channel, before) in touched {
+                        match (before, wanted.contains(&channel)) {
+                            (false, true) => subscribe.push(channel),
+                            (true, false) => unsubscribe.push(channel),
+                            _ => {}
                         }
+                    }
+                    let applied = async {
+                        if !subscribe.is_empty() {
+                            sink.subscribe(&subscribe).await?;
+                        }
+                        if !unsubscribe.is_empty() {
+                            sink.unsubscribe(&unsubscribe).await?;
+                        }
+                        Ok::<_, redis::RedisError>(())
                     };
-                    if let Err(e) = applied {
-                        break e.to_string();
+                    match tokio::time::timeout(OP_TIMEOUT, applied).await {
+                        Ok(Ok(())) => {
+                            for tx in done {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            waiting.extend(done);
+                            break e.to_string();
+                        }
+                        Err(_) => {
+                            waiting.extend(done);
+                            break "subscribe timed out".to_owned();
+                        }
                     }
                 }
                 msg = stream.next() => match msg {
                     None => break "connection closed".to_owned(),
                     Some(msg) => deliver(&inbox, &node_id, msg.get_payload_bytes()),
                 },
+                // A half-open connection shows no error by itself: ping it.
+                _ = keepalive.tick() => {
+                    match tokio::time::timeout(OP_TIMEOUT, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => break format!("keepalive failed: {e}"),
+                        Err(_) => break "keepalive timed out".to_owned(),
+                    }
+                }
             }
         };
         health.subscriber_up.store(false, Ordering::Relaxed);
@@ -323,12 +381,18 @@ fn deliver(inbox: &Inbox, node_id: &str, payload: &[u8]) {
             metrics::counter!("switchboard_bus_received_total").increment(1);
             if inbox.try_send(message).is_err() {
                 metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full").increment(1);
-                tracing::warn!("bus inbox full: a message from another node was dropped");
+                static DROPS: AtomicU64 = AtomicU64::new(0);
+                if let Some(n) = crate::sampled(&DROPS) {
+                    tracing::warn!(dropped_so_far = n, "bus inbox full: messages from other nodes dropped");
+                }
             }
         }
         Err(e) => {
             metrics::counter!("switchboard_bus_dropped_total", "reason" => "undecodable").increment(1);
-            tracing::warn!(error = %e, "undecodable message on the bus");
+            static BAD: AtomicU64 = AtomicU64::new(0);
+            if let Some(n) = crate::sampled(&BAD) {
+                tracing::warn!(error = %e, undecodable_so_far = n, "undecodable message on the bus");
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ mod registry;
 mod sio;
 mod ws;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,6 +36,9 @@ use crate::registry::Registry;
 /// The room every Socket.IO connection is in from the start (the original
 /// system's single shared room).
 pub const LOBBY: &str = "lobby";
+
+/// How long a join waits for the bus to confirm its subscription.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Messages from other nodes waiting for local fan-out at most.
 const INBOX_CAPACITY: usize = 8_192;
@@ -137,8 +140,10 @@ impl Gateway {
         tokio::spawn(async move {
             while let Some(message) = remote.recv().await {
                 let Some(gateway) = weak.upgrade() else { break };
-                gateway.recent_ids.first_sighting(message.id);
-                gateway.registry.deliver(&message);
+                // A retry accepted on another node is not delivered twice.
+                if gateway.recent_ids.first_sighting(message.id) {
+                    gateway.registry.deliver(&message);
+                }
             }
         });
         Ok(gateway)
@@ -169,10 +174,24 @@ impl Gateway {
             }
         });
         let token = self.shutdown.clone();
+        let grace = self.config.shutdown_grace;
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
-        let _ = closer.await;
+            .into_future();
+        // The HTTP server drains only once Socket.IO let go of its long
+        // polls, so both are bounded by the grace period.
+        tokio::pin!(served);
+        let stopping = self.shutdown.clone();
+        let served = tokio::select! {
+            served = &mut served => served,
+            () = async move { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("HTTP connections still open after the shutdown grace period");
+                Ok(())
+            }
+        };
+        if tokio::time::timeout(grace, closer).await.is_err() {
+            tracing::warn!("socket.io clients still open after the shutdown grace period");
+        }
         self.connections.close();
         if tokio::time::timeout(self.config.shutdown_grace, self.connections.wait()).await.is_err() {
             tracing::warn!("connections still open after the shutdown grace period");
@@ -204,7 +223,7 @@ impl Gateway {
     ) -> (Message, impl Future<Output = Result<(), Unavailable>> + Send + 'static) {
         let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let message = Message { id: id.unwrap_or_else(Uuid::now_v7), room, from: from.to_owned(), text, ts };
-        let fresh = id.is_none() || self.recent_ids.first_sighting(message.id);
+        let fresh = self.recent_ids.first_sighting(message.id);
         if fresh {
             self.registry.deliver(&message);
             self.bus.publish(&message);
@@ -241,6 +260,13 @@ impl Gateway {
         limit: u32,
         recent: Vec<Message>,
     ) -> Result<Vec<Message>, switchboard_store::StoreError> {
+        // In cluster mode, make sure this node receives the room's live
+        // messages before reading what is stored, so nothing falls between.
+        // (While the bus is down there is nothing to wait for: the node
+        // re-subscribes on reconnect, and the join is not held up.)
+        if self.bus.is_ready() && tokio::time::timeout(SETTLE_TIMEOUT, self.bus.settled()).await.is_err() {
+            tracing::warn!(%room, "bus subscription not confirmed; live messages from other nodes may be missed");
+        }
         if limit == 0 {
             return Ok(Vec::new());
         }

@@ -167,9 +167,7 @@ impl Registry {
             metrics::counter!("switchboard_deliveries_total").increment(room.members.len() as u64);
         }
         for socket in slow_sio {
-            metrics::counter!("switchboard_slow_consumers_total", "protocol" => "socket.io").increment(1);
-            tracing::info!(sid = %socket.id, "socket.io slow consumer disconnected");
-            let _ = socket.disconnect();
+            crate::sio::kick_slow(self, socket);
         }
     }
 

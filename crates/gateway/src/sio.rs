@@ -5,24 +5,34 @@
 //! Socket.IO member of `lobby` receives `event:listen` with the string. On
 //! top of that, `join` / `leave` / `send` events with acknowledgement
 //! callbacks give Socket.IO clients the same rooms as `/ws` clients.
+//!
+//! socketioxide runs each event's handler in a task of its own, so two
+//! quick events could be handled out of order. Each handler therefore takes
+//! a [`Turn`], numbered synchronously in arrival order, and waits for it
+//! before touching rooms or accepting a message: a socket's events take
+//! effect in the order it sent them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::extract::Query;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::handler::{ConnectHandler, FromMessageParts};
-use socketioxide::socket::Socket;
-use socketioxide::socket::DisconnectReason;
 use socketioxide::SocketIoBuilder;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::socket::{DisconnectReason, Socket};
 use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name};
+use tokio::sync::watch;
 
 use crate::Gateway;
-use crate::registry::Sink;
+use crate::registry::{Registry, Sink};
+
+/// How long a kicked slow consumer may take to accept its DISCONNECT before
+/// the engine's own heartbeat timeout is left to close it.
+const KICK_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Per-socket state, kept in the socket's extensions.
 #[derive(Clone)]
@@ -30,6 +40,8 @@ struct SioConn {
     id: u64,
     name: Arc<str>,
     state: Arc<Mutex<Rooms>>,
+    next_ticket: Arc<AtomicU64>,
+    serving: Arc<watch::Sender<u64>>,
 }
 
 #[derive(Default)]
@@ -38,6 +50,8 @@ struct Rooms {
     joined: HashSet<RoomName>,
     /// Still in `lobby` the original way (`event:listen`).
     legacy_lobby: bool,
+    /// Disconnected or kicked: no more joins or sends.
+    closed: bool,
 }
 
 fn lobby() -> RoomName {
@@ -86,6 +100,8 @@ async fn setup(socket: SocketRef, TryData(auth): TryData<Value>, State(gateway):
         id: gateway.next_conn_id(),
         name: name.into(),
         state: Arc::new(Mutex::new(Rooms { legacy_lobby: true, ..Rooms::default() })),
+        next_ticket: Arc::new(AtomicU64::new(0)),
+        serving: Arc::new(watch::Sender::new(0)),
     };
     tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, protocol = "socket.io", "connection opened");
     metrics::gauge!("switchboard_connections", "protocol" => "socket.io").increment(1.0);
@@ -130,6 +146,51 @@ impl FromMessageParts<LocalAdapter> for Reply {
     }
 }
 
+/// An event's place in its socket's order, taken when the event arrives
+/// (extractors run synchronously, in arrival order, before the handler's
+/// task is spawned).
+struct Turn {
+    ticket: u64,
+    serving: Option<Arc<watch::Sender<u64>>>,
+}
+
+impl FromMessageParts<LocalAdapter> for Turn {
+    type Error = std::convert::Infallible;
+
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        _: &mut socketioxide::handler::Value,
+        _: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        Ok(match s.extensions.get::<SioConn>() {
+            Some(conn) => Turn { ticket: conn.next_ticket.fetch_add(1, Ordering::Relaxed), serving: Some(conn.serving) },
+            None => Turn { ticket: 0, serving: None },
+        })
+    }
+}
+
+impl Turn {
+    /// Waits until every earlier event of the socket has taken effect.
+    async fn wait(self) -> TurnGuard {
+        if let Some(serving) = &self.serving {
+            let mut rx = serving.subscribe();
+            let _ = rx.wait_for(|now| *now >= self.ticket).await;
+        }
+        TurnGuard(self.serving)
+    }
+}
+
+/// Lets the next event go when dropped.
+struct TurnGuard(Option<Arc<watch::Sender<u64>>>);
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        if let Some(serving) = &self.0 {
+            serving.send_modify(|now| *now += 1);
+        }
+    }
+}
+
 /// Answers through the client's ack callback when it gave one; without one,
 /// errors go out as an `error` event and other replies have no one to go to.
 fn reply(socket: &SocketRef, ack: Reply, frame: ServerFrame) {
@@ -142,7 +203,14 @@ fn reply(socket: &SocketRef, ack: Reply, frame: ServerFrame) {
 }
 
 /// The original contract: `event:message` with a string goes to `lobby`.
-async fn on_legacy_message(socket: SocketRef, TryData(data): TryData<Value>, ack: Reply, State(gateway): State<Arc<Gateway>>) {
+async fn on_legacy_message(
+    socket: SocketRef,
+    turn: Turn,
+    ack: Reply,
+    TryData(data): TryData<Value>,
+    State(gateway): State<Arc<Gateway>>,
+) {
+    let turn = turn.wait().await;
     let Some(conn) = conn_of(&socket) else { return };
     let text = match data {
         Ok(Value::String(text)) => text,
@@ -154,26 +222,27 @@ async fn on_legacy_message(socket: SocketRef, TryData(data): TryData<Value>, ack
     let request = json!({ "room": crate::LOBBY, "text": text });
     match Request::from_event("send", &request, &gateway.config.limits) {
         Ok(Request { frame: ClientFrame::Send { room, text, .. }, .. }) => {
-            send(&gateway, &socket, &conn, ack, room, text, None, None).await
+            send(&gateway, &socket, &conn, turn, ack, room, text, None, None).await
         }
         Ok(_) => {}
         Err(err) => reply(&socket, ack, ServerFrame::error(err)),
     }
 }
 
-async fn on_join(socket: SocketRef, TryData(data): TryData<Value>, ack: Reply, State(gateway): State<Arc<Gateway>>) {
-    handle(&gateway, &socket, ack, "join", &data.unwrap_or(Value::Null)).await
+async fn on_join(socket: SocketRef, turn: Turn, ack: Reply, TryData(data): TryData<Value>, State(gateway): State<Arc<Gateway>>) {
+    handle(&gateway, &socket, turn, ack, "join", &data.unwrap_or(Value::Null)).await
 }
 
-async fn on_leave(socket: SocketRef, TryData(data): TryData<Value>, ack: Reply, State(gateway): State<Arc<Gateway>>) {
-    handle(&gateway, &socket, ack, "leave", &data.unwrap_or(Value::Null)).await
+async fn on_leave(socket: SocketRef, turn: Turn, ack: Reply, TryData(data): TryData<Value>, State(gateway): State<Arc<Gateway>>) {
+    handle(&gateway, &socket, turn, ack, "leave", &data.unwrap_or(Value::Null)).await
 }
 
-async fn on_send(socket: SocketRef, TryData(data): TryData<Value>, ack: Reply, State(gateway): State<Arc<Gateway>>) {
-    handle(&gateway, &socket, ack, "send", &data.unwrap_or(Value::Null)).await
+async fn on_send(socket: SocketRef, turn: Turn, ack: Reply, TryData(data): TryData<Value>, State(gateway): State<Arc<Gateway>>) {
+    handle(&gateway, &socket, turn, ack, "send", &data.unwrap_or(Value::Null)).await
 }
 
-async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, ack: Reply, event: &str, data: &Value) {
+async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, turn: Turn, ack: Reply, event: &str, data: &Value) {
+    let turn = turn.wait().await;
     let Some(conn) = conn_of(socket) else { return };
     let request = match Request::from_event(event, data, &gateway.config.limits) {
         Ok(request) => request,
@@ -182,24 +251,33 @@ async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, ack: Reply, event: &
     let r#ref = request.r#ref;
     match request.frame {
         ClientFrame::Join { room, history } => {
-            let recent = {
+            let (recent, newly) = {
                 let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if rooms.closed {
+                    return;
+                }
                 let max = gateway.config.max_rooms_per_connection;
                 if !rooms.joined.contains(&room) && rooms.joined.len() >= max {
                     drop(rooms);
                     let err = FrameError::new(ErrorCode::TooManyRooms, format!("at most {max} rooms per connection"));
                     return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
                 }
-                rooms.joined.insert(room.clone());
-                if room.as_str() == crate::LOBBY {
-                    rooms.legacy_lobby = false;
-                }
-                gateway.registry.join(&room, conn.id, Sink::Sio { socket: socket.clone(), legacy: false })
+                let newly = rooms.joined.insert(room.clone());
+                let was_legacy = room.as_str() == crate::LOBBY && std::mem::take(&mut rooms.legacy_lobby);
+                let recent = gateway.registry.join(&room, conn.id, Sink::Sio { socket: socket.clone(), legacy: false });
+                (recent, newly && !was_legacy)
             };
+            drop(turn);
             match gateway.history(&room, history, recent).await {
                 Ok(history) => reply(socket, ack, ServerFrame::Joined { room, history, r#ref }),
                 Err(e) => {
                     tracing::warn!(error = %e, %room, "history read failed");
+                    if newly {
+                        let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+                        if rooms.joined.remove(&room) {
+                            gateway.registry.leave(&room, conn.id);
+                        }
+                    }
                     let err = FrameError::new(ErrorCode::Unavailable, "history is unavailable; retry the join");
                     reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
                 }
@@ -216,7 +294,7 @@ async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, ack: Reply, event: &
             }
             reply(socket, ack, ServerFrame::Left { room, r#ref });
         }
-        ClientFrame::Send { room, text, id } => send(gateway, socket, &conn, ack, room, text, id, r#ref).await,
+        ClientFrame::Send { room, text, id } => send(gateway, socket, &conn, turn, ack, room, text, id, r#ref).await,
         ClientFrame::Ping => reply(socket, ack, ServerFrame::Pong { r#ref }),
     }
 }
@@ -226,6 +304,7 @@ async fn send(
     gateway: &Arc<Gateway>,
     socket: &SocketRef,
     conn: &SioConn,
+    turn: TurnGuard,
     ack: Reply,
     room: RoomName,
     text: String,
@@ -234,13 +313,15 @@ async fn send(
 ) {
     let member = {
         let rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
-        rooms.joined.contains(&room) || (rooms.legacy_lobby && room.as_str() == crate::LOBBY)
+        !rooms.closed && (rooms.joined.contains(&room) || (rooms.legacy_lobby && room.as_str() == crate::LOBBY))
     };
     if !member {
         let err = FrameError::new(ErrorCode::NotJoined, format!("join `{room}` before sending to it"));
         return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
     }
     let (message, durable) = gateway.accept(&conn.name, room, text, id);
+    // Accepted in order; the next event need not wait for durability.
+    drop(turn);
     let frame = match durable.await {
         Ok(()) => ServerFrame::Ack { r#ref, id: message.id },
         Err(e) => ServerFrame::Error { code: ErrorCode::Unavailable, message: e.0, r#ref, id: Some(message.id) },
@@ -248,17 +329,51 @@ async fn send(
     reply(socket, ack, frame);
 }
 
-async fn on_disconnect(socket: SocketRef, reason: DisconnectReason, State(gateway): State<Arc<Gateway>>) {
-    let Some(conn) = conn_of(&socket) else { return };
-    let rooms = std::mem::take(&mut *conn.state.lock().unwrap_or_else(PoisonError::into_inner));
+/// Removes `conn` from every room it is in, once; true the first time.
+fn leave_everything(registry: &Registry, conn: &SioConn) -> bool {
+    let rooms = {
+        let mut state = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
+            return false;
+        }
+        state.closed = true;
+        std::mem::take(&mut *state)
+    };
     for room in rooms.joined.iter() {
-        gateway.registry.leave(room, conn.id);
+        registry.leave(room, conn.id);
     }
     if rooms.legacy_lobby {
-        gateway.registry.leave(&lobby(), conn.id);
+        registry.leave(&lobby(), conn.id);
     }
+    true
+}
+
+/// Cuts a Socket.IO slow consumer: out of every room at once (so the rooms
+/// keep flowing and it is counted once), then disconnected as soon as its
+/// buffer has room for the DISCONNECT packet. A client that never reads
+/// again is closed by the engine's heartbeat timeout.
+pub(crate) fn kick_slow(registry: &Registry, socket: SocketRef) {
+    let Some(conn) = conn_of(&socket) else { return };
+    if !leave_everything(registry, &conn) {
+        return;
+    }
+    metrics::counter!("switchboard_slow_consumers_total", "protocol" => "socket.io").increment(1);
+    tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, "slow consumer: socket.io buffer full");
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + KICK_RETRY_FOR;
+        while socket.connected() && tokio::time::Instant::now() < deadline {
+            if socket.clone().disconnect().is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+async fn on_disconnect(socket: SocketRef, reason: DisconnectReason, State(gateway): State<Arc<Gateway>>) {
+    let Some(conn) = conn_of(&socket) else { return };
+    leave_everything(&gateway.registry, &conn);
     gateway.open_connections.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("switchboard_connections", "protocol" => "socket.io").decrement(1.0);
     tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, %reason, "connection closed");
 }
-

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -66,7 +66,15 @@ struct Conn {
     name: String,
     sink: WsSink,
     rooms: HashSet<RoomName>,
+    /// Ids just sent as join history, with when to forget them: in cluster
+    /// mode a message can reach the store before it arrives live from
+    /// another node, and must then not be delivered twice.
+    recent_history: HashSet<Uuid>,
+    forget_history_at: Instant,
 }
+
+/// How long ids sent as join history are kept to drop live duplicates.
+const HISTORY_DEDUPE_WINDOW: Duration = Duration::from_secs(5);
 
 /// How the loop ended: with a close frame to send, or with nothing to say.
 enum End {
@@ -80,7 +88,15 @@ async fn run(gateway: Arc<Gateway>, socket: WebSocket, name: String) {
     async move {
         let (tx, rx) = mpsc::channel(gateway.config.client_queue_frames.max(1));
         let sink = WsSink { tx, kick: CancellationToken::new() };
-        let mut conn = Conn { gateway, id, name, sink, rooms: HashSet::new() };
+        let mut conn = Conn {
+            gateway,
+            id,
+            name,
+            sink,
+            rooms: HashSet::new(),
+            recent_history: HashSet::new(),
+            forget_history_at: Instant::now(),
+        };
         tracing::info!("connection opened");
         metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
         let gateway = conn.gateway.clone();
@@ -119,9 +135,13 @@ impl Conn {
                     // A client that stops reading stalls the write once its
                     // socket buffers are full: keep watching for the kick and
                     // for shutdown meanwhile.
+                    if !self.recent_history.is_empty() && Instant::now() >= self.forget_history_at {
+                        self.recent_history.clear();
+                    }
+                    let skip = (!self.recent_history.is_empty()).then_some(&self.recent_history);
                     tokio::select! {
                         biased;
-                        written = write_batch(&mut socket, &mut rx, first, None) => {
+                        written = write_batch(&mut socket, &mut rx, first, skip) => {
                             if written.is_err() {
                                 break End::Gone;
                             }
@@ -136,15 +156,28 @@ impl Conn {
                 incoming = socket.recv() => match incoming {
                     None | Some(Ok(WsMessage::Close(_))) => break End::Gone,
                     Some(Ok(WsMessage::Text(text))) => {
-                        if self.handle(&mut socket, &mut rx, text.as_str()).await.is_err() {
-                            break End::Gone;
+                        // Answering writes to the socket too, which stalls for
+                        // a client that stopped reading: watch kick and
+                        // shutdown meanwhile, as for queued frames.
+                        tokio::select! {
+                            biased;
+                            handled = self.handle(&mut socket, &mut rx, text.as_str()) => {
+                                if handled.is_err() {
+                                    break End::Gone;
+                                }
+                            }
+                            () = kick.cancelled() => {
+                                tracing::info!("slow consumer: outbound queue full");
+                                break End::Close(1008, "slow consumer");
+                            }
+                            () = shutdown.cancelled() => break End::Close(1001, "server shutting down"),
                         }
                     }
                     Some(Ok(WsMessage::Binary(_))) => {
                         let err = FrameError::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
-                        if send(&mut socket, &ServerFrame::error(err)).await.is_err() {
-                            break End::Gone;
-                        }
+                        let reply = ServerFrame::error(err).encode();
+                        // Through the queue: never a write outside the select.
+                        self.sink.push(Outbound { frame: Utf8Bytes::from(reply), id: None });
                     }
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
                     Some(Err(e)) => break classify(e),
@@ -181,11 +214,12 @@ impl Conn {
                 match self.gateway.history(&room, history, recent).await {
                     Ok(history) => {
                         tracing::debug!(%room, history = history.len(), "joined");
-                        let seen: HashSet<Uuid> = history.iter().map(|m| m.id).collect();
+                        self.recent_history.extend(history.iter().map(|m| m.id));
+                        self.forget_history_at = Instant::now() + HISTORY_DEDUPE_WINDOW;
                         send(socket, &ServerFrame::Joined { room, history, r#ref }).await?;
                         // Live messages queued while history was read may
                         // already be in it: drop those, keep the rest in order.
-                        flush_queued(socket, rx, &seen).await
+                        flush_queued(socket, rx, &self.recent_history).await
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, %room, "history read failed");

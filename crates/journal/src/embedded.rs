@@ -1,6 +1,7 @@
 //! The embedded journal: a bounded queue drained by one batching writer task
 //! into the store.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -38,6 +39,8 @@ impl Default for JournalOptions {
 /// once and a burst shares one commit (one fsync).
 pub struct EmbeddedJournal {
     tx: mpsc::Sender<Pending>,
+    /// False after a batch failed, true again after one succeeds.
+    healthy: Arc<AtomicBool>,
     stop: CancellationToken,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -47,8 +50,9 @@ impl EmbeddedJournal {
     pub fn start(store: Arc<dyn Store>, options: JournalOptions) -> Self {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let stop = CancellationToken::new();
-        let writer = tokio::spawn(write_loop(store, rx, stop.clone(), options.max_batch.max(1)));
-        Self { tx, stop, writer: Mutex::new(Some(writer)) }
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = tokio::spawn(write_loop(store, rx, stop.clone(), options.max_batch.max(1), healthy.clone()));
+        Self { tx, healthy, stop, writer: Mutex::new(Some(writer)) }
     }
 }
 
@@ -57,6 +61,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Pending>,
     stop: CancellationToken,
     max_batch: usize,
+    healthy: Arc<AtomicBool>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     loop {
@@ -77,11 +82,13 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        write_batch(store.as_ref(), &mut batch).await;
+        let ok = write_batch(store.as_ref(), &mut batch).await;
+        healthy.store(ok, Ordering::Relaxed);
     }
 }
 
-async fn write_batch(store: &dyn Store, batch: &mut Vec<Pending>) {
+/// Writes one batch and answers its appends; true when it committed.
+async fn write_batch(store: &dyn Store, batch: &mut Vec<Pending>) -> bool {
     let messages: Vec<Message> = batch.iter().map(|(m, _)| m.clone()).collect();
     let started = Instant::now();
     let result = store.insert(&messages).await.map_err(|e| JournalError::Write(e.to_string()));
@@ -93,9 +100,11 @@ async fn write_batch(store: &dyn Store, batch: &mut Vec<Pending>) {
             tracing::error!(error = %e, messages = messages.len(), "journal batch failed; senders get `unavailable`");
         }
     }
+    let ok = result.is_ok();
     for (_, done) in batch.drain(..) {
         let _ = done.send(result.clone());
     }
+    ok
 }
 
 #[async_trait]
@@ -115,6 +124,10 @@ impl Journal for EmbeddedJournal {
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 
     fn kind(&self) -> &'static str {

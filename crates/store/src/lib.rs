@@ -3,8 +3,9 @@
 //! A [`Store`] keeps every message once, keyed by its id, and answers "the
 //! latest N messages of a room, before a given message". The implementation
 //! is picked from the URL scheme by [`open`]: `sqlite://` (embedded, the
-//! default) now, `postgres://` with the durable pipeline.
+//! default) and `postgres://` (the archive of the durable pipeline).
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -13,17 +14,45 @@ use async_trait::async_trait;
 use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// A message as read from the journal's Kafka topic, with where it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    /// The message.
+    pub message: Message,
+    /// The node that accepted it.
+    pub node: Option<String>,
+    /// Kafka partition it was read from.
+    pub partition: i32,
+    /// Its offset in that partition.
+    pub offset: i64,
+}
+
+/// A journal record that could not be decoded, kept with its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Topic it was read from.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+    /// The record key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The record value, if any.
+    pub payload: Option<Vec<u8>>,
+    /// Why it could not be decoded.
+    pub error: String,
+}
 
 /// What can go wrong talking to a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names a scheme this build does not serve.
-    #[error("unsupported store URL `{0}`: expected sqlite://PATH or sqlite::memory:")]
+    #[error("unsupported store URL `{0}`: expected postgres://, sqlite://PATH or sqlite::memory:")]
     UnsupportedUrl(String),
-    /// The URL names a backend that is planned but not built yet.
-    #[error("{0}")]
-    NotSupportedYet(String),
     /// The database refused or failed a query.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -46,6 +75,14 @@ pub trait Store: Send + Sync + 'static {
     /// which makes a retried message land once.
     async fn insert(&self, batch: &[Message]) -> Result<(), StoreError>;
 
+    /// Stores an archiver batch in one transaction: the messages (ids already
+    /// present are skipped) and the records that could not be decoded (one
+    /// row per topic/partition/offset). Either all of it commits or none.
+    async fn archive(&self, records: &[Archived], dead: &[DeadLetter]) -> Result<(), StoreError>;
+
+    /// The dead letters stored, oldest first (for operators and tests).
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError>;
+
     /// The latest `limit` messages of `room`, oldest first; with `before`,
     /// only those older than that message (none when it is unknown).
     async fn history(&self, room: &RoomName, limit: u32, before: Option<Uuid>) -> Result<Vec<Message>, StoreError>;
@@ -56,14 +93,15 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store named by `url` and applies its migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, true).await
+}
+
+/// Opens the store named by `url`, applying migrations only when `migrate`.
+pub async fn open_with(url: &str, migrate: bool) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url, migrate).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(StoreError::NotSupportedYet(
-            "postgres:// stores are not supported yet (they come with the durable pipeline); \
-             use sqlite://PATH or leave DATABASE_URL unset"
-                .into(),
-        ))
+        Ok(Arc::new(PgStore::open(url, migrate).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }

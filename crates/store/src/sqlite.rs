@@ -9,7 +9,7 @@ use sqlx::{Row, SqlitePool};
 use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::{Archived, DeadLetter, Store, StoreError};
 
 /// A [`Store`] in SQLite. Writes are `synchronous=FULL` in WAL mode so that a
 /// committed batch survives a crash: the journal acks senders after commit.
@@ -20,7 +20,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` and migrates it.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, migrate: bool) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -36,7 +36,9 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        if migrate {
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        }
         Ok(Self { pool })
     }
 }
@@ -57,6 +59,64 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn archive(&self, records: &[Archived], dead: &[DeadLetter]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            let m = &r.message;
+            sqlx::query(
+                "INSERT OR IGNORE INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.id.to_string())
+            .bind(m.room.as_str())
+            .bind(&m.from)
+            .bind(&m.text)
+            .bind(m.ts)
+            .bind(r.node.as_deref())
+            .bind(r.partition)
+            .bind(r.offset)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for d in dead {
+            sqlx::query(
+                "INSERT OR IGNORE INTO dead_letters (topic, kafka_partition, kafka_offset, key, payload, error, received_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+            )
+            .bind(&d.topic)
+            .bind(d.partition)
+            .bind(d.offset)
+            .bind(d.key.as_deref())
+            .bind(d.payload.as_deref())
+            .bind(&d.error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT topic, kafka_partition, kafka_offset, key, payload, error FROM dead_letters ORDER BY id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    topic: row.try_get(0)?,
+                    partition: row.try_get(1)?,
+                    offset: row.try_get(2)?,
+                    key: row.try_get(3)?,
+                    payload: row.try_get(4)?,
+                    error: row.try_get(5)?,
+                })
+            })
+            .collect()
     }
 
     async fn history(&self, room: &RoomName, limit: u32, before: Option<Uuid>) -> Result<Vec<Message>, StoreError> {

@@ -26,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve WebSocket, Socket.IO, HTTP and the chat page (the default).
     Serve,
+    /// Apply the store's migrations and exit.
+    Migrate,
 }
 
 /// Log line format.
@@ -47,7 +49,7 @@ pub struct Config {
     #[arg(long, env = "HOST", default_value = "0.0.0.0", global = true)]
     pub host: IpAddr,
     /// Where messages are stored: unset for the embedded SQLite file
-    /// `./switchboard.db`, `sqlite://PATH`, or `sqlite::memory:`.
+    /// `./switchboard.db`, `sqlite://PATH`, `sqlite::memory:`, or `postgres://`.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// The original system's name for DATABASE_URL; used when that is unset.
@@ -93,6 +95,9 @@ pub struct Config {
     /// Milliseconds a sender waits for durability before `unavailable`.
     #[arg(long, env = "ACK_TIMEOUT_MS", default_value_t = 5000, global = true)]
     pub ack_timeout_ms: u64,
+    /// Do not apply the store's migrations at start (run `switchboard migrate` instead).
+    #[arg(long, global = true)]
+    pub no_migrate: bool,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
@@ -120,13 +125,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let db = self.database_url();
         if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
-            return Err(invalid("DATABASE_URL", "a sqlite://PATH, sqlite::memory: or postgres:// URL"));
+            return Err(invalid("DATABASE_URL", "a postgres://, sqlite://PATH or sqlite::memory: URL"));
         }
-        if db.starts_with("postgres") {
-            return Err(invalid(
-                "DATABASE_URL",
-                "sqlite://PATH or sqlite::memory: (postgres:// is not supported yet; it comes with the durable pipeline)",
-            ));
+        if db.starts_with("postgres") && url::Url::parse(&db).map_or(true, |u| u.host().is_none()) {
+            return Err(invalid("DATABASE_URL", "a postgres://USER@HOST[:PORT]/DB URL"));
         }
         if let Some(redis) = &self.redis_url {
             match url::Url::parse(redis) {
@@ -260,8 +262,9 @@ mod tests {
         assert!(e.contains("PORT"), "{e}");
         let e = parse(&["--redis-url", "http://x"]).unwrap_err();
         assert!(e.contains("REDIS_URL"), "{e}");
-        let e = parse(&["--database-url", "postgres://localhost/db"]).unwrap_err();
-        assert!(e.contains("DATABASE_URL") && e.contains("not supported yet"), "{e}");
+        let e = parse(&["--database-url", "postgres://"]).unwrap_err();
+        assert!(e.contains("DATABASE_URL"), "{e}");
+        assert!(parse(&["--database-url", "postgres://postgres@localhost/db"]).is_ok());
         let e = parse(&["--database-url", "mysql://x"]).unwrap_err();
         assert!(e.contains("DATABASE_URL"), "{e}");
         let e = parse(&["--redis-prefix", "has space"]).unwrap_err();

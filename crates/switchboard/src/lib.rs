@@ -22,8 +22,10 @@ pub use config::{Cli, Command, Config, ConfigError, LogFormat};
 pub struct NodeOptions {
     /// The gateway's settings.
     pub gateway: GatewayConfig,
-    /// The store URL (`sqlite://PATH`, `sqlite::memory:`).
+    /// The store URL (`postgres://`, `sqlite://PATH`, `sqlite::memory:`).
     pub database_url: String,
+    /// Apply the store's migrations at start.
+    pub migrate: bool,
     /// Cluster mode over Redis; `None` runs a single node.
     pub redis: Option<RedisOptions>,
 }
@@ -37,7 +39,7 @@ impl NodeOptions {
             prefix: config.redis_prefix.clone(),
             node_id: gateway.node_id.clone(),
         });
-        Self { gateway, database_url: config.database_url(), redis }
+        Self { gateway, database_url: config.database_url(), migrate: !config.no_migrate, redis }
     }
 }
 
@@ -49,7 +51,7 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<()> {
-    let store = switchboard_store::open(&options.database_url).await?;
+    let store = switchboard_store::open_with(&options.database_url, options.migrate).await?;
     let journal: Arc<dyn Journal> = Arc::new(EmbeddedJournal::start(store.clone(), JournalOptions::default()));
     let redis = options.redis;
     let bus_shutdown = shutdown.clone();

@@ -50,6 +50,12 @@ fn main() -> ExitCode {
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            let url = cli.config.database_url();
+            switchboard_store::open_with(&url, true).await?;
+            tracing::info!(store = %url.split('@').next_back().unwrap_or(""), "migrations applied");
+            Ok(())
+        }
         Command::Serve => {
             if cli.config.kafka_brokers().is_some() {
                 tracing::warn!("KAFKA_BROKERS is set, but the Kafka journal is not built yet: using the embedded journal");

@@ -282,10 +282,9 @@ async fn anonymous_users_get_a_name() {
     node.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_dropped_as_slow_while_others_keep_receiving() {
-    let config = GatewayConfig { client_queue_frames: 256, ..GatewayConfig::default() };
-    let node = Node::start("sqlite::memory:", config).await;
+    let node = Node::memory().await;
     let room = unique("slow");
 
     // A client with a tiny receive buffer that never reads.
@@ -304,21 +303,39 @@ async fn a_client_that_never_reads_is_dropped_as_slow_while_others_keep_receivin
     // 8 MB in all: more than the slow client's socket buffers and queue hold.
     const N: usize = 4_000;
     let text = "y".repeat(2_000);
+    // The sender waits for the fast client to keep up (at most CHUNK
+    // messages behind; the sender's own queue holds its copies and acks,
+    // 2 x CHUNK, well under CLIENT_QUEUE_FRAMES), so only the client that
+    // never reads falls behind, however loaded the machine is.
+    const CHUNK: usize = 100;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen_by_fast = received.clone();
     let reader = tokio::spawn(async move {
         let mut n = 0;
         while n < N {
             let v = fast.recv_type("message").await;
             assert_eq!(v["from"], "sender");
             n += 1;
+            seen_by_fast.store(n, std::sync::atomic::Ordering::Relaxed);
         }
         n
     });
     let (mut tx, mut rx) = sender.ws.split();
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
-    for _ in 0..N {
-        futures_util::SinkExt::send(&mut tx, Ws::text(json!({"type": "send", "room": room, "text": text}).to_string()))
-            .await
-            .unwrap();
+    for chunk in 0..N / CHUNK {
+        for _ in 0..CHUNK {
+            let frame = json!({"type": "send", "room": room, "text": text}).to_string();
+            futures_util::SinkExt::send(&mut tx, Ws::text(frame)).await.unwrap();
+        }
+        let target = (chunk + 1) * CHUNK;
+        let paced = tokio::time::timeout(Duration::from_secs(30), async {
+            while received.load(std::sync::atomic::Ordering::Relaxed) < target {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        if paced.await.is_err() {
+            panic!("the fast client stopped at {} of {target}", received.load(std::sync::atomic::Ordering::Relaxed));
+        }
     }
     let got = tokio::time::timeout(Duration::from_secs(30), reader).await.unwrap().unwrap();
     assert_eq!(got, N, "the fast client received every message");
