@@ -304,6 +304,7 @@ fn classify(e: axum::Error) -> End {
         Ok(e) => match *e {
             tungstenite::Error::Capacity(_) => End::Close(1009, "frame too large"),
             tungstenite::Error::Utf8(_) => End::Close(1007, "invalid UTF-8"),
+            tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
             tungstenite::Error::Protocol(_) => End::Close(1002, "protocol error"),
             _ => End::Gone,
         },

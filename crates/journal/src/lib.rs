@@ -2,15 +2,19 @@
 //!
 //! [`Journal::append`] resolves only once the message is durable, and the
 //! gateway acks the sender only then. The [`EmbeddedJournal`] writes batches
-//! straight into the [`Store`](switchboard_store::Store); the Kafka journal
-//! (durable pipeline) will produce to a topic that the archiver drains.
+//! straight into the [`Store`](switchboard_store::Store); the [`KafkaJournal`]
+//! produces to a topic that `switchboard archive` drains into PostgreSQL.
 
 mod embedded;
+mod kafka;
+pub mod record;
 
 use async_trait::async_trait;
 use switchboard_protocol::Message;
 
 pub use embedded::{EmbeddedJournal, JournalOptions};
+pub use kafka::{KafkaJournal, KafkaOptions};
+pub use rdkafka::error::KafkaError;
 
 /// Why a message could not be made durable. Every variant means the same to
 /// a client (`unavailable`: retry with the same id).

@@ -28,6 +28,8 @@ pub enum Command {
     Serve,
     /// Apply the store's migrations and exit.
     Migrate,
+    /// Archive the journal topic into the store (the consumer service).
+    Archive,
 }
 
 /// Log line format.
@@ -71,6 +73,30 @@ pub struct Config {
     /// Kafka topic messages are produced to.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "messages", global = true)]
     pub kafka_topic: String,
+    /// Partitions of the journal topic when a node creates it.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6, global = true)]
+    pub kafka_partitions: i32,
+    /// Replication factor of the journal topic when a node creates it.
+    #[arg(long, env = "KAFKA_REPLICATION", default_value_t = 1, global = true)]
+    pub kafka_replication: i32,
+    /// Producer linger: how long a record may wait to share a request.
+    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 5, global = true)]
+    pub kafka_linger_ms: u64,
+    /// Producer compression: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, env = "KAFKA_COMPRESSION", default_value = "lz4", global = true)]
+    pub kafka_compression: String,
+    /// Further librdkafka settings, `key=value[,key=value...]`, applied last.
+    #[arg(long, env = "KAFKA_CONFIG", global = true)]
+    pub kafka_config: Option<String>,
+    /// Consumer group of the archivers.
+    #[arg(long, env = "ARCHIVE_GROUP", default_value = "switchboard-archive", global = true)]
+    pub archive_group: String,
+    /// Records per archive batch at most.
+    #[arg(long, env = "ARCHIVE_BATCH", default_value_t = 1000, global = true)]
+    pub archive_batch: usize,
+    /// How long an archive batch waits to fill, in milliseconds.
+    #[arg(long, env = "ARCHIVE_LINGER_MS", default_value_t = 50, global = true)]
+    pub archive_linger_ms: u64,
     /// This node's name in logs and bus payloads; default hostname:port.
     #[arg(long, env = "NODE_ID", global = true)]
     pub node_id: Option<String>,
@@ -152,6 +178,26 @@ impl Config {
                 return Err(invalid("KAFKA_BROKERS", "a comma-separated list of host:port"));
             }
         }
+        if self.kafka_partitions < 1 {
+            return Err(invalid("KAFKA_PARTITIONS", "at least 1"));
+        }
+        if self.kafka_replication < 1 {
+            return Err(invalid("KAFKA_REPLICATION", "at least 1"));
+        }
+        if !matches!(self.kafka_compression.as_str(), "none" | "gzip" | "snappy" | "lz4" | "zstd") {
+            return Err(invalid("KAFKA_COMPRESSION", "one of none, gzip, snappy, lz4, zstd"));
+        }
+        if let Some(extra) = &self.kafka_config {
+            if self.kafka_overrides_from(extra).is_none() {
+                return Err(invalid("KAFKA_CONFIG", "key=value pairs separated by commas"));
+            }
+        }
+        if self.archive_group.is_empty() {
+            return Err(invalid("ARCHIVE_GROUP", "a non-empty consumer group name"));
+        }
+        if self.archive_batch == 0 || self.archive_batch > 100_000 {
+            return Err(invalid("ARCHIVE_BATCH", "1 to 100000"));
+        }
         let topic_ok = !self.kafka_topic.is_empty()
             && self.kafka_topic.len() <= 249
             && self.kafka_topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -182,6 +228,37 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn kafka_overrides_from(&self, extra: &str) -> Option<Vec<(String, String)>> {
+        extra
+            .split(',')
+            .filter(|pair| !pair.trim().is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                let k = k.trim();
+                (!k.is_empty()).then(|| (k.to_owned(), v.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    /// librdkafka settings from KAFKA_LINGER_MS, KAFKA_COMPRESSION and KAFKA_CONFIG.
+    pub fn kafka_overrides(&self) -> Vec<(String, String)> {
+        let mut all = vec![
+            ("linger.ms".to_owned(), self.kafka_linger_ms.to_string()),
+            ("compression.type".to_owned(), self.kafka_compression.clone()),
+        ];
+        if let Some(extra) = &self.kafka_config {
+            all.extend(self.kafka_overrides_from(extra).unwrap_or_default());
+        }
+        all
+    }
+
+    /// Bootstrap brokers without a `kafka://` scheme.
+    pub fn kafka_bootstrap(&self) -> Option<String> {
+        self.kafka_brokers().map(|b| {
+            b.split(',').map(|s| s.trim().trim_start_matches("kafka://")).collect::<Vec<_>>().join(",")
+        })
     }
 
     /// DATABASE_URL, else POSTGRES_URL, else the embedded file.
@@ -271,6 +348,12 @@ mod tests {
         assert!(e.contains("REDIS_PREFIX"), "{e}");
         let e = parse(&["--kafka-brokers", "nohostport"]).unwrap_err();
         assert!(e.contains("KAFKA_BROKERS"), "{e}");
+        let e = parse(&["--kafka-config", "novalue"]).unwrap_err();
+        assert!(e.contains("KAFKA_CONFIG"), "{e}");
+        let e = parse(&["--kafka-compression", "brotli"]).unwrap_err();
+        assert!(e.contains("KAFKA_COMPRESSION"), "{e}");
+        let e = parse(&["--archive-batch", "0"]).unwrap_err();
+        assert!(e.contains("ARCHIVE_BATCH"), "{e}");
         let e = parse(&["--kafka-topic", "bad topic"]).unwrap_err();
         assert!(e.contains("KAFKA_TOPIC"), "{e}");
         let e = parse(&["--history-default", "600"]).unwrap_err();

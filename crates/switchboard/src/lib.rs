@@ -11,7 +11,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_bus::{Bus, MemoryHub, RedisBus, RedisOptions};
 use switchboard_gateway::{Gateway, GatewayConfig};
-use switchboard_journal::{EmbeddedJournal, Journal, JournalOptions};
+use switchboard_journal::{EmbeddedJournal, Journal, JournalOptions, KafkaJournal, KafkaOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,8 @@ pub struct NodeOptions {
     pub migrate: bool,
     /// Cluster mode over Redis; `None` runs a single node.
     pub redis: Option<RedisOptions>,
+    /// The Kafka journal; `None` keeps the embedded journal.
+    pub kafka: Option<KafkaOptions>,
 }
 
 impl NodeOptions {
@@ -39,7 +41,15 @@ impl NodeOptions {
             prefix: config.redis_prefix.clone(),
             node_id: gateway.node_id.clone(),
         });
-        Self { gateway, database_url: config.database_url(), migrate: !config.no_migrate, redis }
+        let kafka = config.kafka_bootstrap().map(|brokers| KafkaOptions {
+            brokers,
+            topic: config.kafka_topic.clone(),
+            partitions: config.kafka_partitions,
+            replication: config.kafka_replication,
+            node_id: gateway.node_id.clone(),
+            overrides: config.kafka_overrides(),
+        });
+        Self { gateway, database_url: config.database_url(), migrate: !config.no_migrate, redis, kafka }
     }
 }
 
@@ -52,7 +62,10 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<()> {
     let store = switchboard_store::open_with(&options.database_url, options.migrate).await?;
-    let journal: Arc<dyn Journal> = Arc::new(EmbeddedJournal::start(store.clone(), JournalOptions::default()));
+    let journal: Arc<dyn Journal> = match options.kafka {
+        Some(kafka) => Arc::new(KafkaJournal::start(kafka, &shutdown)?),
+        None => Arc::new(EmbeddedJournal::start(store.clone(), JournalOptions::default())),
+    };
     let redis = options.redis;
     let bus_shutdown = shutdown.clone();
     let make_bus = move |inbox| -> anyhow::Result<Arc<dyn Bus>> {

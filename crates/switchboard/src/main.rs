@@ -56,10 +56,29 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(store = %url.split('@').next_back().unwrap_or(""), "migrations applied");
             Ok(())
         }
+        Command::Archive => {
+            let Some(brokers) = cli.config.kafka_bootstrap() else {
+                anyhow::bail!("`switchboard archive` needs KAFKA_BROKERS (the journal topic to read)");
+            };
+            let store = switchboard_store::open_with(&cli.config.database_url(), !cli.config.no_migrate).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let options = switchboard_archive::ArchiveOptions {
+                brokers,
+                topic: cli.config.kafka_topic.clone(),
+                group: cli.config.archive_group.clone(),
+                batch: cli.config.archive_batch,
+                linger: Duration::from_millis(cli.config.archive_linger_ms),
+                overrides: cli.config.kafka_config.as_deref().map(|_| cli.config.kafka_overrides()).unwrap_or_default()
+                    .into_iter()
+                    .filter(|(k, _)| k != "linger.ms" && k != "compression.type")
+                    .collect(),
+            };
+            tracing::info!(store = store.kind(), "switchboard archive starting");
+            switchboard_archive::run(options, store, shutdown).await?;
+            Ok(())
+        }
         Command::Serve => {
-            if cli.config.kafka_brokers().is_some() {
-                tracing::warn!("KAFKA_BROKERS is set, but the Kafka journal is not built yet: using the embedded journal");
-            }
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
             let address = std::net::SocketAddr::new(cli.config.host, cli.config.port);
             let listener = tokio::net::TcpListener::bind(address)

@@ -17,7 +17,7 @@ async fn cluster_node(redis_url: &str, prefix: &str, node_id: &str) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = GatewayConfig { node_id: node_id.to_owned(), ..GatewayConfig::default() };
     let redis = RedisOptions { url: redis_url.to_owned(), prefix: prefix.to_owned(), node_id: node_id.to_owned() };
-    let options = NodeOptions { gateway, database_url: "sqlite::memory:".into(), migrate: true, redis: Some(redis) };
+    let options = NodeOptions { gateway, database_url: "sqlite::memory:".into(), migrate: true, redis: Some(redis), kafka: None };
     Node::start_with(listener, options).await
 }
 

@@ -28,7 +28,7 @@ pub struct Node {
 impl Node {
     pub async fn start(database_url: &str, gateway: GatewayConfig) -> Node {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let options = NodeOptions { gateway, database_url: database_url.to_owned(), migrate: true, redis: None };
+        let options = NodeOptions { gateway, database_url: database_url.to_owned(), migrate: true, redis: None, kafka: None };
         Node::start_with(listener, options).await
     }
 
