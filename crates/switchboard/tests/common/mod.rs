@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod pipeline;
 pub mod redis;
 
 use std::net::SocketAddr;
