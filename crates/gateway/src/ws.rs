@@ -123,54 +123,36 @@ impl Conn {
     async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) -> (Option<WebSocket>, End) {
         let shutdown = self.gateway.shutdown.clone();
         let kick = self.sink.kick.clone();
+        // Every write stalls on a client that stopped reading once its
+        // socket buffers are full, so each one runs under `guarded`, which
+        // keeps watching for the kick and for shutdown meanwhile.
+        let guarded = async |write: std::pin::Pin<&mut (dyn Future<Output = Result<(), axum::Error>> + Send)>| {
+            tokio::select! {
+                biased;
+                written = write => if written.is_err() { Some(End::Gone) } else { None },
+                () = kick.cancelled() => Some(slow_consumer()),
+                () = shutdown.cancelled() => Some(End::Close(1001, "server shutting down")),
+            }
+        };
         let end = loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break End::Close(1001, "server shutting down"),
-                () = kick.cancelled() => {
-                    tracing::info!("slow consumer: outbound queue full");
-                    break End::Close(1008, "slow consumer");
-                }
+                () = kick.cancelled() => break slow_consumer(),
                 Some(first) = rx.recv() => {
-                    // A client that stops reading stalls the write once its
-                    // socket buffers are full: keep watching for the kick and
-                    // for shutdown meanwhile.
                     if !self.recent_history.is_empty() && Instant::now() >= self.forget_history_at {
                         self.recent_history.clear();
                     }
                     let skip = (!self.recent_history.is_empty()).then_some(&self.recent_history);
-                    tokio::select! {
-                        biased;
-                        written = write_batch(&mut socket, &mut rx, first, skip) => {
-                            if written.is_err() {
-                                break End::Gone;
-                            }
-                        }
-                        () = kick.cancelled() => {
-                            tracing::info!("slow consumer: outbound queue full");
-                            break End::Close(1008, "slow consumer");
-                        }
-                        () = shutdown.cancelled() => break End::Close(1001, "server shutting down"),
+                    if let Some(end) = guarded(std::pin::pin!(write_batch(&mut socket, &mut rx, first, skip))).await {
+                        break end;
                     }
                 }
                 incoming = socket.recv() => match incoming {
                     None | Some(Ok(WsMessage::Close(_))) => break End::Gone,
                     Some(Ok(WsMessage::Text(text))) => {
-                        // Answering writes to the socket too, which stalls for
-                        // a client that stopped reading: watch kick and
-                        // shutdown meanwhile, as for queued frames.
-                        tokio::select! {
-                            biased;
-                            handled = self.handle(&mut socket, &mut rx, text.as_str()) => {
-                                if handled.is_err() {
-                                    break End::Gone;
-                                }
-                            }
-                            () = kick.cancelled() => {
-                                tracing::info!("slow consumer: outbound queue full");
-                                break End::Close(1008, "slow consumer");
-                            }
-                            () = shutdown.cancelled() => break End::Close(1001, "server shutting down"),
+                        if let Some(end) = guarded(std::pin::pin!(self.handle(&mut socket, &mut rx, text.as_str()))).await {
+                            break end;
                         }
                     }
                     Some(Ok(WsMessage::Binary(_))) => {
@@ -296,6 +278,11 @@ async fn flush_queued(
         write_batch(socket, rx, first, Some(seen)).await?;
     }
     Ok(())
+}
+
+fn slow_consumer() -> End {
+    tracing::info!("slow consumer: outbound queue full");
+    End::Close(1008, "slow consumer")
 }
 
 /// Maps a read error to the close code the protocol promises.

@@ -79,6 +79,12 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
+            if cli.config.kafka_brokers().is_some() && !cli.config.database_url().starts_with("postgres") {
+                tracing::warn!(
+                    "KAFKA_BROKERS is set but DATABASE_URL is not PostgreSQL: history is read from a store \
+                     that only `switchboard archive` writes, so point both at the same PostgreSQL"
+                );
+            }
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
             let address = std::net::SocketAddr::new(cli.config.host, cli.config.port);
             let listener = tokio::net::TcpListener::bind(address)
