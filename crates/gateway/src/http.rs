@@ -108,7 +108,8 @@ async fn room_messages(
             Err(_) => return json_error(StatusCode::BAD_REQUEST, "bad_before", "before must be a message id (UUID)"),
         },
     };
-    match gateway.store.history(&room, limit, before).await {
+    let read = tokio::time::timeout(gateway.config.ack_timeout, gateway.store.history(&room, limit, before));
+    match read.await.unwrap_or(Err(switchboard_store::StoreError::Timeout)) {
         Ok(messages) => axum::Json(messages).into_response(),
         Err(e) => {
             tracing::error!(error = %e, %room, "history read failed");
