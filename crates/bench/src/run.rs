@@ -1,0 +1,367 @@
+//! One benchmark run: connect, drive traffic, drain, count.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::proc::{Meter, sample};
+use crate::tally::{Tally, now_us, payload};
+use crate::wire::{Conn, Incoming, Protocol, decode, send_frame};
+use crate::{Latency, Options, ProcessUse, Report, Scenario};
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+}
+
+struct Done {
+    room: usize,
+    sent: u64,
+    tally: Tally,
+    acks: Histogram<u64>,
+}
+
+/// Runs one benchmark and reports it.
+pub async fn run(opts: Options) -> Result<Report, String> {
+    if opts.targets.is_empty() {
+        return Err("no target".into());
+    }
+    if opts.protocol == Protocol::SocketIo && matches!(opts.scenario, Scenario::Rooms | Scenario::Ack) {
+        return Err("the socket.io protocol drives the original contract (one room, lobby): use broadcast or idle".into());
+    }
+    let tag = format!("{:x}", now_us());
+    let room_names: Vec<String> = match (opts.protocol, opts.scenario) {
+        (Protocol::SocketIo, _) => vec!["lobby".into()],
+        (_, Scenario::Rooms) => (0..opts.rooms.max(1)).map(|k| format!("bench-{tag}-{k}")).collect(),
+        _ => vec![format!("bench-{tag}")],
+    };
+    let client_meter = Meter::start(std::process::id());
+    let mut meters: Vec<Meter> = opts.pids.iter().map(|&p| Meter::start(p)).collect();
+    let rss_before = opts.pids.first().and_then(|&p| sample(p)).map(|s| s.1);
+
+    // Connect, a bounded number at a time.
+    let limit = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
+    let mut connecting = JoinSet::new();
+    for i in 0..opts.connections {
+        let target = opts.targets[i % opts.targets.len()];
+        let source = (!opts.sources.is_empty()).then(|| opts.sources[i % opts.sources.len()]);
+        let room_index = i % room_names.len();
+        let room = room_names[room_index].clone();
+        let (limit, protocol) = (limit.clone(), opts.protocol);
+        connecting.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let opened = tokio::time::timeout(
+                Duration::from_secs(20),
+                Conn::open(target, source, protocol, &format!("b{i}"), &room),
+            )
+            .await;
+            (i, room_index, opened.map_err(|_| "timed out".to_string()).and_then(|r| r.map_err(|e| e.to_string())))
+        });
+    }
+    let mut conns = Vec::with_capacity(opts.connections);
+    let mut failures = 0;
+    let mut first_error = None;
+    while let Some(joined) = connecting.join_next().await {
+        match joined {
+            Ok((i, room, Ok(conn))) => conns.push((i, room, conn)),
+            Ok((_, _, Err(e))) => {
+                failures += 1;
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                failures += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    if let Some(e) = &first_error {
+        eprintln!("{failures} connections failed; first error: {e}");
+    }
+    conns.sort_by_key(|(i, _, _)| *i);
+    let mut members = vec![0usize; room_names.len()];
+    for (_, room, _) in &conns {
+        members[*room] += 1;
+    }
+
+    if opts.scenario == Scenario::Idle {
+        return Ok(idle(&opts, conns, failures, &mut meters, rss_before, client_meter).await);
+    }
+
+    // Let subscriptions settle before the clock starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let send_until = started + opts.duration;
+    let senders: Vec<usize> = conns
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| match opts.scenario {
+            Scenario::Broadcast => *n < opts.senders,
+            _ => true,
+        })
+        .map(|(n, _)| n)
+        .collect();
+    let sender_count = senders.len().max(1);
+    let period = Duration::from_secs_f64(1.0 / opts.rate.max(0.001));
+    let mut tasks = JoinSet::new();
+    for (n, (i, room, conn)) in conns.into_iter().enumerate() {
+        let sends = senders.binary_search(&n).is_ok();
+        let first_tick = started + period.mul_f64(n as f64 / sender_count as f64 % 1.0);
+        let plan = Plan {
+            sender: sends.then_some(i as u32),
+            first_tick,
+            period,
+            send_until,
+            room: room_names[room].clone(),
+            room_index: room,
+            payload: opts.payload,
+            ack: opts.scenario == Scenario::Ack,
+        };
+        tasks.spawn(drive(conn, plan, stop.clone(), counters.clone()));
+    }
+
+    let progress = opts.progress.then(|| tokio::spawn(progress(counters.clone(), started)));
+    let poll_meters = async {
+        loop {
+            for m in meters.iter_mut() {
+                m.poll();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        () = tokio::time::sleep_until(send_until.into()) => {}
+        () = poll_meters => {}
+    }
+    // Drain: wait until every sent message reached every member, or the drain time ran out.
+    let drain_until = Instant::now() + opts.drain;
+    let expected_now = |counters: &Counters| -> u64 {
+        // An upper bound while sends finish; exact per room once tasks end.
+        let per_member = match opts.scenario {
+            Scenario::Rooms => members.iter().map(|m| m * m).sum::<usize>() as f64 / opts.connections.max(1) as f64,
+            _ => members.iter().sum::<usize>() as f64,
+        };
+        (counters.sent.load(Ordering::Relaxed) as f64 * per_member) as u64
+    };
+    while Instant::now() < drain_until && counters.delivered.load(Ordering::Relaxed) < expected_now(&counters) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64().min(opts.duration.as_secs_f64() + opts.drain.as_secs_f64());
+    stop.cancel();
+    if let Some(p) = progress {
+        p.abort();
+    }
+
+    let mut total = Tally::default();
+    let mut acks = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| unreachable!());
+    let mut sent_per_room = vec![0u64; room_names.len()];
+    while let Some(done) = tasks.join_next().await {
+        let Ok(done) = done else { continue };
+        total.merge(&done.tally);
+        let _ = acks.add(&done.acks);
+        sent_per_room[done.room] += done.sent;
+    }
+    let sent: u64 = sent_per_room.iter().sum();
+    let expected: u64 = sent_per_room.iter().zip(&members).map(|(s, m)| s * *m as u64).sum();
+    let offered: f64 = members
+        .iter()
+        .map(|&m| {
+            let senders_here = match opts.scenario {
+                Scenario::Broadcast => opts.senders.min(m),
+                _ => m,
+            };
+            senders_here as f64 * opts.rate * m as f64
+        })
+        .sum();
+    let latency = if opts.scenario == Scenario::Ack { Latency::of(&acks) } else { Latency::of(&total.latency) };
+    Ok(Report {
+        scenario: opts.scenario,
+        protocol: opts.protocol,
+        connections: opts.connections - failures,
+        connect_failures: failures,
+        sent,
+        expected,
+        delivered: total.delivered,
+        lost: expected.saturating_sub(total.delivered),
+        duplicates: total.duplicates,
+        seconds,
+        deliveries_per_second: total.delivered as f64 / opts.duration.as_secs_f64().max(1e-6),
+        offered_per_second: offered,
+        latency_ms: latency,
+        rss_kib_per_connection: None,
+        servers: finish(&mut meters),
+        client_cpu_percent: { client_meter }.finish().map_or(0.0, |m| m.0),
+    })
+}
+
+struct Plan {
+    sender: Option<u32>,
+    first_tick: Instant,
+    period: Duration,
+    send_until: Instant,
+    room: String,
+    room_index: usize,
+    payload: usize,
+    ack: bool,
+}
+
+async fn drive(conn: Conn, plan: Plan, stop: CancellationToken, counters: Arc<Counters>) -> Done {
+    let protocol = conn.protocol;
+    let (mut sink, mut stream) = conn.ws.split();
+    let mut tally = Tally::default();
+    let mut acks = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| unreachable!());
+    let mut ack_sent_at: HashMap<u64, u64> = HashMap::new();
+    let mut ticker = plan.sender.map(|_| {
+        let mut t = tokio::time::interval_at(plan.first_tick.into(), plan.period);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    let mut seq = 0u64;
+    let mut unreported = 0u64;
+    let mut scratch = String::new();
+    loop {
+        let sending = ticker.is_some() && Instant::now() < plan.send_until;
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = async { ticker.as_mut().map(|t| t.tick()).unwrap_or_else(|| unreachable!()).await }, if sending => {
+                let sent_at = now_us();
+                let text = payload(plan.sender.unwrap_or(0), seq, sent_at, plan.payload);
+                if plan.ack {
+                    ack_sent_at.insert(seq, sent_at);
+                }
+                if sink.send(send_frame(protocol, &plan.room, &text, seq)).await.is_err() {
+                    break;
+                }
+                seq += 1;
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { break };
+                let Message::Text(text) = frame else { continue };
+                match decode(protocol, text.as_str(), &mut scratch) {
+                    Incoming::Message(body) => {
+                        tally.record(body, now_us());
+                        unreported += 1;
+                        if unreported == 64 {
+                            counters.delivered.fetch_add(unreported, Ordering::Relaxed);
+                            unreported = 0;
+                        }
+                    }
+                    Incoming::Ack(r) => {
+                        if let Some(t0) = ack_sent_at.remove(&r) {
+                            let _ = acks.record(now_us().saturating_sub(t0).max(1));
+                        }
+                    }
+                    Incoming::Ping => {
+                        let _ = sink.send(Message::text("3")).await;
+                    }
+                    Incoming::Other => {}
+                }
+            }
+        }
+        if unreported > 0 && !sending && ticker.is_none() {
+            counters.delivered.fetch_add(unreported, Ordering::Relaxed);
+            unreported = 0;
+        }
+    }
+    counters.delivered.fetch_add(unreported, Ordering::Relaxed);
+    let _ = sink.close().await;
+    Done { room: plan.room_index, sent: seq, tally, acks }
+}
+
+async fn progress(counters: Arc<Counters>, started: Instant) {
+    let mut last = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let delivered = counters.delivered.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>4.0}s] sent {:>9}  delivered {:>11}  ({:>9}/s)",
+            started.elapsed().as_secs_f64(),
+            counters.sent.load(Ordering::Relaxed),
+            delivered,
+            delivered - last
+        );
+        last = delivered;
+    }
+}
+
+fn finish(meters: &mut [Meter]) -> Vec<ProcessUse> {
+    meters
+        .iter_mut()
+        .filter_map(|m| {
+            let (cpu, rss) = m.finish()?;
+            Some(ProcessUse { pid: m.pid, cpu_percent: cpu, rss_kib: rss, peak_rss_kib: m.peak_rss_kib })
+        })
+        .collect()
+}
+
+async fn idle(
+    opts: &Options,
+    conns: Vec<(usize, usize, Conn)>,
+    failures: usize,
+    meters: &mut [Meter],
+    rss_before: Option<u64>,
+    client_meter: Meter,
+) -> Report {
+    let open = conns.len();
+    let started = Instant::now();
+    // Answer engine.io pings while holding, as real clients would.
+    let stop = CancellationToken::new();
+    let mut holders = JoinSet::new();
+    for (_, _, conn) in conns {
+        let stop = stop.clone();
+        holders.spawn(async move {
+            let protocol = conn.protocol;
+            let (mut sink, mut stream) = conn.ws.split();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    frame = stream.next() => match frame {
+                        Some(Ok(Message::Text(t))) if protocol == Protocol::SocketIo && t.as_str() == "2" => {
+                            let _ = sink.send(Message::text("3")).await;
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
+            }
+        });
+    }
+    tokio::time::sleep(opts.duration).await;
+    let rss_after = opts.pids.first().and_then(|&p| sample(p)).map(|s| s.1);
+    let per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if open > 0 => Some(a.saturating_sub(b) as f64 / open as f64),
+        _ => None,
+    };
+    let servers = finish(meters);
+    stop.cancel();
+    while holders.join_next().await.is_some() {}
+    Report {
+        scenario: Scenario::Idle,
+        protocol: opts.protocol,
+        connections: open,
+        connect_failures: failures,
+        sent: 0,
+        expected: 0,
+        delivered: 0,
+        lost: 0,
+        duplicates: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        deliveries_per_second: 0.0,
+        offered_per_second: 0.0,
+        latency_ms: Latency::default(),
+        rss_kib_per_connection: per_conn,
+        servers,
+        client_cpu_percent: { client_meter }.finish().map_or(0.0, |m| m.0),
+    }
+}
