@@ -28,6 +28,9 @@ use crate::registry::{Outbound, Sink, WsSink};
 const WRITE_BATCH: usize = 256;
 /// Read buffer per connection; tungstenite's default reserves 128 KiB.
 const READ_BUFFER: usize = 4 * 1024;
+/// Bytes gathered before tungstenite writes to the socket by itself: frames
+/// fed in one batch leave in one write at the batch's flush.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// Unflushed bytes allowed per connection before writes fail.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -47,7 +50,7 @@ pub(crate) async fn upgrade(
     let max = gateway.config.max_frame_bytes;
     let tracker = gateway.connections.clone();
     ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER.max(max * 2))
         .max_frame_size(max)
         .max_message_size(max)

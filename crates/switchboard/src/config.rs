@@ -30,6 +30,8 @@ pub enum Command {
     Migrate,
     /// Archive the journal topic into the store (the consumer service).
     Archive,
+    /// Generate load against switchboard or a peer and report what came back.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Log line format.

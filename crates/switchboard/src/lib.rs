@@ -4,6 +4,7 @@
 //! `run` takes its listener and shutdown token from the caller, so tests
 //! start a node in-process on `127.0.0.1:0`.
 
+pub mod bench;
 pub mod config;
 
 use std::sync::Arc;
