@@ -1,0 +1,74 @@
+// Turns scripts/bench's JSON results into docs/benchmarks.md (stdout) and
+// docs/benchmarks.svg (p99 latency against offered load, one line per system).
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+
+const [dir, steps, connections, senders, p99Limit] = process.argv.slice(2);
+const systems = [
+  ['switchboard', 'switchboard (2 nodes, Redis, embedded journal)', '#2563eb'],
+  ['socketio', 'Socket.IO 4 + @socket.io/redis-adapter (2 nodes)', '#dc2626'],
+  ['ws', 'ws + Redis Pub/Sub (2 nodes)', '#16a34a'],
+];
+const load = (name) => (existsSync(`${dir}/${name}.json`) ? JSON.parse(readFileSync(`${dir}/${name}.json`, 'utf8')) : null);
+const fmt = (n, d = 0) => (n === null || n === undefined ? '-' : Number(n).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
+
+const results = systems.map(([key, label, color]) => ({ key, label, color, broadcast: load(`${key}-broadcast`), idle: load(`${key}-idle`) }));
+const best = Object.fromEntries(results.map((r) => [r.key, r.broadcast?.highest_held ?? null]));
+const ours = best.switchboard;
+
+const lines = [];
+lines.push('# Benchmarks', '');
+lines.push(`Made by \`scripts/bench\` on ${new Date().toISOString().slice(0, 10)}: each system runs as two nodes sharing one local Redis, one system after the other, on the same 2-core machine as the load generator (\`switchboard bench\`, whose own CPU is reported). Numbers move between runs on a shared machine; compare the ratios within one run.`, '');
+lines.push(`## Broadcast: ${connections} connections in one room, ${senders} senders, 64-byte payloads`, '');
+lines.push(`The offered load steps through ${steps.split(',').length} rates (deliveries/s); a step *holds* when p99 <= ${p99Limit} ms with nothing lost or duplicated.`, '');
+lines.push('| system | highest offered rate that held (deliveries/s) | switchboard is |', '|---|---:|---:|');
+for (const r of results) {
+  const b = best[r.key];
+  const ratio = r.key === 'switchboard' || !b || !ours ? '' : `${fmt(ours / b, 1)}x`;
+  lines.push(`| ${r.label} | ${fmt(b)} | ${ratio} |`);
+}
+lines.push('', '![p99 latency against offered load](benchmarks.svg)', '');
+for (const r of results) {
+  if (!r.broadcast) continue;
+  lines.push(`### ${r.label}`, '', '| offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | dup | server CPU % (node 1, node 2) | generator CPU % |', '|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|');
+  for (const s of r.broadcast.reports) {
+    const cpu = s.servers.map((p) => fmt(p.cpu_percent)).join(', ');
+    lines.push(`| ${fmt(s.offered_per_second)} | ${fmt(s.deliveries_per_second)} | ${fmt(s.latency_ms.p50, 2)} | ${fmt(s.latency_ms.p99, 2)} | ${fmt(s.latency_ms.p999, 2)} | ${fmt(s.latency_ms.max, 2)} | ${fmt(s.lost)} | ${fmt(s.duplicates)} | ${cpu} | ${fmt(s.client_cpu_percent)} |`);
+  }
+  lines.push('');
+}
+lines.push('## Idle connections', '', '| system | connections | server RSS per connection (KiB) |', '|---|---:|---:|');
+for (const r of results) {
+  const i = r.idle?.reports?.[0];
+  lines.push(`| ${r.label} | ${fmt(i?.connections)} | ${fmt(i?.rss_kib_per_connection, 1)} |`);
+}
+lines.push('');
+process.stdout.write(lines.join('\n'));
+
+// The chart: log-scale offered load on x, log-scale p99 on y.
+const W = 760, H = 420, L = 70, R = 20, T = 30, B = 60;
+const pts = results.flatMap((r) => (r.broadcast?.reports ?? []).map((s) => [s.offered_per_second, Math.max(s.latency_ms.p99, 0.1)]));
+if (pts.length) {
+  const [xmin, xmax] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
+  const [ymin, ymax] = [Math.min(0.5, ...pts.map((p) => p[1])), Math.max(1000, ...pts.map((p) => p[1]))];
+  const x = (v) => L + ((Math.log10(v) - Math.log10(xmin)) / (Math.log10(xmax) - Math.log10(xmin) || 1)) * (W - L - R);
+  const y = (v) => H - B - ((Math.log10(v) - Math.log10(ymin)) / (Math.log10(ymax) - Math.log10(ymin))) * (H - T - B);
+  const svg = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`, `<rect width="100%" height="100%" fill="white"/>`];
+  for (let e = Math.ceil(Math.log10(ymin)); e <= Math.log10(ymax); e++) {
+    svg.push(`<line x1="${L}" x2="${W - R}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#e5e7eb"/><text x="${L - 8}" y="${y(10 ** e) + 4}" text-anchor="end">${10 ** e} ms</text>`);
+  }
+  for (let e = Math.ceil(Math.log10(xmin)); e <= Math.log10(xmax); e++) {
+    svg.push(`<line y1="${T}" y2="${H - B}" x1="${x(10 ** e)}" x2="${x(10 ** e)}" stroke="#e5e7eb"/><text y="${H - B + 18}" x="${x(10 ** e)}" text-anchor="middle">${fmt(10 ** e)}</text>`);
+  }
+  svg.push(`<line x1="${L}" x2="${W - R}" y1="${y(Number(p99Limit))}" y2="${y(Number(p99Limit))}" stroke="#9ca3af" stroke-dasharray="4 4"/><text x="${W - R}" y="${y(Number(p99Limit)) - 4}" text-anchor="end" fill="#6b7280">p99 limit ${p99Limit} ms</text>`);
+  svg.push(`<text x="${(W + L) / 2}" y="${H - 20}" text-anchor="middle">offered deliveries/s (log)</text><text x="16" y="${(H - B + T) / 2}" transform="rotate(-90 16 ${(H - B + T) / 2})" text-anchor="middle">p99 latency (log)</text>`);
+  results.forEach((r, i) => {
+    const rs = r.broadcast?.reports ?? [];
+    if (!rs.length) return;
+    const d = rs.map((s, j) => `${j ? 'L' : 'M'}${x(s.offered_per_second).toFixed(1)},${y(Math.max(s.latency_ms.p99, 0.1)).toFixed(1)}`).join(' ');
+    svg.push(`<path d="${d}" fill="none" stroke="${r.color}" stroke-width="2"/>`);
+    for (const s of rs) svg.push(`<circle cx="${x(s.offered_per_second).toFixed(1)}" cy="${y(Math.max(s.latency_ms.p99, 0.1)).toFixed(1)}" r="3" fill="${r.color}"/>`);
+    svg.push(`<rect x="${L + 10}" y="${T + 6 + i * 18}" width="12" height="3" fill="${r.color}"/><text x="${L + 28}" y="${T + 10 + i * 18}">${r.label}</text>`);
+  });
+  svg.push('</svg>');
+  writeFileSync('docs/benchmarks.svg', svg.join('\n'));
+}
