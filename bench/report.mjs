@@ -42,6 +42,8 @@ for (const r of results) {
   lines.push(`| ${r.label} | ${fmt(i?.connections)} | ${fmt(i?.rss_kib_per_connection, 1)} |`);
 }
 lines.push('');
+// The hand-written reading of the figures, kept beside the generator.
+if (existsSync('bench/analysis.md')) lines.push(readFileSync('bench/analysis.md', 'utf8'));
 process.stdout.write(lines.join('\n'));
 
 // The chart: log-scale offered load on x, log-scale p99 on y.
@@ -56,8 +58,12 @@ if (pts.length) {
   for (let e = Math.ceil(Math.log10(ymin)); e <= Math.log10(ymax); e++) {
     svg.push(`<line x1="${L}" x2="${W - R}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#e5e7eb"/><text x="${L - 8}" y="${y(10 ** e) + 4}" text-anchor="end">${10 ** e} ms</text>`);
   }
-  for (let e = Math.ceil(Math.log10(xmin)); e <= Math.log10(xmax); e++) {
-    svg.push(`<line y1="${T}" y2="${H - B}" x1="${x(10 ** e)}" x2="${x(10 ** e)}" stroke="#e5e7eb"/><text y="${H - B + 18}" x="${x(10 ** e)}" text-anchor="middle">${fmt(10 ** e)}</text>`);
+  for (let e = Math.floor(Math.log10(xmin)); e <= Math.log10(xmax); e++) {
+    for (const m of [1, 2, 5]) {
+      const v = m * 10 ** e;
+      if (v < xmin * 0.999 || v > xmax * 1.001) continue;
+      svg.push(`<line y1="${T}" y2="${H - B}" x1="${x(v)}" x2="${x(v)}" stroke="#e5e7eb"/><text y="${H - B + 18}" x="${x(v)}" text-anchor="middle">${fmt(v)}</text>`);
+    }
   }
   svg.push(`<line x1="${L}" x2="${W - R}" y1="${y(Number(p99Limit))}" y2="${y(Number(p99Limit))}" stroke="#9ca3af" stroke-dasharray="4 4"/><text x="${W - R}" y="${y(Number(p99Limit)) - 4}" text-anchor="end" fill="#6b7280">p99 limit ${p99Limit} ms</text>`);
   svg.push(`<text x="${(W + L) / 2}" y="${H - 20}" text-anchor="middle">offered deliveries/s (log)</text><text x="16" y="${(H - B + T) / 2}" transform="rotate(-90 16 ${(H - B + T) / 2})" text-anchor="middle">p99 latency (log)</text>`);

@@ -175,6 +175,11 @@ impl Gateway {
         });
         let token = self.shutdown.clone();
         let grace = self.config.shutdown_grace;
+        // Writes are coalesced per connection already (see ws.rs); Nagle
+        // would only add the peer's delayed-ACK wait to each flush.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move { token.cancelled().await })
             .into_future();

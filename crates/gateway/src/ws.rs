@@ -28,6 +28,8 @@ use crate::registry::{Outbound, Sink, WsSink};
 const WRITE_BATCH: usize = 256;
 /// Read buffer per connection; tungstenite's default reserves 128 KiB.
 const READ_BUFFER: usize = 4 * 1024;
+/// Longest a busy connection holds written frames before flushing them.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Bytes gathered before tungstenite writes to the socket by itself: frames
 /// fed in one batch leave in one write at the batch's flush.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -137,18 +139,47 @@ impl Conn {
                 () = shutdown.cancelled() => Some(End::Close(1001, "server shutting down")),
             }
         };
+        // Write coalescing: a connection that has been quiet for
+        // FLUSH_INTERVAL flushes at once (low latency when idle); a busy one
+        // gathers frames and flushes at most once per FLUSH_INTERVAL, so a
+        // room at high rate costs one syscall per connection per interval,
+        // not one per message.
+        let mut last_flush = Instant::now() - FLUSH_INTERVAL;
+        let mut flush_at: Option<Instant> = None;
         let end = loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break End::Close(1001, "server shutting down"),
                 () = kick.cancelled() => break slow_consumer(),
+                () = async {
+                    match flush_at {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    flush_at = None;
+                    last_flush = Instant::now();
+                    if let Some(end) = guarded(std::pin::pin!(socket.flush())).await {
+                        break end;
+                    }
+                }
                 Some(first) = rx.recv() => {
                     if !self.recent_history.is_empty() && Instant::now() >= self.forget_history_at {
                         self.recent_history.clear();
                     }
                     let skip = (!self.recent_history.is_empty()).then_some(&self.recent_history);
-                    if let Some(end) = guarded(std::pin::pin!(write_batch(&mut socket, &mut rx, first, skip))).await {
+                    if let Some(end) = guarded(std::pin::pin!(feed_batch(&mut socket, &mut rx, first, skip))).await {
                         break end;
+                    }
+                    let now = Instant::now();
+                    if now.duration_since(last_flush) >= FLUSH_INTERVAL {
+                        flush_at = None;
+                        last_flush = now;
+                        if let Some(end) = guarded(std::pin::pin!(socket.flush())).await {
+                            break end;
+                        }
+                    } else if flush_at.is_none() {
+                        flush_at = Some(last_flush + FLUSH_INTERVAL);
                     }
                 }
                 incoming = socket.recv() => match incoming {
@@ -256,6 +287,19 @@ async fn write_batch(
     first: Outbound,
     skip: Option<&HashSet<Uuid>>,
 ) -> Result<(), axum::Error> {
+    feed_batch(socket, rx, first, skip).await?;
+    socket.flush().await
+}
+
+/// Feeds `first` and whatever else is queued (up to a batch) into the
+/// socket's write buffer without flushing. Frames whose id is in `skip` are
+/// dropped.
+async fn feed_batch(
+    socket: &mut WebSocket,
+    rx: &mut mpsc::Receiver<Outbound>,
+    first: Outbound,
+    skip: Option<&HashSet<Uuid>>,
+) -> Result<(), axum::Error> {
     let mut next = Some(first);
     let mut written = 0;
     while let Some(out) = next.take() {
@@ -268,7 +312,7 @@ async fn write_batch(
             next = rx.try_recv().ok();
         }
     }
-    socket.flush().await
+    Ok(())
 }
 
 /// Writes everything queued right now, dropping frames already in `seen`.
