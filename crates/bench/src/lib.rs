@@ -118,7 +118,7 @@ impl Latency {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessUse {
     pub pid: u32,
-    /// Average CPU over the run, 100 = one core.
+    /// Average CPU over the sending window, 100 = one core.
     pub cpu_percent: f64,
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
@@ -144,7 +144,7 @@ pub struct Report {
     /// For `idle`: server memory per connection, KiB (first pid).
     pub rss_kib_per_connection: Option<f64>,
     pub servers: Vec<ProcessUse>,
-    /// This load generator's own CPU%.
+    /// This load generator's own CPU% over the sending window.
     pub client_cpu_percent: f64,
 }
 

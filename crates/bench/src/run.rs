@@ -44,8 +44,8 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         (_, Scenario::Rooms) => (0..opts.rooms.max(1)).map(|k| format!("bench-{tag}-{k}")).collect(),
         _ => vec![format!("bench-{tag}")],
     };
-    let client_meter = Meter::start(std::process::id());
-    let mut meters: Vec<Meter> = opts.pids.iter().map(|&p| Meter::start(p)).collect();
+    let idle_client_meter = Meter::start(std::process::id());
+    let mut idle_meters: Vec<Meter> = opts.pids.iter().map(|&p| Meter::start(p)).collect();
     let rss_before = opts.pids.first().and_then(|&p| sample(p)).map(|s| s.1);
 
     // Connect, a bounded number at a time.
@@ -93,11 +93,14 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     }
 
     if opts.scenario == Scenario::Idle {
-        return Ok(idle(&opts, conns, failures, &mut meters, rss_before, client_meter).await);
+        return Ok(idle(&opts, conns, failures, &mut idle_meters, rss_before, idle_client_meter).await);
     }
 
-    // Let subscriptions settle before the clock starts.
+    // Let subscriptions settle before the clock starts; CPU is measured
+    // over the sending window only, not over connecting or draining.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut meters: Vec<Meter> = opts.pids.iter().map(|&p| Meter::start(p)).collect();
+    let mut client_meter = Meter::start(std::process::id());
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
     let started = Instant::now();
@@ -143,6 +146,8 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         () = tokio::time::sleep_until(send_until.into()) => {}
         () = poll_meters => {}
     }
+    let servers = finish(&mut meters);
+    let client_cpu_percent = client_meter.finish().map_or(0.0, |m| m.0);
     // Drain: wait until every sent message reached every member, or the drain time ran out.
     let drain_until = Instant::now() + opts.drain;
     let expected_now = |counters: &Counters| -> u64 {
@@ -199,8 +204,8 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         offered_per_second: offered,
         latency_ms: latency,
         rss_kib_per_connection: None,
-        servers: finish(&mut meters),
-        client_cpu_percent: { client_meter }.finish().map_or(0.0, |m| m.0),
+        servers,
+        client_cpu_percent,
     })
 }
 
