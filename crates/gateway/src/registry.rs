@@ -24,10 +24,20 @@ const RECENT_PER_ROOM: usize = 32;
 
 /// One frame queued for a `/ws` connection. `id` is set for `message`
 /// frames so a fresh join can drop what its history already contains.
-#[derive(Debug, Clone)]
-pub(crate) struct Outbound {
+#[derive(Debug)]
+pub(crate) struct QueuedFrame {
     pub frame: Utf8Bytes,
     pub id: Option<Uuid>,
+}
+
+/// What sits in a connection's queue: one pointer, shared by every
+/// recipient of a broadcast (so a queue slot is 8 bytes, and a delivery is
+/// one reference-count increment).
+pub(crate) type Outbound = Arc<QueuedFrame>;
+
+/// A queued frame that is not a room message.
+pub(crate) fn reply(frame: String) -> Outbound {
+    Arc::new(QueuedFrame { frame: Utf8Bytes::from(frame), id: None })
 }
 
 /// How to reach a `/ws` connection from other tasks.
@@ -134,17 +144,20 @@ impl Registry {
                 }
                 recent.push_back(msg.clone());
             }
-            let mut ws_frame: Option<Utf8Bytes> = None;
+            let mut ws_frame: Option<Outbound> = None;
             // The message object encoded once for every Socket.IO recipient;
             // socketioxide only frames it per socket.
             let mut sio_payload: Option<Box<RawValue>> = None;
             for member in &room.members {
                 match &member.sink {
                     Sink::Ws(ws) => {
-                        let frame = ws_frame
-                            .get_or_insert_with(|| Utf8Bytes::from(ServerFrame::encode_message(msg)))
-                            .clone();
-                        ws.push(Outbound { frame, id: Some(msg.id) });
+                        let frame = ws_frame.get_or_insert_with(|| {
+                            Arc::new(QueuedFrame {
+                                frame: Utf8Bytes::from(ServerFrame::encode_message(msg)),
+                                id: Some(msg.id),
+                            })
+                        });
+                        ws.push(frame.clone());
                     }
                     Sink::Sio { socket, legacy } => {
                         let sent = if *legacy {

@@ -27,7 +27,7 @@ use crate::registry::{Outbound, Sink, WsSink};
 /// its own reads.
 const WRITE_BATCH: usize = 256;
 /// Read buffer per connection; tungstenite's default reserves 128 KiB.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Longest a busy connection holds written frames before flushing them.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Bytes gathered before tungstenite writes to the socket by itself: frames
@@ -185,7 +185,9 @@ impl Conn {
                 incoming = socket.recv() => match incoming {
                     None | Some(Ok(WsMessage::Close(_))) => break End::Gone,
                     Some(Ok(WsMessage::Text(text))) => {
-                        if let Some(end) = guarded(std::pin::pin!(self.handle(&mut socket, &mut rx, text.as_str()))).await {
+                        // Boxed: the request path's states would otherwise
+                        // be part of every idle connection's task.
+                        if let Some(end) = guarded(Box::pin(self.handle(&mut socket, &mut rx, text.as_str())).as_mut()).await {
                             break end;
                         }
                     }
@@ -193,7 +195,7 @@ impl Conn {
                         let err = FrameError::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
                         let reply = ServerFrame::error(err).encode();
                         // Through the queue: never a write outside the select.
-                        self.sink.push(Outbound { frame: Utf8Bytes::from(reply), id: None });
+                        self.sink.push(crate::registry::reply(reply));
                     }
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
                     Some(Err(e)) => break classify(e),
@@ -267,7 +269,7 @@ impl Conn {
                         Ok(()) => ServerFrame::Ack { r#ref, id },
                         Err(e) => ServerFrame::Error { code: ErrorCode::Unavailable, message: e.0, r#ref, id: Some(id) },
                     };
-                    sink.push(Outbound { frame: Utf8Bytes::from(frame.encode()), id: None });
+                    sink.push(crate::registry::reply(frame.encode()));
                 });
                 Ok(())
             }
@@ -305,7 +307,7 @@ async fn feed_batch(
     while let Some(out) = next.take() {
         let skipped = matches!((skip, out.id), (Some(skip), Some(id)) if skip.contains(&id));
         if !skipped {
-            socket.feed(WsMessage::Text(out.frame)).await?;
+            socket.feed(WsMessage::Text(out.frame.clone())).await?;
             written += 1;
         }
         if written < WRITE_BATCH {
