@@ -128,38 +128,35 @@ impl Conn {
     async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) -> (Option<WebSocket>, End) {
         let shutdown = self.gateway.shutdown.clone();
         let kick = self.sink.kick.clone();
-        // Every write stalls on a client that stopped reading once its
-        // socket buffers are full, so each one runs under `guarded`, which
-        // keeps watching for the kick and for shutdown meanwhile.
-        let guarded = async |write: std::pin::Pin<&mut (dyn Future<Output = Result<(), axum::Error>> + Send)>| {
+        // Why the connection must stop, as one future made once (a fresh
+        // `cancelled()` per loop turn would take the token's lock each time).
+        let stop = async {
             tokio::select! {
                 biased;
-                written = write => if written.is_err() { Some(End::Gone) } else { None },
-                () = kick.cancelled() => Some(slow_consumer()),
-                () = shutdown.cancelled() => Some(End::Close(1001, "server shutting down")),
+                () = shutdown.cancelled() => End::Close(1001, "server shutting down"),
+                () = kick.cancelled() => slow_consumer(),
             }
         };
+        tokio::pin!(stop);
         // Write coalescing: a connection that has been quiet for
         // FLUSH_INTERVAL flushes at once (low latency when idle); a busy one
         // gathers frames and flushes at most once per FLUSH_INTERVAL, so a
         // room at high rate costs one syscall per connection per interval,
         // not one per message.
         let mut last_flush = Instant::now() - FLUSH_INTERVAL;
-        let mut flush_at: Option<Instant> = None;
+        let flush_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(flush_timer);
+        let mut flush_pending = false;
+        // Every write stalls on a client that stopped reading once its
+        // socket buffers are full, so each one runs `guarded`: racing `stop`.
         let end = loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break End::Close(1001, "server shutting down"),
-                () = kick.cancelled() => break slow_consumer(),
-                () = async {
-                    match flush_at {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    flush_at = None;
+                end = &mut stop => break end,
+                () = &mut flush_timer, if flush_pending => {
+                    flush_pending = false;
                     last_flush = Instant::now();
-                    if let Some(end) = guarded(std::pin::pin!(socket.flush())).await {
+                    if let Some(end) = guarded(stop.as_mut(), socket.flush()).await {
                         break end;
                     }
                 }
@@ -168,18 +165,19 @@ impl Conn {
                         self.recent_history.clear();
                     }
                     let skip = (!self.recent_history.is_empty()).then_some(&self.recent_history);
-                    if let Some(end) = guarded(std::pin::pin!(feed_batch(&mut socket, &mut rx, first, skip))).await {
+                    if let Some(end) = guarded(stop.as_mut(), feed_batch(&mut socket, &mut rx, first, skip)).await {
                         break end;
                     }
                     let now = Instant::now();
                     if now.duration_since(last_flush) >= FLUSH_INTERVAL {
-                        flush_at = None;
+                        flush_pending = false;
                         last_flush = now;
-                        if let Some(end) = guarded(std::pin::pin!(socket.flush())).await {
+                        if let Some(end) = guarded(stop.as_mut(), socket.flush()).await {
                             break end;
                         }
-                    } else if flush_at.is_none() {
-                        flush_at = Some(last_flush + FLUSH_INTERVAL);
+                    } else if !flush_pending {
+                        flush_pending = true;
+                        flush_timer.as_mut().reset((last_flush + FLUSH_INTERVAL).into());
                     }
                 }
                 incoming = socket.recv() => match incoming {
@@ -187,7 +185,7 @@ impl Conn {
                     Some(Ok(WsMessage::Text(text))) => {
                         // Boxed: the request path's states would otherwise
                         // be part of every idle connection's task.
-                        if let Some(end) = guarded(Box::pin(self.handle(&mut socket, &mut rx, text.as_str())).as_mut()).await {
+                        if let Some(end) = guarded(stop.as_mut(), Box::pin(self.handle(&mut socket, &mut rx, text.as_str()))).await {
                             break end;
                         }
                     }
@@ -327,6 +325,19 @@ async fn flush_queued(
         write_batch(socket, rx, first, Some(seen)).await?;
     }
     Ok(())
+}
+
+/// Runs a write unless `stop` completes first; `Some` when the connection
+/// must end.
+async fn guarded(
+    stop: std::pin::Pin<&mut impl Future<Output = End>>,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Option<End> {
+    tokio::select! {
+        biased;
+        written = write => written.is_err().then_some(End::Gone),
+        end = stop => Some(end),
+    }
 }
 
 fn slow_consumer() -> End {

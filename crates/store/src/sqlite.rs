@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool};
 use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
@@ -43,43 +43,50 @@ impl SqliteStore {
     }
 }
 
+/// A message row: the message, its node, and its Kafka partition and offset.
+type Row<'a> = (&'a Message, Option<&'a str>, Option<i32>, Option<i64>);
+
+/// Rows per INSERT statement: 8 parameters each, far under SQLite's limit of
+/// 32,766, and few statements per batch (each costs a round trip to sqlx's
+/// SQLite worker thread).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Inserts rows with multi-row statements, skipping ids already stored.
+async fn insert_rows(tx: &mut sqlx::SqliteConnection, rows: &[Row<'_>]) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT OR IGNORE INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset) ",
+        );
+        insert.push_values(chunk, |mut row, (m, node, partition, offset)| {
+            row.push_bind(m.id.to_string())
+                .push_bind(m.room.as_str())
+                .push_bind(m.from.as_str())
+                .push_bind(m.text.as_str())
+                .push_bind(m.ts)
+                .push_bind(*node)
+                .push_bind(*partition)
+                .push_bind(*offset);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, batch: &[Message]) -> Result<(), StoreError> {
+        let rows: Vec<Row<'_>> = batch.iter().map(|m| (m, None, None, None)).collect();
         let mut tx = self.pool.begin().await?;
-        for m in batch {
-            sqlx::query("INSERT OR IGNORE INTO messages (id, room, sender, body, sent_at) VALUES (?, ?, ?, ?, ?)")
-                .bind(m.id.to_string())
-                .bind(m.room.as_str())
-                .bind(&m.from)
-                .bind(&m.text)
-                .bind(m.ts)
-                .execute(&mut *tx)
-                .await?;
-        }
+        insert_rows(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn archive(&self, records: &[Archived], dead: &[DeadLetter]) -> Result<(), StoreError> {
+        let rows: Vec<Row<'_>> =
+            records.iter().map(|r| (&r.message, r.node.as_deref(), Some(r.partition), Some(r.offset))).collect();
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            let m = &r.message;
-            sqlx::query(
-                "INSERT OR IGNORE INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(m.id.to_string())
-            .bind(m.room.as_str())
-            .bind(&m.from)
-            .bind(&m.text)
-            .bind(m.ts)
-            .bind(r.node.as_deref())
-            .bind(r.partition)
-            .bind(r.offset)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_rows(&mut tx, &rows).await?;
         for d in dead {
             sqlx::query(
                 "INSERT OR IGNORE INTO dead_letters (topic, kafka_partition, kafka_offset, key, payload, error, received_at) \

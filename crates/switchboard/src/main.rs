@@ -87,6 +87,15 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+            if let Some(handle) = metrics.clone() {
+                // Without upkeep the recorder's histograms keep every sample.
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        handle.run_upkeep();
+                    }
+                });
+            }
             let address = std::net::SocketAddr::new(cli.config.host, cli.config.port);
             let listener = tokio::net::TcpListener::bind(address)
                 .await
