@@ -37,6 +37,9 @@ pub struct ArchiveOptions {
     pub brokers: String,
     /// The journal topic.
     pub topic: String,
+    /// Partitions and replication of the topic if the archiver creates it.
+    pub partitions: i32,
+    pub replication: i32,
     /// Consumer group shared by every archiver process.
     pub group: String,
     /// Records per batch at most.
@@ -128,6 +131,22 @@ pub fn consumer(options: &ArchiveOptions) -> Result<StreamConsumer, ArchiveError
 /// Runs the archiver until `shutdown` is cancelled: it then finishes and
 /// commits the batch in hand (if the store takes it) and leaves the group.
 pub async fn run(options: ArchiveOptions, store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<(), ArchiveError> {
+    // A group consumer subscribed to a topic that does not exist yet only
+    // notices it at the next metadata refresh (minutes): make sure it exists.
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match switchboard_journal::ensure_topic(&options.brokers, &options.topic, options.partitions, options.replication).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, topic = %options.topic, "cannot reach Kafka to check the topic; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
     let consumer = consumer(&options)?;
     tracing::info!(topic = %options.topic, group = %options.group, batch = options.batch, "archiver started");
     loop {

@@ -125,6 +125,22 @@ async fn probe(
     }
 }
 
+/// Creates the journal topic when it does not exist (the archiver calls this
+/// before subscribing, so it never waits on a topic no node has created yet).
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32, replication: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|e| e.to_string())?;
+    let options = KafkaOptions {
+        brokers: brokers.to_owned(),
+        topic: topic.to_owned(),
+        partitions,
+        replication,
+        node_id: String::new(),
+        overrides: Vec::new(),
+    };
+    create_topic(&admin, &options).await
+}
+
 async fn create_topic(admin: &AdminClient<DefaultClientContext>, options: &KafkaOptions) -> Result<(), String> {
     let topic = NewTopic::new(&options.topic, options.partitions, TopicReplication::Fixed(options.replication));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use switchboard_protocol::Message;
 
 pub use embedded::{EmbeddedJournal, JournalOptions};
-pub use kafka::{KafkaJournal, KafkaOptions};
+pub use kafka::{KafkaJournal, KafkaOptions, ensure_topic};
 pub use rdkafka::error::KafkaError;
 
 /// Why a message could not be made durable. Every variant means the same to

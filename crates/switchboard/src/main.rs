@@ -67,6 +67,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             let options = switchboard_archive::ArchiveOptions {
                 brokers,
                 topic: cli.config.kafka_topic.clone(),
+                partitions: cli.config.kafka_partitions,
+                replication: cli.config.kafka_replication,
                 group: cli.config.archive_group.clone(),
                 batch: cli.config.archive_batch,
                 linger: Duration::from_millis(cli.config.archive_linger_ms),

@@ -245,6 +245,24 @@ async fn a_poison_record_goes_to_dead_letters_and_the_stream_goes_on() {
 }
 
 #[tokio::test]
+async fn an_archiver_started_before_the_topic_exists_archives_what_comes() {
+    let s = setup().await;
+    let archiver = Archiver::start(&kafka(), &s.topic, &s.group, &s.db);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let node = kafka_node(&kafka(), &s, "n1", None, Duration::from_secs(10)).await;
+    await_ready(&node).await;
+    let room = unique("early");
+    let mut c = node.client("c").await;
+    c.join(&room).await;
+    let (acked, _) = send_all(&mut c, &room, "early", 3).await;
+    assert_eq!(await_rows(&s.schema, 3, Duration::from_secs(30)).await, (3, 3));
+    let stored: HashSet<Uuid> = rows(&s.schema).await.iter().map(|r| r.0).collect();
+    assert_eq!(stored, acked.into_iter().collect());
+    drop(archiver);
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn history_comes_from_postgres() {
     let s = setup().await;
     let node = kafka_node(&kafka(), &s, "n1", None, Duration::from_secs(10)).await;
@@ -367,6 +385,8 @@ async fn measure_archive_throughput() {
         let options = switchboard_archive::ArchiveOptions {
             brokers: kafka(),
             topic: topic.clone(),
+            partitions: 6,
+            replication: 1,
             group: unique("bench"),
             batch,
             linger: Duration::from_millis(50),
