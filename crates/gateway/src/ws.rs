@@ -106,12 +106,12 @@ async fn run(gateway: Arc<Gateway>, socket: WebSocket, name: String) {
         metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
         let gateway = conn.gateway.clone();
         let _open = gateway.open_connection();
-        let (socket, end) = conn.serve(socket, rx).await;
+        let (mut socket, end) = conn.serve(socket, rx).await;
         for room in conn.rooms.drain() {
             conn.gateway.registry.leave(&room, conn.id);
         }
         metrics::gauge!("switchboard_connections", "protocol" => "ws").decrement(1.0);
-        if let (End::Close(code, reason), Some(mut socket)) = (&end, socket) {
+        if let End::Close(code, reason) = &end {
             let frame = CloseFrame { code: *code, reason: Utf8Bytes::from_static(reason) };
             let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(Some(frame)))).await;
         }
@@ -125,7 +125,7 @@ async fn run(gateway: Arc<Gateway>, socket: WebSocket, name: String) {
 }
 
 impl Conn {
-    async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) -> (Option<WebSocket>, End) {
+    async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) -> (WebSocket, End) {
         let shutdown = self.gateway.shutdown.clone();
         let kick = self.sink.kick.clone();
         // Why the connection must stop, as one future made once (a fresh
@@ -200,7 +200,7 @@ impl Conn {
                 },
             }
         };
-        (Some(socket), end)
+        (socket, end)
     }
 
     /// Answers one text frame. Errors only when the socket is gone.

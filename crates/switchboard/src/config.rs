@@ -244,16 +244,20 @@ impl Config {
             .collect()
     }
 
-    /// librdkafka settings from KAFKA_LINGER_MS, KAFKA_COMPRESSION and KAFKA_CONFIG.
+    /// librdkafka producer settings from KAFKA_LINGER_MS, KAFKA_COMPRESSION
+    /// and KAFKA_CONFIG.
     pub fn kafka_overrides(&self) -> Vec<(String, String)> {
         let mut all = vec![
             ("linger.ms".to_owned(), self.kafka_linger_ms.to_string()),
             ("compression.type".to_owned(), self.kafka_compression.clone()),
         ];
-        if let Some(extra) = &self.kafka_config {
-            all.extend(self.kafka_overrides_from(extra).unwrap_or_default());
-        }
+        all.extend(self.kafka_extra());
         all
+    }
+
+    /// The settings of KAFKA_CONFIG alone (for the archiver's consumer).
+    pub fn kafka_extra(&self) -> Vec<(String, String)> {
+        self.kafka_config.as_deref().and_then(|extra| self.kafka_overrides_from(extra)).unwrap_or_default()
     }
 
     /// Bootstrap brokers without a `kafka://` scheme.

@@ -72,10 +72,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 group: cli.config.archive_group.clone(),
                 batch: cli.config.archive_batch,
                 linger: Duration::from_millis(cli.config.archive_linger_ms),
-                overrides: cli.config.kafka_config.as_deref().map(|_| cli.config.kafka_overrides()).unwrap_or_default()
-                    .into_iter()
-                    .filter(|(k, _)| k != "linger.ms" && k != "compression.type")
-                    .collect(),
+                overrides: cli.config.kafka_extra(),
             };
             tracing::info!(store = store.kind(), "switchboard archive starting");
             switchboard_archive::run(options, store, shutdown).await?;
