@@ -31,7 +31,7 @@ pub struct Archived {
 }
 
 /// A journal record that could not be decoded, kept with its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeadLetter {
     /// Topic it was read from.
     pub topic: String,

@@ -106,24 +106,13 @@ impl Store for SqliteStore {
     }
 
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT topic, kafka_partition, kafka_offset, key, payload, error FROM dead_letters ORDER BY id LIMIT ?",
+        Ok(sqlx::query_as(
+            "SELECT topic, kafka_partition AS partition, kafka_offset AS \"offset\", key, payload, error \
+             FROM dead_letters ORDER BY id LIMIT ?",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    topic: row.try_get(0)?,
-                    partition: row.try_get(1)?,
-                    offset: row.try_get(2)?,
-                    key: row.try_get(3)?,
-                    payload: row.try_get(4)?,
-                    error: row.try_get(5)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn history(&self, room: &RoomName, limit: u32, before: Option<Uuid>) -> Result<Vec<Message>, StoreError> {
