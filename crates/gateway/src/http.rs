@@ -15,12 +15,16 @@ use uuid::Uuid;
 use crate::Gateway;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
+const APP_CSS: &str = include_str!("../web/app.css");
+const APP_JS: &str = include_str!("../web/app.js");
 
 /// Every route of a node, Socket.IO included.
 pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
     let sio = crate::sio::layer(gateway);
     Router::new()
         .route("/", get(index))
+        .route("/app.css", get(app_css))
+        .route("/app.js", get(app_js))
         .route("/ws", get(crate::ws::upgrade))
         .route("/api/rooms/{room}/messages", get(room_messages))
         .route("/api/stats", get(stats))
@@ -39,6 +43,14 @@ pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Respo
 
 async fn index() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML))
+}
+
+async fn app_css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], APP_CSS)
+}
+
+async fn app_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], APP_JS)
 }
 
 async fn not_found() -> Response {

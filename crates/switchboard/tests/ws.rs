@@ -404,7 +404,12 @@ async fn health_and_page() {
     assert_eq!(res.status(), 200);
     let page = reqwest::get(node.http("/")).await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("/ws"));
+    assert!(page.text().await.unwrap().contains("/app.js"));
+    let script = reqwest::get(node.http("/app.js")).await.unwrap();
+    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert!(script.text().await.unwrap().contains("/ws?name="));
+    let style = reqwest::get(node.http("/app.css")).await.unwrap();
+    assert_eq!(style.status(), 200);
     let missing = reqwest::get(node.http("/nope")).await.unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.json::<Value>().await.unwrap()["code"], "not_found");
