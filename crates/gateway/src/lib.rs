@@ -8,6 +8,7 @@
 //! the message is durable.
 
 mod http;
+mod mailbox;
 mod recent;
 mod registry;
 mod sio;

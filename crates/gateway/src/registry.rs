@@ -1,7 +1,7 @@
 //! The room registry: who is in which room on this node, and local fan-out.
 //!
-//! Fan-out never waits on a client. A `/ws` member has a bounded queue that
-//! is filled with `try_send`; a Socket.IO member has socketioxide's bounded
+//! Fan-out never waits on a client. A `/ws` member has a bounded mailbox
+//! that is filled without waiting; a Socket.IO member has socketioxide's bounded
 //! buffer. A full queue makes the member a *slow consumer*: it is kicked
 //! (closed with 1008) and counted, and the room keeps flowing.
 
@@ -14,9 +14,9 @@ use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 use switchboard_bus::Bus;
 use switchboard_protocol::{Message, RoomName, ServerFrame};
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::mailbox::Mailbox;
 
 /// Messages each room remembers, so that a `join` racing a send neither
 /// misses a message nor depends on the store having committed it yet.
@@ -41,30 +41,7 @@ pub(crate) fn reply(frame: String) -> Outbound {
 }
 
 /// How to reach a `/ws` connection from other tasks.
-#[derive(Debug, Clone)]
-pub(crate) struct WsSink {
-    pub tx: mpsc::Sender<Outbound>,
-    /// Cancelled to close the connection as a slow consumer.
-    pub kick: CancellationToken,
-}
-
-impl WsSink {
-    /// Queues a frame; a full queue kicks the connection. Returns false when
-    /// the frame was not queued.
-    pub fn push(&self, out: Outbound) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                if !self.kick.is_cancelled() {
-                    metrics::counter!("switchboard_slow_consumers_total", "protocol" => "ws").increment(1);
-                    self.kick.cancel();
-                }
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        }
-    }
-}
+pub(crate) type WsSink = Arc<Mailbox>;
 
 /// A room member's delivery channel.
 #[derive(Clone)]
@@ -203,43 +180,43 @@ mod tests {
         Message { id: Uuid::now_v7(), room: room(room_name), from: "a".into(), text: text.into(), ts: 1 }
     }
 
-    fn ws(cap: usize) -> (WsSink, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(cap);
-        (WsSink { tx, kick: CancellationToken::new() }, rx)
+    fn ws(cap: usize) -> (WsSink, WsSink) {
+        let m = Mailbox::new(cap);
+        (m.clone(), m)
     }
 
     fn registry() -> Registry {
-        let (inbox, _) = mpsc::channel(1);
+        let (inbox, _) = tokio::sync::mpsc::channel(1);
         Registry::new(Arc::new(MemoryHub::new().attach(inbox)))
     }
 
     #[test]
     fn delivers_once_to_members_of_the_room_only() {
         let reg = registry();
-        let (a, mut ra) = ws(8);
-        let (b, mut rb) = ws(8);
+        let (a, ra) = ws(8);
+        let (b, rb) = ws(8);
         reg.join(&room("r"), 1, Sink::Ws(a.clone()));
         reg.join(&room("r"), 1, Sink::Ws(a));
         reg.join(&room("s"), 2, Sink::Ws(b));
         reg.deliver(&msg("r", "hi"));
-        assert!(ra.try_recv().unwrap().frame.as_str().contains("\"hi\""));
-        assert!(ra.try_recv().is_err(), "a double join still delivers once");
-        assert!(rb.try_recv().is_err(), "other rooms see nothing");
+        assert!(ra.pop().unwrap().frame.as_str().contains("\"hi\""));
+        assert!(ra.pop().is_none(), "a double join still delivers once");
+        assert!(rb.pop().is_none(), "other rooms see nothing");
     }
 
     #[test]
     fn full_queue_kicks_without_blocking() {
         let reg = registry();
         let (slow, _keep) = ws(2);
-        let (fast, mut rf) = ws(64);
+        let (fast, rf) = ws(64);
         reg.join(&room("r"), 1, Sink::Ws(slow.clone()));
         reg.join(&room("r"), 2, Sink::Ws(fast));
         for i in 0..10 {
             reg.deliver(&msg("r", &i.to_string()));
         }
-        assert!(slow.kick.is_cancelled());
+        assert!(slow.is_kicked());
         let mut n = 0;
-        while rf.try_recv().is_ok() {
+        while rf.pop().is_some() {
             n += 1;
         }
         assert_eq!(n, 10, "the fast member got everything");

@@ -1,9 +1,10 @@
 //! Plain WebSocket connections on `/ws` (protocol in docs/protocol.md).
 //!
 //! Each connection is one task that both reads the socket and drains the
-//! connection's bounded outbound queue. Queued frames are written in batches
+//! connection's bounded mailbox. Queued frames are written in batches
 //! (`feed` each, one `flush`), so a busy room costs one syscall per batch,
-//! not one per message.
+//! not one per message. The socket lives in one heap box that every state
+//! of the task points to, so an idle connection's task stays small.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,14 +15,13 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Gateway;
 use crate::http::json_error;
-use crate::registry::{Outbound, Sink, WsSink};
+use crate::mailbox::{Mailbox, Ready};
+use crate::registry::{Sink, WsSink};
 
 /// Frames written per flush at most, so one busy connection cannot starve
 /// its own reads.
@@ -56,7 +56,7 @@ pub(crate) async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER.max(max * 2))
         .max_frame_size(max)
         .max_message_size(max)
-        .on_upgrade(move |socket| tracker.track_future(run(gateway, socket, name)))
+        .on_upgrade(move |socket| tracker.track_future(run(gateway, Box::new(socket), name)))
         .into_response()
 }
 
@@ -87,12 +87,11 @@ enum End {
     Gone,
 }
 
-async fn run(gateway: Arc<Gateway>, socket: WebSocket, name: String) {
+async fn run(gateway: Arc<Gateway>, mut socket: Box<WebSocket>, name: String) {
     let id = gateway.next_conn_id();
     let span = tracing::info_span!("conn", conn_id = id, user = %name, protocol = "ws");
     async move {
-        let (tx, rx) = mpsc::channel(gateway.config.client_queue_frames.max(1));
-        let sink = WsSink { tx, kick: CancellationToken::new() };
+        let sink = Mailbox::new(gateway.config.client_queue_frames);
         let mut conn = Conn {
             gateway,
             id,
@@ -106,10 +105,11 @@ async fn run(gateway: Arc<Gateway>, socket: WebSocket, name: String) {
         metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
         let gateway = conn.gateway.clone();
         let _open = gateway.open_connection();
-        let (mut socket, end) = conn.serve(socket, rx).await;
+        let end = conn.serve(&mut socket).await;
         for room in conn.rooms.drain() {
             conn.gateway.registry.leave(&room, conn.id);
         }
+        conn.sink.close();
         metrics::gauge!("switchboard_connections", "protocol" => "ws").decrement(1.0);
         if let End::Close(code, reason) = &end {
             let frame = CloseFrame { code: *code, reason: Utf8Bytes::from_static(reason) };
@@ -125,16 +125,16 @@ async fn run(gateway: Arc<Gateway>, socket: WebSocket, name: String) {
 }
 
 impl Conn {
-    async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) -> (WebSocket, End) {
+    async fn serve(&mut self, socket: &mut WebSocket) -> End {
         let shutdown = self.gateway.shutdown.clone();
-        let kick = self.sink.kick.clone();
+        let mailbox = self.sink.clone();
         // Why the connection must stop, as one future made once (a fresh
         // `cancelled()` per loop turn would take the token's lock each time).
         let stop = async {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => End::Close(1001, "server shutting down"),
-                () = kick.cancelled() => slow_consumer(),
+                () = std::future::poll_fn(|cx| mailbox.poll_kicked(cx)) => slow_consumer(),
             }
         };
         tokio::pin!(stop);
@@ -160,12 +160,12 @@ impl Conn {
                         break end;
                     }
                 }
-                Some(first) = rx.recv() => {
+                Ready::Frames = std::future::poll_fn(|cx| self.sink.poll_ready(cx)) => {
                     if !self.recent_history.is_empty() && Instant::now() >= self.forget_history_at {
                         self.recent_history.clear();
                     }
                     let skip = (!self.recent_history.is_empty()).then_some(&self.recent_history);
-                    if let Some(end) = guarded(stop.as_mut(), feed_batch(&mut socket, &mut rx, first, skip)).await {
+                    if let Some(end) = guarded(stop.as_mut(), feed_batch(socket, &self.sink, skip)).await {
                         break end;
                     }
                     let now = Instant::now();
@@ -185,7 +185,7 @@ impl Conn {
                     Some(Ok(WsMessage::Text(text))) => {
                         // Boxed: the request path's states would otherwise
                         // be part of every idle connection's task.
-                        if let Some(end) = guarded(stop.as_mut(), Box::pin(self.handle(&mut socket, &mut rx, text.as_str()))).await {
+                        if let Some(end) = guarded(stop.as_mut(), Box::pin(self.handle(socket, text.as_str()))).await {
                             break end;
                         }
                     }
@@ -200,16 +200,11 @@ impl Conn {
                 },
             }
         };
-        (socket, end)
+        end
     }
 
     /// Answers one text frame. Errors only when the socket is gone.
-    async fn handle(
-        &mut self,
-        socket: &mut WebSocket,
-        rx: &mut mpsc::Receiver<Outbound>,
-        text: &str,
-    ) -> Result<(), axum::Error> {
+    async fn handle(&mut self, socket: &mut WebSocket, text: &str) -> Result<(), axum::Error> {
         let request = match Request::decode(text, &self.gateway.config.limits) {
             Ok(request) => request,
             Err(err) => return send(socket, &ServerFrame::error(err)).await,
@@ -235,7 +230,7 @@ impl Conn {
                         send(socket, &ServerFrame::Joined { room, history, r#ref }).await?;
                         // Live messages queued while history was read may
                         // already be in it: drop those, keep the rest in order.
-                        flush_queued(socket, rx, &self.recent_history).await
+                        flush_queued(socket, &self.sink, &self.recent_history).await
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, %room, "history read failed");
@@ -279,52 +274,30 @@ async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), axum::E
     socket.send(WsMessage::Text(Utf8Bytes::from(frame.encode()))).await
 }
 
-/// Writes `first` and whatever else is queued (up to a batch), then flushes
-/// once. Frames whose id is in `skip` are dropped.
-async fn write_batch(
-    socket: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Outbound>,
-    first: Outbound,
-    skip: Option<&HashSet<Uuid>>,
-) -> Result<(), axum::Error> {
-    feed_batch(socket, rx, first, skip).await?;
-    socket.flush().await
-}
-
-/// Feeds `first` and whatever else is queued (up to a batch) into the
-/// socket's write buffer without flushing. Frames whose id is in `skip` are
-/// dropped.
-async fn feed_batch(
-    socket: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Outbound>,
-    first: Outbound,
-    skip: Option<&HashSet<Uuid>>,
-) -> Result<(), axum::Error> {
-    let mut next = Some(first);
+/// Feeds what is queued (up to a batch) into the socket's write buffer
+/// without flushing. Frames whose id is in `skip` are dropped.
+async fn feed_batch(socket: &mut WebSocket, mailbox: &Mailbox, skip: Option<&HashSet<Uuid>>) -> Result<(), axum::Error> {
     let mut written = 0;
-    while let Some(out) = next.take() {
+    while written < WRITE_BATCH {
+        let Some(out) = mailbox.pop() else { break };
         let skipped = matches!((skip, out.id), (Some(skip), Some(id)) if skip.contains(&id));
         if !skipped {
             socket.feed(WsMessage::Text(out.frame.clone())).await?;
             written += 1;
-        }
-        if written < WRITE_BATCH {
-            next = rx.try_recv().ok();
         }
     }
     Ok(())
 }
 
 /// Writes everything queued right now, dropping frames already in `seen`.
-async fn flush_queued(
-    socket: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Outbound>,
-    seen: &HashSet<Uuid>,
-) -> Result<(), axum::Error> {
-    while let Ok(first) = rx.try_recv() {
-        write_batch(socket, rx, first, Some(seen)).await?;
+async fn flush_queued(socket: &mut WebSocket, mailbox: &Mailbox, seen: &HashSet<Uuid>) -> Result<(), axum::Error> {
+    loop {
+        feed_batch(socket, mailbox, Some(seen)).await?;
+        socket.flush().await?;
+        if mailbox.is_empty() {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Runs a write unless `stop` completes first; `Some` when the connection

@@ -1,0 +1,186 @@
+//! A `/ws` connection's outbound queue.
+//!
+//! Fan-out fills it without waiting; the connection's task drains it in
+//! batches. It is bounded: a push into a full mailbox marks the connection
+//! *kicked* (a slow consumer) and wakes it so it closes. One small
+//! allocation per connection (an idle connection's queue holds no buffer),
+//! where a channel plus a cancellation token cost about a kilobyte.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use crate::registry::Outbound;
+
+/// Queue capacity kept after a burst drains; more is given back.
+const KEEP_CAPACITY: usize = 64;
+
+/// What the connection's task is woken for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ready {
+    /// At least one frame is queued.
+    Frames,
+    /// The mailbox overflowed: close the connection as a slow consumer.
+    Kicked,
+}
+
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Outbound>,
+    waker: Option<Waker>,
+    kicked: bool,
+    closed: bool,
+}
+
+impl Mailbox {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self { inner: Mutex::default(), capacity: capacity.max(1) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a frame without waiting. Returns false when it was not queued:
+    /// the mailbox is closed or kicked, or is full (which kicks it).
+    pub fn push(&self, out: Outbound) -> bool {
+        let mut inner = self.lock();
+        if inner.closed || inner.kicked {
+            return false;
+        }
+        let queued = inner.queue.len() < self.capacity;
+        if queued {
+            inner.queue.push_back(out);
+        } else {
+            inner.kicked = true;
+            metrics::counter!("switchboard_slow_consumers_total", "protocol" => "ws").increment(1);
+        }
+        let waker = inner.waker.take();
+        drop(inner);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        queued
+    }
+
+    /// Ready when a frame is queued or the mailbox was kicked (which wins).
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Ready> {
+        let mut inner = self.lock();
+        if inner.kicked {
+            return Poll::Ready(Ready::Kicked);
+        }
+        if !inner.queue.is_empty() {
+            return Poll::Ready(Ready::Frames);
+        }
+        match &inner.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => inner.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Ready only once the mailbox was kicked.
+    pub fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.poll_ready(cx) {
+            Poll::Ready(Ready::Kicked) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Takes the oldest queued frame.
+    pub fn pop(&self) -> Option<Outbound> {
+        let mut inner = self.lock();
+        let out = inner.queue.pop_front();
+        if inner.queue.is_empty() && inner.queue.capacity() > KEEP_CAPACITY {
+            inner.queue = VecDeque::new();
+        }
+        out
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+
+    /// Whether the mailbox overflowed.
+    #[cfg(test)]
+    pub fn is_kicked(&self) -> bool {
+        self.lock().kicked
+    }
+
+    /// The connection is gone: drops what is queued and refuses more.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.queue = VecDeque::new();
+        inner.waker = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::reply;
+    use std::task::Waker;
+
+    fn poll(m: &Mailbox) -> Poll<Ready> {
+        m.poll_ready(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn delivers_in_order_then_waits() {
+        let m = Mailbox::new(4);
+        assert_eq!(poll(&m), Poll::Pending);
+        assert!(m.push(reply("a".into())));
+        assert!(m.push(reply("b".into())));
+        assert_eq!(poll(&m), Poll::Ready(Ready::Frames));
+        assert_eq!(m.pop().unwrap().frame.as_str(), "a");
+        assert_eq!(m.pop().unwrap().frame.as_str(), "b");
+        assert!(m.pop().is_none());
+        assert_eq!(poll(&m), Poll::Pending);
+    }
+
+    #[test]
+    fn overflow_kicks_and_refuses_more() {
+        let m = Mailbox::new(2);
+        assert!(m.push(reply("1".into())));
+        assert!(m.push(reply("2".into())));
+        assert!(!m.push(reply("3".into())), "the third does not fit");
+        assert!(m.is_kicked());
+        assert_eq!(poll(&m), Poll::Ready(Ready::Kicked), "kicked wins over queued frames");
+        assert!(!m.push(reply("4".into())));
+    }
+
+    #[test]
+    fn closed_mailbox_drops_and_refuses() {
+        let m = Mailbox::new(2);
+        assert!(m.push(reply("1".into())));
+        m.close();
+        assert!(m.pop().is_none());
+        assert!(!m.push(reply("2".into())));
+        assert!(!m.is_kicked(), "closing is not a kick");
+    }
+
+    #[test]
+    fn a_push_wakes_the_waiting_task() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let m = Mailbox::new(2);
+        assert_eq!(m.poll_ready(&mut Context::from_waker(&waker)), Poll::Pending);
+        m.push(reply("x".into()));
+        assert!(flag.0.load(Ordering::SeqCst));
+    }
+}
