@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::proc::{Meter, sample};
-use crate::tally::{Tally, now_us, payload};
+use crate::tally::{Samples, Tally, Totals, histogram, now_us, payload};
 use crate::wire::{Conn, Incoming, Protocol, decode, send_frame};
 use crate::{Latency, Options, ProcessUse, Report, Scenario};
 
@@ -27,7 +26,7 @@ struct Done {
     room: usize,
     sent: u64,
     tally: Tally,
-    acks: Histogram<u64>,
+    acks: Samples,
 }
 
 /// Runs one benchmark and reports it.
@@ -167,13 +166,13 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         p.abort();
     }
 
-    let mut total = Tally::default();
-    let mut acks = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| unreachable!());
+    let mut total = Totals::default();
+    let mut acks = histogram();
     let mut sent_per_room = vec![0u64; room_names.len()];
     while let Some(done) = tasks.join_next().await {
         let Ok(done) = done else { continue };
         total.merge(&done.tally);
-        let _ = acks.add(&done.acks);
+        done.acks.add_to(&mut acks);
         sent_per_room[done.room] += done.sent;
     }
     let sent: u64 = sent_per_room.iter().sum();
@@ -224,7 +223,7 @@ async fn drive(conn: Conn, plan: Plan, stop: CancellationToken, counters: Arc<Co
     let protocol = conn.protocol;
     let (mut sink, mut stream) = conn.ws.split();
     let mut tally = Tally::default();
-    let mut acks = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| unreachable!());
+    let mut acks = Samples::default();
     let mut ack_sent_at: HashMap<u64, u64> = HashMap::new();
     let mut ticker = plan.sender.map(|_| {
         let mut t = tokio::time::interval_at(plan.first_tick.into(), plan.period);
@@ -233,38 +232,51 @@ async fn drive(conn: Conn, plan: Plan, stop: CancellationToken, counters: Arc<Co
     });
     let mut seq = 0u64;
     let mut unreported = 0u64;
+    let mut reported_at = now_us();
     let mut scratch = String::new();
     loop {
         let sending = ticker.is_some() && Instant::now() < plan.send_until;
         tokio::select! {
             () = stop.cancelled() => break,
             _ = async { ticker.as_mut().map(|t| t.tick()).unwrap_or_else(|| unreachable!()).await }, if sending => {
+                // The tick may fire after the window closed; the drain
+                // counts on no send starting then.
+                if Instant::now() >= plan.send_until {
+                    continue;
+                }
                 let sent_at = now_us();
                 let text = payload(plan.sender.unwrap_or(0), seq, sent_at, plan.payload);
                 if plan.ack {
                     ack_sent_at.insert(seq, sent_at);
                 }
+                // Counted before the write, so the drain never sees the
+                // deliveries of a send it does not know of yet.
+                counters.sent.fetch_add(1, Ordering::Relaxed);
                 if sink.send(send_frame(protocol, &plan.room, &text, seq)).await.is_err() {
                     break;
                 }
                 seq += 1;
-                counters.sent.fetch_add(1, Ordering::Relaxed);
             }
             frame = stream.next() => {
                 let Some(Ok(frame)) = frame else { break };
                 let Message::Text(text) = frame else { continue };
                 match decode(protocol, text.as_str(), &mut scratch) {
                     Incoming::Message(body) => {
-                        tally.record(body, now_us());
+                        let now = now_us();
+                        tally.record(body, now);
                         unreported += 1;
-                        if unreported == 64 {
+                        // Shared counter touched in batches, but at least
+                        // every 100 ms so progress and the drain see
+                        // slow rooms too.
+                        if unreported == 64 || now.saturating_sub(reported_at) > 100_000 {
                             counters.delivered.fetch_add(unreported, Ordering::Relaxed);
                             unreported = 0;
+                            reported_at = now;
                         }
                     }
                     Incoming::Ack(r) => {
                         if let Some(t0) = ack_sent_at.remove(&r) {
-                            let _ = acks.record(now_us().saturating_sub(t0).max(1));
+                            acks.record(now_us().saturating_sub(t0));
                         }
                     }
                     Incoming::Ping => {

@@ -31,11 +31,37 @@ pub fn parse(text: &str) -> Option<(u32, u64, u64)> {
     Some((sender, seq, sent))
 }
 
+/// A histogram of microseconds, 1 us .. 100 s at 3 significant digits
+/// (~150 KB: one per run, not one per connection).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
+/// Latency samples in microseconds as one connection records them: a push
+/// per delivery. (A histogram per connection cost the load generator
+/// seconds of CPU zeroing them at 10,000 connections, which showed up as
+/// delivery latency.) Merged into one histogram when the run ends.
+#[derive(Debug, Clone, Default)]
+pub struct Samples(Vec<u32>);
+
+impl Samples {
+    pub fn record(&mut self, micros: u64) {
+        self.0.push(micros.clamp(1, u64::from(u32::MAX)) as u32);
+    }
+
+    /// Adds every sample to `into`.
+    pub fn add_to(&self, into: &mut Histogram<u64>) {
+        for &s in &self.0 {
+            let _ = into.saturating_record(u64::from(s));
+        }
+    }
+}
+
 /// One receiver's view (merged into the run's totals at the end).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Tally {
-    /// Delivery latency in microseconds.
-    pub latency: Histogram<u64>,
+    /// Delivery latencies.
+    pub latency: Samples,
     /// Unique deliveries.
     pub delivered: u64,
     /// Deliveries of a sequence number already seen (or arriving after a
@@ -44,19 +70,6 @@ pub struct Tally {
     /// Frames that were not benchmark messages of this run.
     pub foreign: u64,
     next: HashMap<u32, u64>,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Self {
-            // 1 us .. 100 s at 3 significant digits.
-            latency: Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds")),
-            delivered: 0,
-            duplicates: 0,
-            foreign: 0,
-            next: HashMap::new(),
-        }
-    }
 }
 
 impl Tally {
@@ -73,15 +86,32 @@ impl Tally {
         }
         *next = seq + 1;
         self.delivered += 1;
-        let _ = self.latency.record(now_us.saturating_sub(sent).max(1));
+        self.latency.record(now_us.saturating_sub(sent));
     }
+}
 
-    /// Adds another receiver's counts to these.
-    pub fn merge(&mut self, other: &Tally) {
-        let _ = self.latency.add(&other.latency);
-        self.delivered += other.delivered;
-        self.duplicates += other.duplicates;
-        self.foreign += other.foreign;
+/// Every receiver's views together.
+#[derive(Debug)]
+pub struct Totals {
+    pub latency: Histogram<u64>,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub foreign: u64,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Self { latency: histogram(), delivered: 0, duplicates: 0, foreign: 0 }
+    }
+}
+
+impl Totals {
+    /// Adds one receiver's counts and samples.
+    pub fn merge(&mut self, one: &Tally) {
+        one.latency.add_to(&mut self.latency);
+        self.delivered += one.delivered;
+        self.duplicates += one.duplicates;
+        self.foreign += one.foreign;
     }
 }
 
@@ -101,19 +131,22 @@ mod tests {
 
     #[test]
     fn counts_deliveries_duplicates_and_gaps() {
-        let mut t = Tally::default();
+        let mut one = Tally::default();
         for seq in [0, 1, 1, 2, 5, 3, 6] {
-            t.record(&payload(1, seq, 100, 16), 150);
+            one.record(&payload(1, seq, 100, 16), 150);
         }
-        t.record(&payload(2, 0, 100, 16), 400);
-        t.record("not ours", 0);
-        // 0,1,2,5,6 from sender 1 and 0 from sender 2; the second 1 and the
-        // late 3 count as duplicates.
-        assert_eq!(t.delivered, 6);
+        one.record(&payload(2, 0, 100, 16), 400);
+        one.record("not ours", 0);
+        one.record(&payload(2, 1, 100, 16), 60_000_100);
+        let mut t = Totals::default();
+        t.merge(&one);
+        // 0,1,2,5,6 from sender 1 and 0,1 from sender 2; the second 1 and
+        // the late 3 count as duplicates.
+        assert_eq!(t.delivered, 7);
         assert_eq!(t.duplicates, 2);
         assert_eq!(t.foreign, 1);
-        assert_eq!(t.latency.len(), 6);
-        assert_eq!(t.latency.max(), 300);
+        assert_eq!(t.latency.len(), 7);
+        assert!(t.latency.max().abs_diff(60_000_000) <= 60_000, "a minute, at 3 digits");
         assert_eq!(t.latency.value_at_quantile(0.5), 50);
     }
 
@@ -124,7 +157,10 @@ mod tests {
         a.record(&payload(1, 0, 0, 8), 1_000);
         b.record(&payload(1, 0, 0, 8), 3_000);
         b.record(&payload(1, 0, 0, 8), 3_000);
-        a.merge(&b);
+        let mut t = Totals::default();
+        t.merge(&a);
+        t.merge(&b);
+        let a = t;
         assert_eq!((a.delivered, a.duplicates), (2, 1));
         assert!(a.latency.max().abs_diff(3_000) <= 3, "3 significant digits");
         assert!((a.latency.value_at_quantile(0.5) as i64 - 1_000).abs() <= 1);

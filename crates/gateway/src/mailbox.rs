@@ -38,6 +38,15 @@ struct Inner {
     closed: bool,
 }
 
+impl Inner {
+    fn register(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
+}
+
 impl Mailbox {
     pub fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self { inner: Mutex::default(), capacity: capacity.max(1) })
@@ -78,19 +87,20 @@ impl Mailbox {
         if !inner.queue.is_empty() {
             return Poll::Ready(Ready::Frames);
         }
-        match &inner.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => inner.waker = Some(cx.waker().clone()),
-        }
+        inner.register(cx);
         Poll::Pending
     }
 
-    /// Ready only once the mailbox was kicked.
+    /// Ready only once the mailbox was kicked. Always leaves the task's
+    /// waker behind otherwise: a write stalled on a client that stopped
+    /// reading must still be woken by the kick.
     pub fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.poll_ready(cx) {
-            Poll::Ready(Ready::Kicked) => Poll::Ready(()),
-            _ => Poll::Pending,
+        let mut inner = self.lock();
+        if inner.kicked {
+            return Poll::Ready(());
         }
+        inner.register(cx);
+        Poll::Pending
     }
 
     /// Takes the oldest queued frame.
@@ -167,20 +177,45 @@ mod tests {
         assert!(!m.is_kicked(), "closing is not a kick");
     }
 
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn flagged() -> (Arc<Flag>, Waker) {
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        (flag, waker)
+    }
+
+    fn woken(flag: &Flag) -> bool {
+        flag.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     #[test]
     fn a_push_wakes_the_waiting_task() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        struct Flag(AtomicBool);
-        impl std::task::Wake for Flag {
-            fn wake(self: Arc<Self>) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        let flag = Arc::new(Flag(AtomicBool::new(false)));
-        let waker = Waker::from(flag.clone());
+        let (flag, waker) = flagged();
         let m = Mailbox::new(2);
         assert_eq!(m.poll_ready(&mut Context::from_waker(&waker)), Poll::Pending);
         m.push(reply("x".into()));
-        assert!(flag.0.load(Ordering::SeqCst));
+        assert!(woken(&flag));
+    }
+
+    #[test]
+    fn a_kick_wakes_a_task_stalled_on_a_write_with_frames_queued() {
+        let m = Mailbox::new(2);
+        assert!(m.push(reply("1".into())), "queued before the write stalls");
+        let (flag, waker) = flagged();
+        assert_eq!(m.poll_kicked(&mut Context::from_waker(&waker)), Poll::Pending);
+        assert!(m.push(reply("2".into())));
+        assert!(woken(&flag));
+        let (flag, waker) = flagged();
+        assert_eq!(m.poll_kicked(&mut Context::from_waker(&waker)), Poll::Pending);
+        assert!(!m.push(reply("3".into())), "full: kicked");
+        assert!(woken(&flag), "the kick wakes the stalled task");
+        assert_eq!(m.poll_kicked(&mut Context::from_waker(&waker)), Poll::Ready(()));
     }
 }
