@@ -80,7 +80,12 @@ impl Batch {
             None => Err("record has no value".to_owned()),
         };
         match decoded {
-            Ok((message, node)) => self.records.push(Archived { message, node, partition, offset }),
+            Ok((message, node)) => self.records.push(Archived {
+                message,
+                node,
+                partition,
+                offset,
+            }),
             Err(error) => {
                 metrics::counter!("switchboard_archive_dead_letters_total").increment(1);
                 tracing::warn!(%topic, partition, offset, %error, "undecodable record goes to dead_letters");
@@ -130,12 +135,23 @@ pub fn consumer(options: &ArchiveOptions) -> Result<StreamConsumer, ArchiveError
 
 /// Runs the archiver until `shutdown` is cancelled: it then finishes and
 /// commits the batch in hand (if the store takes it) and leaves the group.
-pub async fn run(options: ArchiveOptions, store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<(), ArchiveError> {
+pub async fn run(
+    options: ArchiveOptions,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> Result<(), ArchiveError> {
     // A group consumer subscribed to a topic that does not exist yet only
     // notices it at the next metadata refresh (minutes): make sure it exists.
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match switchboard_journal::ensure_topic(&options.brokers, &options.topic, options.partitions, options.replication).await {
+        match switchboard_journal::ensure_topic(
+            &options.brokers,
+            &options.topic,
+            options.partitions,
+            options.replication,
+        )
+        .await
+        {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, topic = %options.topic, "cannot reach Kafka to check the topic; retrying");
@@ -160,14 +176,24 @@ pub async fn run(options: ArchiveOptions, store: Arc<dyn Store>, shutdown: Cance
         if !write_with_retry(store.as_ref(), &batch, &shutdown).await {
             break;
         }
-        match batch.offsets().and_then(|offsets| consumer.commit(&offsets, CommitMode::Sync)) {
+        match batch
+            .offsets()
+            .and_then(|offsets| consumer.commit(&offsets, CommitMode::Sync))
+        {
             Ok(()) => {
-                metrics::counter!("switchboard_archive_records_total").increment(batch.len() as u64);
-                tracing::debug!(records = batch.records.len(), dead = batch.dead.len(), "batch archived and committed");
+                metrics::counter!("switchboard_archive_records_total")
+                    .increment(batch.len() as u64);
+                tracing::debug!(
+                    records = batch.records.len(),
+                    dead = batch.dead.len(),
+                    "batch archived and committed"
+                );
             }
             // Typically a rebalance took the partitions away: the new owner
             // re-reads from the last commit, and the table absorbs it.
-            Err(e) => tracing::warn!(error = %e, "offset commit failed; the batch will be re-read and skipped as duplicates"),
+            Err(e) => {
+                tracing::warn!(error = %e, "offset commit failed; the batch will be re-read and skipped as duplicates")
+            }
         }
     }
     consumer.unsubscribe();
@@ -183,7 +209,9 @@ async fn read_batch(consumer: &StreamConsumer, options: &ArchiveOptions) -> Batc
     while batch.len() < options.batch {
         let next = async {
             match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, consumer.recv()).await.ok(),
+                Some(deadline) => tokio::time::timeout_at(deadline, consumer.recv())
+                    .await
+                    .ok(),
                 None => Some(consumer.recv().await),
             }
         };

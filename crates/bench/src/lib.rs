@@ -181,7 +181,10 @@ impl Report {
         if let Some(k) = self.rss_kib_per_connection {
             s.push_str(&format!("server memory per connection: {k:.2} KiB\n"));
         }
-        s.push_str(&format!("load generator cpu {:.0}%", self.client_cpu_percent));
+        s.push_str(&format!(
+            "load generator cpu {:.0}%",
+            self.client_cpu_percent
+        ));
         s
     }
 }

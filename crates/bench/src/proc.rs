@@ -33,7 +33,12 @@ pub struct Meter {
 impl Meter {
     pub fn start(pid: u32) -> Self {
         let start = sample(pid);
-        Self { pid, start, at: Instant::now(), peak_rss_kib: start.map_or(0, |s| s.1) }
+        Self {
+            pid,
+            start,
+            at: Instant::now(),
+            peak_rss_kib: start.map_or(0, |s| s.1),
+        }
     }
 
     /// Updates the peak RSS.
@@ -49,7 +54,10 @@ impl Meter {
         let (t0, _) = self.start?;
         let (t1, rss) = sample(self.pid)?;
         let secs = self.at.elapsed().as_secs_f64().max(1e-6);
-        Some(((t1.saturating_sub(t0)) as f64 / TICKS_PER_SECOND / secs * 100.0, rss))
+        Some((
+            (t1.saturating_sub(t0)) as f64 / TICKS_PER_SECOND / secs * 100.0,
+            rss,
+        ))
     }
 }
 

@@ -34,13 +34,17 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     if opts.targets.is_empty() {
         return Err("no target".into());
     }
-    if opts.protocol == Protocol::SocketIo && matches!(opts.scenario, Scenario::Rooms | Scenario::Ack) {
+    if opts.protocol == Protocol::SocketIo
+        && matches!(opts.scenario, Scenario::Rooms | Scenario::Ack)
+    {
         return Err("the socket.io protocol drives the original contract (one room, lobby): use broadcast or idle".into());
     }
     let tag = format!("{:x}", now_us());
     let room_names: Vec<String> = match (opts.protocol, opts.scenario) {
         (Protocol::SocketIo, _) => vec!["lobby".into()],
-        (_, Scenario::Rooms) => (0..opts.rooms.max(1)).map(|k| format!("bench-{tag}-{k}")).collect(),
+        (_, Scenario::Rooms) => (0..opts.rooms.max(1))
+            .map(|k| format!("bench-{tag}-{k}"))
+            .collect(),
         _ => vec![format!("bench-{tag}")],
     };
     let idle_client_meter = Meter::start(std::process::id());
@@ -63,7 +67,13 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                 Conn::open(target, source, protocol, &format!("b{i}"), &room),
             )
             .await;
-            (i, room_index, opened.map_err(|_| "timed out".to_string()).and_then(|r| r.map_err(|e| e.to_string())))
+            (
+                i,
+                room_index,
+                opened
+                    .map_err(|_| "timed out".to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string())),
+            )
         });
     }
     let mut conns = Vec::with_capacity(opts.connections);
@@ -92,7 +102,15 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     }
 
     if opts.scenario == Scenario::Idle {
-        return Ok(idle(&opts, conns, failures, &mut idle_meters, rss_before, idle_client_meter).await);
+        return Ok(idle(
+            &opts,
+            conns,
+            failures,
+            &mut idle_meters,
+            rss_before,
+            idle_client_meter,
+        )
+        .await);
     }
 
     // Let subscriptions settle before the clock starts; CPU is measured
@@ -132,7 +150,9 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         tasks.spawn(drive(conn, plan, stop.clone(), counters.clone()));
     }
 
-    let progress = opts.progress.then(|| tokio::spawn(progress(counters.clone(), started)));
+    let progress = opts
+        .progress
+        .then(|| tokio::spawn(progress(counters.clone(), started)));
     let poll_meters = async {
         loop {
             for m in meters.iter_mut() {
@@ -152,15 +172,22 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let expected_now = |counters: &Counters| -> u64 {
         // An upper bound while sends finish; exact per room once tasks end.
         let per_member = match opts.scenario {
-            Scenario::Rooms => members.iter().map(|m| m * m).sum::<usize>() as f64 / opts.connections.max(1) as f64,
+            Scenario::Rooms => {
+                members.iter().map(|m| m * m).sum::<usize>() as f64 / opts.connections.max(1) as f64
+            }
             _ => members.iter().sum::<usize>() as f64,
         };
         (counters.sent.load(Ordering::Relaxed) as f64 * per_member) as u64
     };
-    while Instant::now() < drain_until && counters.delivered.load(Ordering::Relaxed) < expected_now(&counters) {
+    while Instant::now() < drain_until
+        && counters.delivered.load(Ordering::Relaxed) < expected_now(&counters)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let seconds = started.elapsed().as_secs_f64().min(opts.duration.as_secs_f64() + opts.drain.as_secs_f64());
+    let seconds = started
+        .elapsed()
+        .as_secs_f64()
+        .min(opts.duration.as_secs_f64() + opts.drain.as_secs_f64());
     stop.cancel();
     if let Some(p) = progress {
         p.abort();
@@ -176,7 +203,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         sent_per_room[done.room] += done.sent;
     }
     let sent: u64 = sent_per_room.iter().sum();
-    let expected: u64 = sent_per_room.iter().zip(&members).map(|(s, m)| s * *m as u64).sum();
+    let expected: u64 = sent_per_room
+        .iter()
+        .zip(&members)
+        .map(|(s, m)| s * *m as u64)
+        .sum();
     let offered: f64 = members
         .iter()
         .map(|&m| {
@@ -187,7 +218,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             senders_here as f64 * opts.rate * m as f64
         })
         .sum();
-    let latency = if opts.scenario == Scenario::Ack { Latency::of(&acks) } else { Latency::of(&total.latency) };
+    let latency = if opts.scenario == Scenario::Ack {
+        Latency::of(&acks)
+    } else {
+        Latency::of(&total.latency)
+    };
     Ok(Report {
         scenario: opts.scenario,
         protocol: opts.protocol,
@@ -293,7 +328,12 @@ async fn drive(conn: Conn, plan: Plan, stop: CancellationToken, counters: Arc<Co
     }
     counters.delivered.fetch_add(unreported, Ordering::Relaxed);
     let _ = sink.close().await;
-    Done { room: plan.room_index, sent: seq, tally, acks }
+    Done {
+        room: plan.room_index,
+        sent: seq,
+        tally,
+        acks,
+    }
 }
 
 async fn progress(counters: Arc<Counters>, started: Instant) {
@@ -317,7 +357,12 @@ fn finish(meters: &mut [Meter]) -> Vec<ProcessUse> {
         .iter_mut()
         .filter_map(|m| {
             let (cpu, rss) = m.finish()?;
-            Some(ProcessUse { pid: m.pid, cpu_percent: cpu, rss_kib: rss, peak_rss_kib: m.peak_rss_kib })
+            Some(ProcessUse {
+                pid: m.pid,
+                cpu_percent: cpu,
+                rss_kib: rss,
+                peak_rss_kib: m.peak_rss_kib,
+            })
         })
         .collect()
 }

@@ -9,7 +9,9 @@ use hdrhistogram::Histogram;
 
 /// Microseconds since the Unix epoch (shared by every process on the box).
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The text of a benchmark message: `sender:seq:sent_us:` padded with `x`
@@ -52,7 +54,7 @@ impl Samples {
     /// Adds every sample to `into`.
     pub fn add_to(&self, into: &mut Histogram<u64>) {
         for &s in &self.0 {
-            let _ = into.saturating_record(u64::from(s));
+            into.saturating_record(u64::from(s));
         }
     }
 }
@@ -101,7 +103,12 @@ pub struct Totals {
 
 impl Default for Totals {
     fn default() -> Self {
-        Self { latency: histogram(), delivered: 0, duplicates: 0, foreign: 0 }
+        Self {
+            latency: histogram(),
+            delivered: 0,
+            duplicates: 0,
+            foreign: 0,
+        }
     }
 }
 
@@ -146,7 +153,10 @@ mod tests {
         assert_eq!(t.duplicates, 2);
         assert_eq!(t.foreign, 1);
         assert_eq!(t.latency.len(), 7);
-        assert!(t.latency.max().abs_diff(60_000_000) <= 60_000, "a minute, at 3 digits");
+        assert!(
+            t.latency.max().abs_diff(60_000_000) <= 60_000,
+            "a minute, at 3 digits"
+        );
         assert_eq!(t.latency.value_at_quantile(0.5), 50);
     }
 

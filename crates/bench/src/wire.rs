@@ -65,21 +65,31 @@ struct WsFrame<'a> {
 pub fn decode<'a>(protocol: Protocol, frame: &'a str, scratch: &'a mut String) -> Incoming<'a> {
     match protocol {
         Protocol::Ws => match serde_json::from_str::<WsFrame<'a>>(frame) {
-            Ok(WsFrame { ty: "message", text: Some(text), .. }) => match text {
+            Ok(WsFrame {
+                ty: "message",
+                text: Some(text),
+                ..
+            }) => match text {
                 std::borrow::Cow::Borrowed(t) => Incoming::Message(t),
                 std::borrow::Cow::Owned(t) => {
                     *scratch = t;
                     Incoming::Message(scratch.as_str())
                 }
             },
-            Ok(WsFrame { ty: "ack", r#ref: Some(r), .. }) => Incoming::Ack(r),
+            Ok(WsFrame {
+                ty: "ack",
+                r#ref: Some(r),
+                ..
+            }) => Incoming::Ack(r),
             _ => Incoming::Other,
         },
         Protocol::SocketIo => {
             if frame == "2" {
                 return Incoming::Ping;
             }
-            let Some(body) = frame.strip_prefix("42") else { return Incoming::Other };
+            let Some(body) = frame.strip_prefix("42") else {
+                return Incoming::Other;
+            };
             match serde_json::from_str::<(&str, std::borrow::Cow<'a, str>)>(body) {
                 Ok(("event:listen", std::borrow::Cow::Borrowed(t))) => Incoming::Message(t),
                 Ok(("event:listen", std::borrow::Cow::Owned(t))) => {
@@ -96,9 +106,12 @@ pub fn decode<'a>(protocol: Protocol, frame: &'a str, scratch: &'a mut String) -
 pub fn send_frame(protocol: Protocol, room: &str, text: &str, r#ref: u64) -> Message {
     match protocol {
         Protocol::Ws => Message::text(
-            serde_json::json!({"type": "send", "room": room, "text": text, "ref": r#ref}).to_string(),
+            serde_json::json!({"type": "send", "room": room, "text": text, "ref": r#ref})
+                .to_string(),
         ),
-        Protocol::SocketIo => Message::text(format!("42{}", serde_json::json!(["event:message", text]))),
+        Protocol::SocketIo => {
+            Message::text(format!("42{}", serde_json::json!(["event:message", text])))
+        }
     }
 }
 
@@ -118,7 +131,11 @@ impl Conn {
         name: &str,
         room: &str,
     ) -> Result<Self, WireError> {
-        let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        let socket = if target.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
         if let Some(source) = source {
             socket.bind(SocketAddr::new(source, 0))?;
         }
@@ -131,8 +148,12 @@ impl Conn {
         // tungstenite's default read buffer is 128 KiB, zeroed on every read:
         // at 10,000 connections that memset was half the generator's CPU.
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-        let (ws, _) =
-            tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config)).await?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        )
+        .await?;
         let mut conn = Self { ws, protocol };
         match protocol {
             Protocol::Ws => {
@@ -157,7 +178,9 @@ impl Conn {
                 Some(Ok(Message::Text(t))) if t.as_str().starts_with("44") => {
                     return Err(WireError::Protocol(format!("connect refused: {t}")));
                 }
-                Some(Ok(Message::Text(t))) if t.as_str().contains("\"error\"") && self.protocol == Protocol::Ws => {
+                Some(Ok(Message::Text(t)))
+                    if t.as_str().contains("\"error\"") && self.protocol == Protocol::Ws =>
+                {
                     return Err(WireError::Protocol(format!("refused: {t}")));
                 }
                 Some(Ok(_)) => continue,
@@ -175,13 +198,39 @@ mod tests {
     #[test]
     fn decodes_both_protocols() {
         let mut s = String::new();
-        assert_eq!(decode(Protocol::Ws, r#"{"type":"message","id":"x","text":"1:2:3:"}"#, &mut s), Incoming::Message("1:2:3:"));
-        assert_eq!(decode(Protocol::Ws, r#"{"type":"ack","ref":9,"id":"x"}"#, &mut s), Incoming::Ack(9));
-        assert_eq!(decode(Protocol::Ws, r#"{"type":"pong"}"#, &mut s), Incoming::Other);
-        assert_eq!(decode(Protocol::Ws, r#"{"type":"message","text":"a\"b"}"#, &mut s), Incoming::Message("a\"b"));
-        assert_eq!(decode(Protocol::SocketIo, r#"42["event:listen","1:2:3:x"]"#, &mut s), Incoming::Message("1:2:3:x"));
+        assert_eq!(
+            decode(
+                Protocol::Ws,
+                r#"{"type":"message","id":"x","text":"1:2:3:"}"#,
+                &mut s
+            ),
+            Incoming::Message("1:2:3:")
+        );
+        assert_eq!(
+            decode(Protocol::Ws, r#"{"type":"ack","ref":9,"id":"x"}"#, &mut s),
+            Incoming::Ack(9)
+        );
+        assert_eq!(
+            decode(Protocol::Ws, r#"{"type":"pong"}"#, &mut s),
+            Incoming::Other
+        );
+        assert_eq!(
+            decode(Protocol::Ws, r#"{"type":"message","text":"a\"b"}"#, &mut s),
+            Incoming::Message("a\"b")
+        );
+        assert_eq!(
+            decode(
+                Protocol::SocketIo,
+                r#"42["event:listen","1:2:3:x"]"#,
+                &mut s
+            ),
+            Incoming::Message("1:2:3:x")
+        );
         assert_eq!(decode(Protocol::SocketIo, "2", &mut s), Incoming::Ping);
-        assert_eq!(decode(Protocol::SocketIo, r#"42["other","x"]"#, &mut s), Incoming::Other);
+        assert_eq!(
+            decode(Protocol::SocketIo, r#"42["other","x"]"#, &mut s),
+            Incoming::Other
+        );
         assert_eq!(decode(Protocol::SocketIo, "40{}", &mut s), Incoming::Other);
     }
 
@@ -189,8 +238,13 @@ mod tests {
     fn encodes_sends() {
         let ws = send_frame(Protocol::Ws, "r", "t", 4).into_text().unwrap();
         let v: serde_json::Value = serde_json::from_str(ws.as_str()).unwrap();
-        assert_eq!(v, serde_json::json!({"type": "send", "room": "r", "text": "t", "ref": 4}));
-        let sio = send_frame(Protocol::SocketIo, "lobby", "t", 0).into_text().unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "send", "room": "r", "text": "t", "ref": 4})
+        );
+        let sio = send_frame(Protocol::SocketIo, "lobby", "t", 0)
+            .into_text()
+            .unwrap();
         assert_eq!(sio.as_str(), r#"42["event:message","t"]"#);
     }
 }

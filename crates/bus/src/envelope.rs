@@ -23,8 +23,12 @@ struct In {
 
 /// Encodes `message` as published by `node`.
 pub(crate) fn encode(node: &str, message: &Message) -> Vec<u8> {
-    serde_json::to_vec(&Out { v: VERSION, node, msg: message })
-        .unwrap_or_else(|_| unreachable!("messages always serialize"))
+    serde_json::to_vec(&Out {
+        v: VERSION,
+        node,
+        msg: message,
+    })
+    .unwrap_or_else(|_| unreachable!("messages always serialize"))
 }
 
 /// Decodes an envelope into the publishing node and the message.
@@ -54,7 +58,9 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap(), ("n1".to_owned(), m));
         assert!(decode(b"not json").is_err());
         assert!(decode(br#"{"v":2,"node":"n","msg":{}}"#).is_err());
-        let bad_room = String::from_utf8(bytes).unwrap().replace("\"r\"", "\"bad room\"");
+        let bad_room = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"r\"", "\"bad room\"");
         assert!(decode(bad_room.as_bytes()).is_err());
     }
 }

@@ -32,8 +32,17 @@ impl MemoryHub {
     /// Attaches a node whose remote messages go to `inbox`.
     pub fn attach(&self, inbox: Inbox) -> MemoryBus {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().insert(id, Node { inbox: Some(inbox), rooms: HashSet::new() });
-        MemoryBus { hub: self.clone(), id }
+        self.lock().insert(
+            id,
+            Node {
+                inbox: Some(inbox),
+                rooms: HashSet::new(),
+            },
+        );
+        MemoryBus {
+            hub: self.clone(),
+            id,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Node>> {
@@ -58,10 +67,15 @@ impl Bus for MemoryBus {
             match inbox.try_send(message.clone()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
-                    metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full").increment(1);
-                    static DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                    metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full")
+                        .increment(1);
+                    static DROPS: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
                     if let Some(n) = crate::sampled(&DROPS) {
-                        tracing::warn!(dropped_so_far = n, "bus inbox full: messages dropped for a node");
+                        tracing::warn!(
+                            dropped_so_far = n,
+                            "bus inbox full: messages dropped for a node"
+                        );
                     }
                 }
                 Err(TrySendError::Closed(_)) => {}

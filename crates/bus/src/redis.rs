@@ -88,13 +88,23 @@ impl RedisBus {
     /// Starts the publisher and subscriber tasks. It does not wait for
     /// Redis: a node may start while Redis is down and becomes ready when it
     /// is up.
-    pub fn start(options: RedisOptions, inbox: Inbox, shutdown: &CancellationToken) -> Result<Self, RedisUrlError> {
-        let client = redis::Client::open(options.url.as_str()).map_err(|e| RedisUrlError(e.to_string()))?;
+    pub fn start(
+        options: RedisOptions,
+        inbox: Inbox,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, RedisUrlError> {
+        let client =
+            redis::Client::open(options.url.as_str()).map_err(|e| RedisUrlError(e.to_string()))?;
         let stop = shutdown.child_token();
         let health = Arc::new(Health::default());
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (commands, command_rx) = mpsc::unbounded_channel();
-        tokio::spawn(publish_loop(client.clone(), publish_rx, health.clone(), stop.clone()));
+        tokio::spawn(publish_loop(
+            client.clone(),
+            publish_rx,
+            health.clone(),
+            stop.clone(),
+        ));
         tokio::spawn(subscribe_loop(
             client,
             command_rx,
@@ -121,11 +131,19 @@ impl RedisBus {
 impl Bus for RedisBus {
     fn publish(&self, message: &Message) {
         let payload = envelope::encode(&self.node_id, message);
-        if self.publish_tx.try_send((self.channel(&message.room), payload)).is_err() {
-            metrics::counter!("switchboard_bus_dropped_total", "reason" => "publish_queue_full").increment(1);
+        if self
+            .publish_tx
+            .try_send((self.channel(&message.room), payload))
+            .is_err()
+        {
+            metrics::counter!("switchboard_bus_dropped_total", "reason" => "publish_queue_full")
+                .increment(1);
             static DROPS: AtomicU64 = AtomicU64::new(0);
             if let Some(n) = crate::sampled(&DROPS) {
-                tracing::warn!(dropped_so_far = n, "redis publish queue full: messages not sent to other nodes");
+                tracing::warn!(
+                    dropped_so_far = n,
+                    "redis publish queue full: messages not sent to other nodes"
+                );
             }
         }
     }
@@ -147,7 +165,8 @@ impl Bus for RedisBus {
     }
 
     fn is_ready(&self) -> bool {
-        self.health.subscriber_up.load(Ordering::Relaxed) && !self.health.publisher_failing.load(Ordering::Relaxed)
+        self.health.subscriber_up.load(Ordering::Relaxed)
+            && !self.health.publisher_failing.load(Ordering::Relaxed)
     }
 
     fn kind(&self) -> &'static str {
@@ -191,7 +210,9 @@ async fn publish_loop(
             if conn.is_none() {
                 conn = Some(connect_manager(&client).await?);
             }
-            let Some(c) = conn.as_mut() else { unreachable!("connected above") };
+            let Some(c) = conn.as_mut() else {
+                unreachable!("connected above")
+            };
             let mut pipe = redis::pipe();
             if batch.is_empty() {
                 pipe.cmd("PING");
@@ -214,7 +235,8 @@ async fn publish_loop(
                     _ => "timed out".to_owned(),
                 };
                 if !batch.is_empty() {
-                    metrics::counter!("switchboard_bus_publish_failed_total").increment(batch.len() as u64);
+                    metrics::counter!("switchboard_bus_publish_failed_total")
+                        .increment(batch.len() as u64);
                 }
                 if !health.publisher_failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %error, dropped = batch.len(), "redis publish failed; other nodes miss these messages until Redis is back");
@@ -281,7 +303,10 @@ async fn subscribe_loop(
             }
         };
         if announced_down {
-            tracing::info!(rooms = wanted.len(), "redis subscriber reconnected and re-subscribed");
+            tracing::info!(
+                rooms = wanted.len(),
+                "redis subscriber reconnected and re-subscribed"
+            );
         }
         backoff = BACKOFF_MIN;
         health.subscriber_up.store(true, Ordering::Relaxed);
@@ -380,15 +405,20 @@ fn deliver(inbox: &Inbox, node_id: &str, payload: &[u8]) {
         Ok((_, message)) => {
             metrics::counter!("switchboard_bus_received_total").increment(1);
             if inbox.try_send(message).is_err() {
-                metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full").increment(1);
+                metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full")
+                    .increment(1);
                 static DROPS: AtomicU64 = AtomicU64::new(0);
                 if let Some(n) = crate::sampled(&DROPS) {
-                    tracing::warn!(dropped_so_far = n, "bus inbox full: messages from other nodes dropped");
+                    tracing::warn!(
+                        dropped_so_far = n,
+                        "bus inbox full: messages from other nodes dropped"
+                    );
                 }
             }
         }
         Err(e) => {
-            metrics::counter!("switchboard_bus_dropped_total", "reason" => "undecodable").increment(1);
+            metrics::counter!("switchboard_bus_dropped_total", "reason" => "undecodable")
+                .increment(1);
             static BAD: AtomicU64 = AtomicU64::new(0);
             if let Some(n) = crate::sampled(&BAD) {
                 tracing::warn!(error = %e, undecodable_so_far = n, "undecodable message on the bus");

@@ -9,7 +9,13 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 fn msg(room: &str, text: &str) -> Message {
-    Message { id: Uuid::now_v7(), room: RoomName::parse(room).unwrap(), from: "a".into(), text: text.into(), ts: 1 }
+    Message {
+        id: Uuid::now_v7(),
+        room: RoomName::parse(room).unwrap(),
+        from: "a".into(),
+        text: text.into(),
+        ts: 1,
+    }
 }
 
 fn room(name: &str) -> RoomName {
@@ -17,10 +23,15 @@ fn room(name: &str) -> RoomName {
 }
 
 async fn recv(rx: &mut mpsc::Receiver<Message>) -> Option<Message> {
-    tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.ok().flatten()
+    tokio::time::timeout(Duration::from_millis(300), rx.recv())
+        .await
+        .ok()
+        .flatten()
 }
 
-async fn delivers_to_interested_others_only(mut node: impl FnMut(mpsc::Sender<Message>) -> Box<dyn Bus>) {
+async fn delivers_to_interested_others_only(
+    mut node: impl FnMut(mpsc::Sender<Message>) -> Box<dyn Bus>,
+) {
     let (tx1, mut rx1) = mpsc::channel(16);
     let (tx2, mut rx2) = mpsc::channel(16);
     let (tx3, mut rx3) = mpsc::channel(16);
@@ -33,9 +44,21 @@ async fn delivers_to_interested_others_only(mut node: impl FnMut(mpsc::Sender<Me
     }
     let m = msg("r", "one");
     a.publish(&m);
-    assert_eq!(recv(&mut rx2).await, Some(m), "the other interested node receives it");
-    assert_eq!(recv(&mut rx1).await, None, "the publisher does not receive its own message");
-    assert_eq!(recv(&mut rx3).await, None, "a node without interest receives nothing");
+    assert_eq!(
+        recv(&mut rx2).await,
+        Some(m),
+        "the other interested node receives it"
+    );
+    assert_eq!(
+        recv(&mut rx1).await,
+        None,
+        "the publisher does not receive its own message"
+    );
+    assert_eq!(
+        recv(&mut rx3).await,
+        None,
+        "a node without interest receives nothing"
+    );
     drop((a, b, c));
 }
 
@@ -131,7 +154,11 @@ mod redis {
         let mut n = 0;
         move |inbox| {
             n += 1;
-            let options = RedisOptions { url: url(), prefix: prefix.clone(), node_id: format!("node-{n}") };
+            let options = RedisOptions {
+                url: url(),
+                prefix: prefix.clone(),
+                node_id: format!("node-{n}"),
+            };
             Box::new(RedisBus::start(options, inbox, &token).unwrap())
         }
     }
@@ -141,7 +168,11 @@ mod redis {
     #[tokio::test]
     async fn bad_urls_are_refused() {
         let (tx, _rx) = mpsc::channel(1);
-        let options = RedisOptions { url: "http://nope".into(), prefix: "p".into(), node_id: "n".into() };
+        let options = RedisOptions {
+            url: "http://nope".into(),
+            prefix: "p".into(),
+            node_id: "n".into(),
+        };
         assert!(RedisBus::start(options, tx, &tokio_util::sync::CancellationToken::new()).is_err());
     }
 }

@@ -38,7 +38,11 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
 
 /// A JSON error body: `{"code": ..., "message": ...}`.
 pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!({ "code": code, "message": message }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "code": code, "message": message })),
+    )
+        .into_response()
 }
 
 async fn index() -> impl IntoResponse {
@@ -46,11 +50,23 @@ async fn index() -> impl IntoResponse {
 }
 
 async fn app_css() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], APP_CSS)
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        APP_CSS,
+    )
 }
 
 async fn app_js() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], APP_JS)
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        APP_JS,
+    )
 }
 
 async fn not_found() -> Response {
@@ -81,14 +97,26 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     if down.is_empty() {
         axum::Json(json!({ "status": "ready" })).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "unavailable", "down": down }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "unavailable", "down": down })),
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     match &gateway.metrics {
-        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
-        None => json_error(StatusCode::NOT_FOUND, "not_found", "metrics are not enabled on this node"),
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are not enabled on this node",
+        ),
     }
 }
 
@@ -117,15 +145,31 @@ async fn room_messages(
         None => None,
         Some(raw) => match Uuid::try_parse(raw) {
             Ok(id) => Some(id),
-            Err(_) => return json_error(StatusCode::BAD_REQUEST, "bad_before", "before must be a message id (UUID)"),
+            Err(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_before",
+                    "before must be a message id (UUID)",
+                );
+            }
         },
     };
-    let read = tokio::time::timeout(gateway.config.ack_timeout, gateway.store.history(&room, limit, before));
-    match read.await.unwrap_or(Err(switchboard_store::StoreError::Timeout)) {
+    let read = tokio::time::timeout(
+        gateway.config.ack_timeout,
+        gateway.store.history(&room, limit, before),
+    );
+    match read
+        .await
+        .unwrap_or(Err(switchboard_store::StoreError::Timeout))
+    {
         Ok(messages) => axum::Json(messages).into_response(),
         Err(e) => {
             tracing::error!(error = %e, %room, "history read failed");
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "history is unavailable; retry later")
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "history is unavailable; retry later",
+            )
         }
     }
 }

@@ -181,9 +181,12 @@ impl Gateway {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .into_future();
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .into_future();
         // The HTTP server drains only once Socket.IO let go of its long
         // polls, so both are bounded by the grace period.
         tokio::pin!(served);
@@ -199,7 +202,10 @@ impl Gateway {
             tracing::warn!("socket.io clients still open after the shutdown grace period");
         }
         self.connections.close();
-        if tokio::time::timeout(self.config.shutdown_grace, self.connections.wait()).await.is_err() {
+        if tokio::time::timeout(self.config.shutdown_grace, self.connections.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("connections still open after the shutdown grace period");
         }
         self.journal.close().await;
@@ -226,9 +232,20 @@ impl Gateway {
         room: RoomName,
         text: String,
         id: Option<Uuid>,
-    ) -> (Message, impl Future<Output = Result<(), Unavailable>> + Send + 'static) {
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let message = Message { id: id.unwrap_or_else(Uuid::now_v7), room, from: from.to_owned(), text, ts };
+    ) -> (
+        Message,
+        impl Future<Output = Result<(), Unavailable>> + Send + 'static,
+    ) {
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let message = Message {
+            id: id.unwrap_or_else(Uuid::now_v7),
+            room,
+            from: from.to_owned(),
+            text,
+            ts,
+        };
         let fresh = self.recent_ids.first_sighting(message.id);
         if fresh {
             self.registry.deliver(&message);
@@ -245,7 +262,9 @@ impl Gateway {
             match tokio::time::timeout(timeout, journal.append(durable)).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Unavailable(match e {
-                    JournalError::Full => "the journal is overloaded; retry with the same id".into(),
+                    JournalError::Full => {
+                        "the journal is overloaded; retry with the same id".into()
+                    }
                     other => format!("{other}; retry with the same id"),
                 })),
                 Err(_) => Err(Unavailable(format!(
@@ -270,7 +289,11 @@ impl Gateway {
         // messages before reading what is stored, so nothing falls between.
         // (While the bus is down there is nothing to wait for: the node
         // re-subscribes on reconnect, and the join is not held up.)
-        if self.bus.is_ready() && tokio::time::timeout(SETTLE_TIMEOUT, self.bus.settled()).await.is_err() {
+        if self.bus.is_ready()
+            && tokio::time::timeout(SETTLE_TIMEOUT, self.bus.settled())
+                .await
+                .is_err()
+        {
             tracing::warn!(%room, "bus subscription not confirmed; live messages from other nodes may be missed");
         }
         if limit == 0 {
@@ -282,7 +305,7 @@ impl Gateway {
             .await
             .map_err(|_| switchboard_store::StoreError::Timeout)??;
         all.extend(recent);
-        all.sort_by(|a, b| (a.ts, a.id).cmp(&(b.ts, b.id)));
+        all.sort_by_key(|a| (a.ts, a.id));
         all.dedup_by_key(|m| m.id);
         let skip = all.len().saturating_sub(limit as usize);
         all.drain(..skip);

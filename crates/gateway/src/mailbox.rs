@@ -49,7 +49,10 @@ impl Inner {
 
 impl Mailbox {
     pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self { inner: Mutex::default(), capacity: capacity.max(1) })
+        Arc::new(Self {
+            inner: Mutex::default(),
+            capacity: capacity.max(1),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -163,7 +166,11 @@ mod tests {
         assert!(m.push(reply("2".into())));
         assert!(!m.push(reply("3".into())), "the third does not fit");
         assert!(m.is_kicked());
-        assert_eq!(poll(&m), Poll::Ready(Ready::Kicked), "kicked wins over queued frames");
+        assert_eq!(
+            poll(&m),
+            Poll::Ready(Ready::Kicked),
+            "kicked wins over queued frames"
+        );
         assert!(!m.push(reply("4".into())));
     }
 
@@ -199,7 +206,10 @@ mod tests {
     fn a_push_wakes_the_waiting_task() {
         let (flag, waker) = flagged();
         let m = Mailbox::new(2);
-        assert_eq!(m.poll_ready(&mut Context::from_waker(&waker)), Poll::Pending);
+        assert_eq!(
+            m.poll_ready(&mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
         m.push(reply("x".into()));
         assert!(woken(&flag));
     }
@@ -209,13 +219,22 @@ mod tests {
         let m = Mailbox::new(2);
         assert!(m.push(reply("1".into())), "queued before the write stalls");
         let (flag, waker) = flagged();
-        assert_eq!(m.poll_kicked(&mut Context::from_waker(&waker)), Poll::Pending);
+        assert_eq!(
+            m.poll_kicked(&mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
         assert!(m.push(reply("2".into())));
         assert!(woken(&flag));
         let (flag, waker) = flagged();
-        assert_eq!(m.poll_kicked(&mut Context::from_waker(&waker)), Poll::Pending);
+        assert_eq!(
+            m.poll_kicked(&mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
         assert!(!m.push(reply("3".into())), "full: kicked");
         assert!(woken(&flag), "the kick wakes the stalled task");
-        assert_eq!(m.poll_kicked(&mut Context::from_waker(&waker)), Poll::Ready(()));
+        assert_eq!(
+            m.poll_kicked(&mut Context::from_waker(&waker)),
+            Poll::Ready(())
+        );
     }
 }

@@ -13,7 +13,10 @@ pub(crate) struct RecentIds {
 
 impl RecentIds {
     pub fn new(capacity: usize) -> Self {
-        Self { inner: Mutex::new((HashSet::new(), VecDeque::new())), capacity: capacity.max(1) }
+        Self {
+            inner: Mutex::new((HashSet::new(), VecDeque::new())),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Records `id`; true the first time it is seen (within the window).
@@ -24,10 +27,10 @@ impl RecentIds {
             return false;
         }
         order.push_back(id);
-        if order.len() > self.capacity {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
-            }
+        if order.len() > self.capacity
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
         }
         true
     }

@@ -37,7 +37,10 @@ pub(crate) type Outbound = Arc<QueuedFrame>;
 
 /// A queued frame that is not a room message.
 pub(crate) fn reply(frame: String) -> Outbound {
-    Arc::new(QueuedFrame { frame: Utf8Bytes::from(frame), id: None })
+    Arc::new(QueuedFrame {
+        frame: Utf8Bytes::from(frame),
+        id: None,
+    })
 }
 
 /// How to reach a `/ws` connection from other tasks.
@@ -50,7 +53,10 @@ pub(crate) enum Sink {
     /// `legacy` members are Socket.IO sockets in `lobby` by default: they get
     /// the original contract's `event:listen` with the text instead of a
     /// `message` object.
-    Sio { socket: SocketRef, legacy: bool },
+    Sio {
+        socket: SocketRef,
+        legacy: bool,
+    },
 }
 
 struct Member {
@@ -74,7 +80,10 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub fn new(bus: Arc<dyn Bus>) -> Self {
-        Self { rooms: RwLock::default(), bus }
+        Self {
+            rooms: RwLock::default(),
+            bus,
+        }
     }
 
     /// Adds (or updates) `conn`'s membership of `room` and returns the
@@ -90,13 +99,21 @@ impl Registry {
             Some(existing) => existing.sink = sink,
             None => entry.members.push(Member { conn, sink }),
         }
-        entry.recent.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+        entry
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Removes `conn` from `room`; the last leave drops the room.
     pub fn leave(&self, room: &RoomName, conn: u64) {
         let mut rooms = self.rooms.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = rooms.get_mut(room) else { return };
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
         if let Some(pos) = entry.members.iter().position(|m| m.conn == conn) {
             entry.members.swap_remove(pos);
         }
@@ -113,7 +130,9 @@ impl Registry {
         let mut slow_sio = Vec::new();
         {
             let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
-            let Some(room) = rooms.get(&msg.room) else { return };
+            let Some(room) = rooms.get(&msg.room) else {
+                return;
+            };
             {
                 let mut recent = room.recent.lock().unwrap_or_else(PoisonError::into_inner);
                 if recent.len() == RECENT_PER_ROOM {
@@ -163,7 +182,10 @@ impl Registry {
 
     /// Number of rooms with local members.
     pub fn room_count(&self) -> usize {
-        self.rooms.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.rooms
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -177,7 +199,13 @@ mod tests {
     }
 
     fn msg(room_name: &str, text: &str) -> Message {
-        Message { id: Uuid::now_v7(), room: room(room_name), from: "a".into(), text: text.into(), ts: 1 }
+        Message {
+            id: Uuid::now_v7(),
+            room: room(room_name),
+            from: "a".into(),
+            text: text.into(),
+            ts: 1,
+        }
     }
 
     fn ws(cap: usize) -> (WsSink, WsSink) {

@@ -24,7 +24,9 @@ use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
-use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name};
+use switchboard_protocol::{
+    ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name,
+};
 use tokio::sync::watch;
 
 use crate::Gateway;
@@ -94,18 +96,32 @@ fn handshake_name(socket: &SocketRef, auth: &Option<Value>) -> Result<String, St
 /// Sets a socket up before socketioxide answers its CONNECT: the client may
 /// emit as soon as it is connected, so its handlers must already be there.
 /// An invalid name refuses the connection with a `connect_error`.
-async fn setup(socket: SocketRef, TryData(auth): TryData<Value>, State(gateway): State<Arc<Gateway>>) -> Result<(), String> {
+async fn setup(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(gateway): State<Arc<Gateway>>,
+) -> Result<(), String> {
     let name = handshake_name(&socket, &auth.ok())?;
     let conn = SioConn {
         id: gateway.next_conn_id(),
         name: name.into(),
-        state: Arc::new(Mutex::new(Rooms { legacy_lobby: true, ..Rooms::default() })),
+        state: Arc::new(Mutex::new(Rooms {
+            legacy_lobby: true,
+            ..Rooms::default()
+        })),
         next_ticket: Arc::new(AtomicU64::new(0)),
         serving: Arc::new(watch::Sender::new(0)),
     };
     tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, protocol = "socket.io", "connection opened");
     metrics::gauge!("switchboard_connections", "protocol" => "socket.io").increment(1.0);
-    gateway.registry.join(&lobby(), conn.id, Sink::Sio { socket: socket.clone(), legacy: true });
+    gateway.registry.join(
+        &lobby(),
+        conn.id,
+        Sink::Sio {
+            socket: socket.clone(),
+            legacy: true,
+        },
+    );
     gateway.open_connections.fetch_add(1, Ordering::Relaxed);
     socket.extensions.insert(conn);
 
@@ -114,7 +130,10 @@ async fn setup(socket: SocketRef, TryData(auth): TryData<Value>, State(gateway):
     socket.on("leave", on_leave);
     socket.on("send", on_send);
     socket.on_fallback(async |socket: SocketRef, ack: Reply| {
-        let err = FrameError::new(ErrorCode::BadFrame, "unknown event; use join, leave, send or event:message");
+        let err = FrameError::new(
+            ErrorCode::BadFrame,
+            "unknown event; use join, leave, send or event:message",
+        );
         reply(&socket, ack, ServerFrame::error(err));
     });
     socket.on_disconnect(on_disconnect);
@@ -142,7 +161,10 @@ impl FromMessageParts<LocalAdapter> for Reply {
         v: &mut socketioxide::handler::Value,
         ack_id: &Option<i64>,
     ) -> Result<Self, Self::Error> {
-        Ok(Self { ack: AckSender::from_message_parts(s, v, ack_id)?, wanted: ack_id.is_some() })
+        Ok(Self {
+            ack: AckSender::from_message_parts(s, v, ack_id)?,
+            wanted: ack_id.is_some(),
+        })
     }
 }
 
@@ -163,8 +185,14 @@ impl FromMessageParts<LocalAdapter> for Turn {
         _: &Option<i64>,
     ) -> Result<Self, Self::Error> {
         Ok(match s.extensions.get::<SioConn>() {
-            Some(conn) => Turn { ticket: conn.next_ticket.fetch_add(1, Ordering::Relaxed), serving: Some(conn.serving) },
-            None => Turn { ticket: 0, serving: None },
+            Some(conn) => Turn {
+                ticket: conn.next_ticket.fetch_add(1, Ordering::Relaxed),
+                serving: Some(conn.serving),
+            },
+            None => Turn {
+                ticket: 0,
+                serving: None,
+            },
         })
     }
 }
@@ -221,27 +249,77 @@ async fn on_legacy_message(
     };
     let request = json!({ "room": crate::LOBBY, "text": text });
     match Request::from_event("send", &request, &gateway.config.limits) {
-        Ok(Request { frame: ClientFrame::Send { room, text, .. }, .. }) => {
-            send(&gateway, &socket, &conn, turn, ack, room, text, None, None).await
-        }
+        Ok(Request {
+            frame: ClientFrame::Send { room, text, .. },
+            ..
+        }) => send(&gateway, &socket, &conn, turn, ack, room, text, None, None).await,
         Ok(_) => {}
         Err(err) => reply(&socket, ack, ServerFrame::error(err)),
     }
 }
 
-async fn on_join(socket: SocketRef, turn: Turn, ack: Reply, TryData(data): TryData<Value>, State(gateway): State<Arc<Gateway>>) {
-    handle(&gateway, &socket, turn, ack, "join", &data.unwrap_or(Value::Null)).await
+async fn on_join(
+    socket: SocketRef,
+    turn: Turn,
+    ack: Reply,
+    TryData(data): TryData<Value>,
+    State(gateway): State<Arc<Gateway>>,
+) {
+    handle(
+        &gateway,
+        &socket,
+        turn,
+        ack,
+        "join",
+        &data.unwrap_or(Value::Null),
+    )
+    .await
 }
 
-async fn on_leave(socket: SocketRef, turn: Turn, ack: Reply, TryData(data): TryData<Value>, State(gateway): State<Arc<Gateway>>) {
-    handle(&gateway, &socket, turn, ack, "leave", &data.unwrap_or(Value::Null)).await
+async fn on_leave(
+    socket: SocketRef,
+    turn: Turn,
+    ack: Reply,
+    TryData(data): TryData<Value>,
+    State(gateway): State<Arc<Gateway>>,
+) {
+    handle(
+        &gateway,
+        &socket,
+        turn,
+        ack,
+        "leave",
+        &data.unwrap_or(Value::Null),
+    )
+    .await
 }
 
-async fn on_send(socket: SocketRef, turn: Turn, ack: Reply, TryData(data): TryData<Value>, State(gateway): State<Arc<Gateway>>) {
-    handle(&gateway, &socket, turn, ack, "send", &data.unwrap_or(Value::Null)).await
+async fn on_send(
+    socket: SocketRef,
+    turn: Turn,
+    ack: Reply,
+    TryData(data): TryData<Value>,
+    State(gateway): State<Arc<Gateway>>,
+) {
+    handle(
+        &gateway,
+        &socket,
+        turn,
+        ack,
+        "send",
+        &data.unwrap_or(Value::Null),
+    )
+    .await
 }
 
-async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, turn: Turn, ack: Reply, event: &str, data: &Value) {
+async fn handle(
+    gateway: &Arc<Gateway>,
+    socket: &SocketRef,
+    turn: Turn,
+    ack: Reply,
+    event: &str,
+    data: &Value,
+) {
     let turn = turn.wait().await;
     let Some(conn) = conn_of(socket) else { return };
     let request = match Request::from_event(event, data, &gateway.config.limits) {
@@ -259,17 +337,36 @@ async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, turn: Turn, ack: Rep
                 let max = gateway.config.max_rooms_per_connection;
                 if !rooms.joined.contains(&room) && rooms.joined.len() >= max {
                     drop(rooms);
-                    let err = FrameError::new(ErrorCode::TooManyRooms, format!("at most {max} rooms per connection"));
+                    let err = FrameError::new(
+                        ErrorCode::TooManyRooms,
+                        format!("at most {max} rooms per connection"),
+                    );
                     return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
                 }
                 let newly = rooms.joined.insert(room.clone());
-                let was_legacy = room.as_str() == crate::LOBBY && std::mem::take(&mut rooms.legacy_lobby);
-                let recent = gateway.registry.join(&room, conn.id, Sink::Sio { socket: socket.clone(), legacy: false });
+                let was_legacy =
+                    room.as_str() == crate::LOBBY && std::mem::take(&mut rooms.legacy_lobby);
+                let recent = gateway.registry.join(
+                    &room,
+                    conn.id,
+                    Sink::Sio {
+                        socket: socket.clone(),
+                        legacy: false,
+                    },
+                );
                 (recent, newly && !was_legacy)
             };
             drop(turn);
             match gateway.history(&room, history, recent).await {
-                Ok(history) => reply(socket, ack, ServerFrame::Joined { room, history, r#ref }),
+                Ok(history) => reply(
+                    socket,
+                    ack,
+                    ServerFrame::Joined {
+                        room,
+                        history,
+                        r#ref,
+                    },
+                ),
                 Err(e) => {
                     tracing::warn!(error = %e, %room, "history read failed");
                     if newly {
@@ -278,7 +375,10 @@ async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, turn: Turn, ack: Rep
                             gateway.registry.leave(&room, conn.id);
                         }
                     }
-                    let err = FrameError::new(ErrorCode::Unavailable, "history is unavailable; retry the join");
+                    let err = FrameError::new(
+                        ErrorCode::Unavailable,
+                        "history is unavailable; retry the join",
+                    );
                     reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
                 }
             }
@@ -294,7 +394,9 @@ async fn handle(gateway: &Arc<Gateway>, socket: &SocketRef, turn: Turn, ack: Rep
             }
             reply(socket, ack, ServerFrame::Left { room, r#ref });
         }
-        ClientFrame::Send { room, text, id } => send(gateway, socket, &conn, turn, ack, room, text, id, r#ref).await,
+        ClientFrame::Send { room, text, id } => {
+            send(gateway, socket, &conn, turn, ack, room, text, id, r#ref).await
+        }
         ClientFrame::Ping => reply(socket, ack, ServerFrame::Pong { r#ref }),
     }
 }
@@ -313,18 +415,31 @@ async fn send(
 ) {
     let member = {
         let rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
-        !rooms.closed && (rooms.joined.contains(&room) || (rooms.legacy_lobby && room.as_str() == crate::LOBBY))
+        !rooms.closed
+            && (rooms.joined.contains(&room)
+                || (rooms.legacy_lobby && room.as_str() == crate::LOBBY))
     };
     if !member {
-        let err = FrameError::new(ErrorCode::NotJoined, format!("join `{room}` before sending to it"));
+        let err = FrameError::new(
+            ErrorCode::NotJoined,
+            format!("join `{room}` before sending to it"),
+        );
         return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
     }
     let (message, durable) = gateway.accept(&conn.name, room, text, id);
     // Accepted in order; the next event need not wait for durability.
     drop(turn);
     let frame = match durable.await {
-        Ok(()) => ServerFrame::Ack { r#ref, id: message.id },
-        Err(e) => ServerFrame::Error { code: ErrorCode::Unavailable, message: e.0, r#ref, id: Some(message.id) },
+        Ok(()) => ServerFrame::Ack {
+            r#ref,
+            id: message.id,
+        },
+        Err(e) => ServerFrame::Error {
+            code: ErrorCode::Unavailable,
+            message: e.0,
+            r#ref,
+            id: Some(message.id),
+        },
     };
     reply(socket, ack, frame);
 }
@@ -370,7 +485,11 @@ pub(crate) fn kick_slow(registry: &Registry, socket: SocketRef) {
     });
 }
 
-async fn on_disconnect(socket: SocketRef, reason: DisconnectReason, State(gateway): State<Arc<Gateway>>) {
+async fn on_disconnect(
+    socket: SocketRef,
+    reason: DisconnectReason,
+    State(gateway): State<Arc<Gateway>>,
+) {
     let Some(conn) = conn_of(&socket) else { return };
     leave_everything(&gateway.registry, &conn);
     gateway.open_connections.fetch_sub(1, Ordering::Relaxed);

@@ -14,7 +14,9 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
-use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name};
+use switchboard_protocol::{
+    ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name,
+};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -112,8 +114,15 @@ async fn run(gateway: Arc<Gateway>, mut socket: Box<WebSocket>, name: String) {
         conn.sink.close();
         metrics::gauge!("switchboard_connections", "protocol" => "ws").decrement(1.0);
         if let End::Close(code, reason) = &end {
-            let frame = CloseFrame { code: *code, reason: Utf8Bytes::from_static(reason) };
-            let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(Some(frame)))).await;
+            let frame = CloseFrame {
+                code: *code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                socket.send(WsMessage::Close(Some(frame))),
+            )
+            .await;
         }
         match end {
             End::Close(code, reason) => tracing::info!(code, reason, "connection closed"),
@@ -149,7 +158,7 @@ impl Conn {
         let mut flush_pending = false;
         // Every write stalls on a client that stopped reading once its
         // socket buffers are full, so each one runs `guarded`: racing `stop`.
-        let end = loop {
+        loop {
             tokio::select! {
                 biased;
                 end = &mut stop => break end,
@@ -199,8 +208,7 @@ impl Conn {
                     Some(Err(e)) => break classify(e),
                 },
             }
-        };
-        end
+        }
     }
 
     /// Answers one text frame. Errors only when the socket is gone.
@@ -213,21 +221,37 @@ impl Conn {
         match request.frame {
             ClientFrame::Ping => send(socket, &ServerFrame::Pong { r#ref }).await,
             ClientFrame::Join { room, history } => {
-                if !self.rooms.contains(&room) && self.rooms.len() >= self.gateway.config.max_rooms_per_connection {
+                if !self.rooms.contains(&room)
+                    && self.rooms.len() >= self.gateway.config.max_rooms_per_connection
+                {
                     let err = FrameError::new(
                         ErrorCode::TooManyRooms,
-                        format!("at most {} rooms per connection", self.gateway.config.max_rooms_per_connection),
+                        format!(
+                            "at most {} rooms per connection",
+                            self.gateway.config.max_rooms_per_connection
+                        ),
                     );
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
-                let recent = self.gateway.registry.join(&room, self.id, Sink::Ws(self.sink.clone()));
+                let recent =
+                    self.gateway
+                        .registry
+                        .join(&room, self.id, Sink::Ws(self.sink.clone()));
                 let newly = self.rooms.insert(room.clone());
                 match self.gateway.history(&room, history, recent).await {
                     Ok(history) => {
                         tracing::debug!(%room, history = history.len(), "joined");
                         self.recent_history.extend(history.iter().map(|m| m.id));
                         self.forget_history_at = Instant::now() + HISTORY_DEDUPE_WINDOW;
-                        send(socket, &ServerFrame::Joined { room, history, r#ref }).await?;
+                        send(
+                            socket,
+                            &ServerFrame::Joined {
+                                room,
+                                history,
+                                r#ref,
+                            },
+                        )
+                        .await?;
                         // Live messages queued while history was read may
                         // already be in it: drop those, keep the rest in order.
                         flush_queued(socket, &self.sink, &self.recent_history).await
@@ -238,7 +262,10 @@ impl Conn {
                             self.rooms.remove(&room);
                             self.gateway.registry.leave(&room, self.id);
                         }
-                        let err = FrameError::new(ErrorCode::Unavailable, "history is unavailable; retry the join");
+                        let err = FrameError::new(
+                            ErrorCode::Unavailable,
+                            "history is unavailable; retry the join",
+                        );
                         send(socket, &ServerFrame::error(err.with_ref(r#ref))).await
                     }
                 }
@@ -251,7 +278,10 @@ impl Conn {
             }
             ClientFrame::Send { room, text, id } => {
                 if !self.rooms.contains(&room) {
-                    let err = FrameError::new(ErrorCode::NotJoined, format!("join `{room}` before sending to it"));
+                    let err = FrameError::new(
+                        ErrorCode::NotJoined,
+                        format!("join `{room}` before sending to it"),
+                    );
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
                 let (message, durable) = self.gateway.accept(&self.name, room, text, id);
@@ -260,7 +290,12 @@ impl Conn {
                 tokio::spawn(async move {
                     let frame = match durable.await {
                         Ok(()) => ServerFrame::Ack { r#ref, id },
-                        Err(e) => ServerFrame::Error { code: ErrorCode::Unavailable, message: e.0, r#ref, id: Some(id) },
+                        Err(e) => ServerFrame::Error {
+                            code: ErrorCode::Unavailable,
+                            message: e.0,
+                            r#ref,
+                            id: Some(id),
+                        },
                     };
                     sink.push(crate::registry::reply(frame.encode()));
                 });
@@ -271,12 +306,18 @@ impl Conn {
 }
 
 async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), axum::Error> {
-    socket.send(WsMessage::Text(Utf8Bytes::from(frame.encode()))).await
+    socket
+        .send(WsMessage::Text(Utf8Bytes::from(frame.encode())))
+        .await
 }
 
 /// Feeds what is queued (up to a batch) into the socket's write buffer
 /// without flushing. Frames whose id is in `skip` are dropped.
-async fn feed_batch(socket: &mut WebSocket, mailbox: &Mailbox, skip: Option<&HashSet<Uuid>>) -> Result<(), axum::Error> {
+async fn feed_batch(
+    socket: &mut WebSocket,
+    mailbox: &Mailbox,
+    skip: Option<&HashSet<Uuid>>,
+) -> Result<(), axum::Error> {
     let mut written = 0;
     while written < WRITE_BATCH {
         let Some(out) = mailbox.pop() else { break };
@@ -290,7 +331,11 @@ async fn feed_batch(socket: &mut WebSocket, mailbox: &Mailbox, skip: Option<&Has
 }
 
 /// Writes everything queued right now, dropping frames already in `seen`.
-async fn flush_queued(socket: &mut WebSocket, mailbox: &Mailbox, seen: &HashSet<Uuid>) -> Result<(), axum::Error> {
+async fn flush_queued(
+    socket: &mut WebSocket,
+    mailbox: &Mailbox,
+    seen: &HashSet<Uuid>,
+) -> Result<(), axum::Error> {
     loop {
         feed_batch(socket, mailbox, Some(seen)).await?;
         socket.flush().await?;
@@ -324,7 +369,9 @@ fn classify(e: axum::Error) -> End {
         Ok(e) => match *e {
             tungstenite::Error::Capacity(_) => End::Close(1009, "frame too large"),
             tungstenite::Error::Utf8(_) => End::Close(1007, "invalid UTF-8"),
-            tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
+            tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => End::Gone,
             tungstenite::Error::Protocol(_) => End::Close(1002, "protocol error"),
             _ => End::Gone,
         },

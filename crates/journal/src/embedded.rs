@@ -28,7 +28,10 @@ pub struct JournalOptions {
 
 impl Default for JournalOptions {
     fn default() -> Self {
-        Self { queue: 16_384, max_batch: 1_000 }
+        Self {
+            queue: 16_384,
+            max_batch: 1_000,
+        }
     }
 }
 
@@ -51,8 +54,19 @@ impl EmbeddedJournal {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let stop = CancellationToken::new();
         let healthy = Arc::new(AtomicBool::new(true));
-        let writer = tokio::spawn(write_loop(store, rx, stop.clone(), options.max_batch.max(1), healthy.clone()));
-        Self { tx, healthy, stop, writer: Mutex::new(Some(writer)) }
+        let writer = tokio::spawn(write_loop(
+            store,
+            rx,
+            stop.clone(),
+            options.max_batch.max(1),
+            healthy.clone(),
+        ));
+        Self {
+            tx,
+            healthy,
+            stop,
+            writer: Mutex::new(Some(writer)),
+        }
     }
 }
 
@@ -91,10 +105,16 @@ async fn write_loop(
 async fn write_batch(store: &dyn Store, batch: &mut Vec<Pending>) -> bool {
     let messages: Vec<Message> = batch.iter().map(|(m, _)| m.clone()).collect();
     let started = Instant::now();
-    let result = store.insert(&messages).await.map_err(|e| JournalError::Write(e.to_string()));
-    metrics::histogram!("switchboard_journal_batch_seconds").record(started.elapsed().as_secs_f64());
+    let result = store
+        .insert(&messages)
+        .await
+        .map_err(|e| JournalError::Write(e.to_string()));
+    metrics::histogram!("switchboard_journal_batch_seconds")
+        .record(started.elapsed().as_secs_f64());
     match &result {
-        Ok(()) => metrics::counter!("switchboard_journal_appended_total").increment(messages.len() as u64),
+        Ok(()) => {
+            metrics::counter!("switchboard_journal_appended_total").increment(messages.len() as u64)
+        }
         Err(e) => {
             metrics::counter!("switchboard_journal_failed_total").increment(messages.len() as u64);
             tracing::error!(error = %e, messages = messages.len(), "journal batch failed; senders get `unavailable`");
@@ -120,7 +140,11 @@ impl Journal for EmbeddedJournal {
 
     async fn close(&self) {
         self.stop.cancel();
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(writer) = writer {
             let _ = writer.await;
         }

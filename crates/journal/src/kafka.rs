@@ -79,8 +79,20 @@ impl KafkaJournal {
         let admin: AdminClient<DefaultClientContext> = options.producer_config().create()?;
         let ready = Arc::new(AtomicBool::new(false));
         let stop = shutdown.child_token();
-        tokio::spawn(probe(producer.clone(), admin, options.clone(), ready.clone(), stop.clone()));
-        Ok(Self { producer, topic: options.topic, node_id: options.node_id, ready, stop })
+        tokio::spawn(probe(
+            producer.clone(),
+            admin,
+            options.clone(),
+            ready.clone(),
+            stop.clone(),
+        ));
+        Ok(Self {
+            producer,
+            topic: options.topic,
+            node_id: options.node_id,
+            ready,
+            stop,
+        })
     }
 }
 
@@ -101,7 +113,11 @@ async fn probe(
             client
                 .client()
                 .fetch_metadata(Some(&topic), Timeout::After(Duration::from_millis(1500)))
-                .map(|md| md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+                .map(|md| {
+                    md.topics().iter().any(|t| {
+                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                })
         })
         .await
         .unwrap_or(Ok(false));
@@ -114,7 +130,9 @@ async fn probe(
         if announced.as_ref() != Some(&state) {
             match &state {
                 Ok(()) => tracing::info!(topic = %options.topic, "kafka journal ready"),
-                Err(e) => tracing::warn!(error = %e, topic = %options.topic, "kafka journal unavailable; sends are answered `unavailable`"),
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = %options.topic, "kafka journal unavailable; sends are answered `unavailable`")
+                }
             }
             announced = Some(state);
         }
@@ -127,9 +145,16 @@ async fn probe(
 
 /// Creates the journal topic when it does not exist (the archiver calls this
 /// before subscribing, so it never waits on a topic no node has created yet).
-pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32, replication: i32) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|e| e.to_string())?;
+pub async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| e.to_string())?;
     let options = KafkaOptions {
         brokers: brokers.to_owned(),
         topic: topic.to_owned(),
@@ -141,13 +166,25 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32, replicati
     create_topic(&admin, &options).await
 }
 
-async fn create_topic(admin: &AdminClient<DefaultClientContext>, options: &KafkaOptions) -> Result<(), String> {
-    let topic = NewTopic::new(&options.topic, options.partitions, TopicReplication::Fixed(options.replication));
+async fn create_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    options: &KafkaOptions,
+) -> Result<(), String> {
+    let topic = NewTopic::new(
+        &options.topic,
+        options.partitions,
+        TopicReplication::Fixed(options.replication),
+    );
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
-    let results = admin.create_topics([&topic], &opts).await.map_err(|e| e.to_string())?;
+    let results = admin
+        .create_topics([&topic], &opts)
+        .await
+        .map_err(|e| e.to_string())?;
     for result in results {
         match result {
-            Ok(_) => tracing::info!(topic = %options.topic, partitions = options.partitions, "created the journal topic"),
+            Ok(_) => {
+                tracing::info!(topic = %options.topic, partitions = options.partitions, "created the journal topic")
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => return Err(format!("cannot create topic {name}: {code}")),
         }
@@ -162,10 +199,14 @@ impl Journal for KafkaJournal {
             return Err(JournalError::Closed);
         }
         let payload = record::encode(&self.node_id, &message);
-        let record = FutureRecord::to(&self.topic).key(message.room.as_str()).payload(&payload);
+        let record = FutureRecord::to(&self.topic)
+            .key(message.room.as_str())
+            .payload(&payload);
         let delivery = match self.producer.send_result(record) {
             Ok(delivery) => delivery,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(JournalError::Full),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                return Err(JournalError::Full);
+            }
             Err((e, _)) => return Err(JournalError::Write(e.to_string())),
         };
         match delivery.await {
@@ -178,7 +219,10 @@ impl Journal for KafkaJournal {
     async fn close(&self) {
         self.stop.cancel();
         let producer = self.producer.clone();
-        let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(5)))).await;
+        let flushed = tokio::task::spawn_blocking(move || {
+            producer.flush(Timeout::After(Duration::from_secs(5)))
+        })
+        .await;
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::warn!("kafka journal: not every message was acknowledged before shutdown");
         }

@@ -27,14 +27,30 @@ struct In {
 
 /// Encodes `message`, accepted by `node`, as a journal record value.
 pub fn encode(node: &str, m: &Message) -> Vec<u8> {
-    let out = Out { id: &m.id, room: &m.room, from: &m.from, text: &m.text, ts: m.ts, node };
+    let out = Out {
+        id: &m.id,
+        room: &m.room,
+        from: &m.from,
+        text: &m.text,
+        ts: m.ts,
+        node,
+    };
     serde_json::to_vec(&out).unwrap_or_else(|_| unreachable!("messages always serialize"))
 }
 
 /// Decodes a journal record value into the message and the accepting node.
 pub fn decode(bytes: &[u8]) -> Result<(Message, Option<String>), String> {
     let r: In = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    Ok((Message { id: r.id, room: r.room, from: r.from, text: r.text, ts: r.ts }, r.node))
+    Ok((
+        Message {
+            id: r.id,
+            room: r.room,
+            from: r.from,
+            text: r.text,
+            ts: r.ts,
+        },
+        r.node,
+    ))
 }
 
 #[cfg(test)]
@@ -43,12 +59,20 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_what_is_not_a_message() {
-        let m = Message { id: Uuid::now_v7(), room: RoomName::parse("r").unwrap(), from: "a".into(), text: "t".into(), ts: 9 };
+        let m = Message {
+            id: Uuid::now_v7(),
+            room: RoomName::parse("r").unwrap(),
+            from: "a".into(),
+            text: "t".into(),
+            ts: 9,
+        };
         let bytes = encode("n1", &m);
         assert_eq!(decode(&bytes).unwrap(), (m, Some("n1".into())));
         assert!(decode(b"\xff\xfe").is_err());
         assert!(decode(br#"{"id":"x"}"#).is_err());
-        let bad_room = String::from_utf8(bytes).unwrap().replace("\"r\"", "\"no spaces allowed\"");
+        let bad_room = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"r\"", "\"no spaces allowed\"");
         assert!(decode(bad_room.as_bytes()).is_err());
     }
 }

@@ -58,7 +58,11 @@ pub struct FrameError {
 impl FrameError {
     /// An error without a `ref`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), r#ref: None }
+        Self {
+            code,
+            message: message.into(),
+            r#ref: None,
+        }
     }
 
     /// The same error echoing the given `ref`.

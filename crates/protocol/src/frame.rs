@@ -24,7 +24,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_message_bytes: 4096, history_default: 50, history_max: 500 }
+        Self {
+            max_message_bytes: 4096,
+            history_default: 50,
+            history_max: 500,
+        }
     }
 }
 
@@ -36,7 +40,11 @@ pub enum ClientFrame {
     /// Leave a room.
     Leave { room: RoomName },
     /// Send `text` to a joined room; `id` makes retries idempotent.
-    Send { room: RoomName, text: String, id: Option<Uuid> },
+    Send {
+        room: RoomName,
+        text: String,
+        id: Option<Uuid>,
+    },
     /// Liveness check.
     Ping,
 }
@@ -56,7 +64,10 @@ impl Request {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| FrameError::new(ErrorCode::BadFrame, format!("frame is not JSON: {e}")))?;
         let Value::Object(map) = value else {
-            return Err(FrameError::new(ErrorCode::BadFrame, "frame must be a JSON object"));
+            return Err(FrameError::new(
+                ErrorCode::BadFrame,
+                "frame must be a JSON object",
+            ));
         };
         let r#ref = read_ref(&map)?;
         let ty = match map.get("type") {
@@ -72,10 +83,16 @@ impl Request {
     /// onto the same request a `/ws` client would send, with the same rules.
     pub fn from_event(event: &str, data: &Value, limits: &Limits) -> Result<Self, FrameError> {
         if !matches!(event, "join" | "leave" | "send") {
-            return Err(FrameError::new(ErrorCode::BadFrame, format!("unknown event `{event}`")));
+            return Err(FrameError::new(
+                ErrorCode::BadFrame,
+                format!("unknown event `{event}`"),
+            ));
         }
         let Value::Object(map) = data else {
-            return Err(FrameError::new(ErrorCode::BadFrame, "event data must be an object"));
+            return Err(FrameError::new(
+                ErrorCode::BadFrame,
+                "event data must be an object",
+            ));
         };
         let r#ref = read_ref(map)?;
         let frame = decode_fields(event, map, limits).map_err(|e| e.with_ref(r#ref.clone()))?;
@@ -83,7 +100,11 @@ impl Request {
     }
 }
 
-fn decode_fields(ty: &str, map: &Map<String, Value>, limits: &Limits) -> Result<ClientFrame, FrameError> {
+fn decode_fields(
+    ty: &str,
+    map: &Map<String, Value>,
+    limits: &Limits,
+) -> Result<ClientFrame, FrameError> {
     match ty {
         "join" => {
             let room = room(map)?;
@@ -105,12 +126,19 @@ fn decode_fields(ty: &str, map: &Map<String, Value>, limits: &Limits) -> Result<
                 None => return Err(missing("text")),
             };
             if text.is_empty() {
-                return Err(FrameError::new(ErrorCode::TooLarge, "text must not be empty"));
+                return Err(FrameError::new(
+                    ErrorCode::TooLarge,
+                    "text must not be empty",
+                ));
             }
             if text.len() > limits.max_message_bytes {
                 return Err(FrameError::new(
                     ErrorCode::TooLarge,
-                    format!("text is {} bytes, the limit is {}", text.len(), limits.max_message_bytes),
+                    format!(
+                        "text is {} bytes, the limit is {}",
+                        text.len(),
+                        limits.max_message_bytes
+                    ),
                 ));
             }
             let id = match map.get("id") {
@@ -120,10 +148,17 @@ fn decode_fields(ty: &str, map: &Map<String, Value>, limits: &Limits) -> Result<
                 }
                 Some(_) => return Err(bad_field("id", "a UUID string")),
             };
-            Ok(ClientFrame::Send { room, text: text.clone(), id })
+            Ok(ClientFrame::Send {
+                room,
+                text: text.clone(),
+                id,
+            })
         }
         "ping" => Ok(ClientFrame::Ping),
-        other => Err(FrameError::new(ErrorCode::BadFrame, format!("unknown type `{other}`"))),
+        other => Err(FrameError::new(
+            ErrorCode::BadFrame,
+            format!("unknown type `{other}`"),
+        )),
     }
 }
 
@@ -132,13 +167,18 @@ fn read_ref(map: &Map<String, Value>) -> Result<Option<Value>, FrameError> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.len() <= MAX_REF_LEN => Ok(Some(Value::String(s.clone()))),
         Some(Value::Number(n)) => Ok(Some(Value::Number(n.clone()))),
-        Some(_) => Err(bad_field("ref", "a number or a string of at most 128 bytes")),
+        Some(_) => Err(bad_field(
+            "ref",
+            "a number or a string of at most 128 bytes",
+        )),
     }
 }
 
 fn room(map: &Map<String, Value>) -> Result<RoomName, FrameError> {
     match map.get("room") {
-        Some(Value::String(s)) => RoomName::parse(s).map_err(|e| FrameError::new(ErrorCode::BadRoom, e)),
+        Some(Value::String(s)) => {
+            RoomName::parse(s).map_err(|e| FrameError::new(ErrorCode::BadRoom, e))
+        }
         Some(_) => Err(bad_field("room", "a string")),
         None => Err(missing("room")),
     }
@@ -149,7 +189,10 @@ fn missing(field: &str) -> FrameError {
 }
 
 fn bad_field(field: &str, expected: &str) -> FrameError {
-    FrameError::new(ErrorCode::BadFrame, format!("field `{field}` must be {expected}"))
+    FrameError::new(
+        ErrorCode::BadFrame,
+        format!("field `{field}` must be {expected}"),
+    )
 }
 
 /// Everything the server sends on `/ws`, one JSON object per text frame.
@@ -199,7 +242,8 @@ impl ServerFrame {
     pub fn encode(&self) -> String {
         // Every field is a string, number, UUID or nested struct of those:
         // serialization cannot fail.
-        serde_json::to_string(self).unwrap_or_else(|_| unreachable!("server frames always serialize"))
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| unreachable!("server frames always serialize"))
     }
 
     /// Encodes `ServerFrame::Message` from a borrowed message: the fan-out
@@ -212,13 +256,21 @@ impl ServerFrame {
             #[serde(flatten)]
             message: &'a Message,
         }
-        serde_json::to_string(&MessageFrame { ty: "message", message: m })
-            .unwrap_or_else(|_| unreachable!("messages always serialize"))
+        serde_json::to_string(&MessageFrame {
+            ty: "message",
+            message: m,
+        })
+        .unwrap_or_else(|_| unreachable!("messages always serialize"))
     }
 
     /// The error frame for a refused request.
     pub fn error(err: FrameError) -> Self {
-        ServerFrame::Error { code: err.code, message: err.message, r#ref: err.r#ref, id: None }
+        ServerFrame::Error {
+            code: err.code,
+            message: err.message,
+            r#ref: err.r#ref,
+            id: None,
+        }
     }
 }
 
@@ -238,23 +290,59 @@ mod tests {
     #[test]
     fn decodes_every_request() {
         let r = decode(r#"{"type":"join","room":"lobby","history":10}"#).unwrap();
-        assert_eq!(r.frame, ClientFrame::Join { room: RoomName::parse("lobby").unwrap(), history: 10 });
+        assert_eq!(
+            r.frame,
+            ClientFrame::Join {
+                room: RoomName::parse("lobby").unwrap(),
+                history: 10
+            }
+        );
         let r = decode(r#"{"type":"join","room":"lobby"}"#).unwrap();
-        assert_eq!(r.frame, ClientFrame::Join { room: RoomName::parse("lobby").unwrap(), history: 50 });
+        assert_eq!(
+            r.frame,
+            ClientFrame::Join {
+                room: RoomName::parse("lobby").unwrap(),
+                history: 50
+            }
+        );
         let r = decode(r#"{"type":"join","room":"lobby","history":100000}"#).unwrap();
-        assert_eq!(r.frame, ClientFrame::Join { room: RoomName::parse("lobby").unwrap(), history: 500 });
+        assert_eq!(
+            r.frame,
+            ClientFrame::Join {
+                room: RoomName::parse("lobby").unwrap(),
+                history: 500
+            }
+        );
         let r = decode(r#"{"type":"leave","room":"x","ref":7}"#).unwrap();
         assert_eq!(r.r#ref, Some(json!(7)));
-        assert_eq!(r.frame, ClientFrame::Leave { room: RoomName::parse("x").unwrap() });
+        assert_eq!(
+            r.frame,
+            ClientFrame::Leave {
+                room: RoomName::parse("x").unwrap()
+            }
+        );
         let id = Uuid::now_v7();
-        let r = decode(&format!(r#"{{"type":"send","room":"x","text":"hi","ref":"c1","id":"{id}"}}"#)).unwrap();
+        let r = decode(&format!(
+            r#"{{"type":"send","room":"x","text":"hi","ref":"c1","id":"{id}"}}"#
+        ))
+        .unwrap();
         assert_eq!(r.r#ref, Some(json!("c1")));
         assert_eq!(
             r.frame,
-            ClientFrame::Send { room: RoomName::parse("x").unwrap(), text: "hi".into(), id: Some(id) }
+            ClientFrame::Send {
+                room: RoomName::parse("x").unwrap(),
+                text: "hi".into(),
+                id: Some(id)
+            }
         );
-        assert_eq!(decode(r#"{"type":"ping"}"#).unwrap().frame, ClientFrame::Ping);
-        assert_eq!(decode(r#"{"type":"ping","extra":true}"#).unwrap().frame, ClientFrame::Ping);
+        assert_eq!(
+            decode(r#"{"type":"ping"}"#).unwrap().frame,
+            ClientFrame::Ping
+        );
+        assert_eq!(
+            decode(r#"{"type":"ping","extra":true}"#).unwrap().frame,
+            ClientFrame::Ping
+        );
     }
 
     #[test]
@@ -267,24 +355,58 @@ mod tests {
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::BadFrame);
         assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::BadFrame);
         assert_eq!(code(r#"{"type":"join","room":5}"#), ErrorCode::BadFrame);
-        assert_eq!(code(r#"{"type":"join","room":"a","history":-1}"#), ErrorCode::BadFrame);
-        assert_eq!(code(r#"{"type":"join","room":"a","history":"5"}"#), ErrorCode::BadFrame);
+        assert_eq!(
+            code(r#"{"type":"join","room":"a","history":-1}"#),
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"a","history":"5"}"#),
+            ErrorCode::BadFrame
+        );
         assert_eq!(code(r#"{"type":"send","room":"a"}"#), ErrorCode::BadFrame);
-        assert_eq!(code(r#"{"type":"send","room":"a","text":1}"#), ErrorCode::BadFrame);
-        assert_eq!(code(r#"{"type":"send","room":"a","text":"x","id":"nope"}"#), ErrorCode::BadFrame);
-        assert_eq!(code(r#"{"type":"send","room":"a","text":"x","id":3}"#), ErrorCode::BadFrame);
-        assert_eq!(code(r#"{"type":"ping","ref":{"a":1}}"#), ErrorCode::BadFrame);
-        assert_eq!(code(&format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(129))), ErrorCode::BadFrame);
+        assert_eq!(
+            code(r#"{"type":"send","room":"a","text":1}"#),
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            code(r#"{"type":"send","room":"a","text":"x","id":"nope"}"#),
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            code(r#"{"type":"send","room":"a","text":"x","id":3}"#),
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","ref":{"a":1}}"#),
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            code(&format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(129))),
+            ErrorCode::BadFrame
+        );
     }
 
     #[test]
     fn bad_room_and_size() {
-        assert_eq!(code(r#"{"type":"join","room":"no spaces"}"#), ErrorCode::BadRoom);
+        assert_eq!(
+            code(r#"{"type":"join","room":"no spaces"}"#),
+            ErrorCode::BadRoom
+        );
         assert_eq!(code(r#"{"type":"join","room":""}"#), ErrorCode::BadRoom);
-        assert_eq!(code(r#"{"type":"send","room":"a","text":""}"#), ErrorCode::TooLarge);
-        let limits = Limits { max_message_bytes: 4, ..Limits::default() };
+        assert_eq!(
+            code(r#"{"type":"send","room":"a","text":""}"#),
+            ErrorCode::TooLarge
+        );
+        let limits = Limits {
+            max_message_bytes: 4,
+            ..Limits::default()
+        };
         assert!(Request::decode(r#"{"type":"send","room":"a","text":"four"}"#, &limits).is_ok());
-        let err = Request::decode(r#"{"type":"send","room":"a","text":"fives","ref":"r"}"#, &limits).unwrap_err();
+        let err = Request::decode(
+            r#"{"type":"send","room":"a","text":"fives","ref":"r"}"#,
+            &limits,
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge);
         assert_eq!(err.r#ref, Some(json!("r")));
         // Bytes, not characters: "éé" is four bytes.
@@ -304,10 +426,22 @@ mod tests {
         let limits = Limits::default();
         let r = Request::from_event("send", &json!({"room":"lobby","text":"hi"}), &limits).unwrap();
         assert!(matches!(r.frame, ClientFrame::Send { .. }));
-        assert_eq!(Request::from_event("ping", &json!({}), &limits).unwrap_err().code, ErrorCode::BadFrame);
-        assert_eq!(Request::from_event("join", &json!("lobby"), &limits).unwrap_err().code, ErrorCode::BadFrame);
         assert_eq!(
-            Request::from_event("join", &json!({"room":"a b"}), &limits).unwrap_err().code,
+            Request::from_event("ping", &json!({}), &limits)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            Request::from_event("join", &json!("lobby"), &limits)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            Request::from_event("join", &json!({"room":"a b"}), &limits)
+                .unwrap_err()
+                .code,
             ErrorCode::BadRoom
         );
     }
@@ -315,22 +449,46 @@ mod tests {
     #[test]
     fn encodes_server_frames() {
         let id = Uuid::nil();
-        let m = Message { id, room: RoomName::parse("r").unwrap(), from: "a".into(), text: "t".into(), ts: 5 };
+        let m = Message {
+            id,
+            room: RoomName::parse("r").unwrap(),
+            from: "a".into(),
+            text: "t".into(),
+            ts: 5,
+        };
         let v: Value = serde_json::from_str(&ServerFrame::Message(m.clone()).encode()).unwrap();
         assert_eq!(
             v,
             json!({"type":"message","id":id.to_string(),"room":"r","from":"a","text":"t","ts":5})
         );
-        assert_eq!(ServerFrame::encode_message(&m), ServerFrame::Message(m.clone()).encode());
-        let v: Value = serde_json::from_str(&ServerFrame::Ack { r#ref: Some(json!("c1")), id }.encode()).unwrap();
+        assert_eq!(
+            ServerFrame::encode_message(&m),
+            ServerFrame::Message(m.clone()).encode()
+        );
+        let v: Value = serde_json::from_str(
+            &ServerFrame::Ack {
+                r#ref: Some(json!("c1")),
+                id,
+            }
+            .encode(),
+        )
+        .unwrap();
         assert_eq!(v, json!({"type":"ack","ref":"c1","id":id.to_string()}));
         let v: Value = serde_json::from_str(&ServerFrame::Pong { r#ref: None }.encode()).unwrap();
         assert_eq!(v, json!({"type":"pong"}));
         let err = FrameError::new(ErrorCode::NotJoined, "join first").with_ref(Some(json!(1)));
         let v: Value = serde_json::from_str(&ServerFrame::error(err).encode()).unwrap();
-        assert_eq!(v, json!({"type":"error","code":"not_joined","message":"join first","ref":1}));
+        assert_eq!(
+            v,
+            json!({"type":"error","code":"not_joined","message":"join first","ref":1})
+        );
         let v: Value = serde_json::from_str(
-            &ServerFrame::Joined { room: RoomName::parse("r").unwrap(), history: vec![m], r#ref: None }.encode(),
+            &ServerFrame::Joined {
+                room: RoomName::parse("r").unwrap(),
+                history: vec![m],
+                r#ref: None,
+            }
+            .encode(),
         )
         .unwrap();
         assert_eq!(v["history"][0]["text"], "t");

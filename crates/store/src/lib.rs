@@ -85,7 +85,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest `limit` messages of `room`, oldest first; with `before`,
     /// only those older than that message (none when it is unknown).
-    async fn history(&self, room: &RoomName, limit: u32, before: Option<Uuid>) -> Result<Vec<Message>, StoreError>;
+    async fn history(
+        &self,
+        room: &RoomName,
+        limit: u32,
+        before: Option<Uuid>,
+    ) -> Result<Vec<Message>, StoreError>;
 
     /// A short name for logs: `sqlite`, `postgres`.
     fn kind(&self) -> &'static str;

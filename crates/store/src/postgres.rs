@@ -39,7 +39,8 @@ impl PgStore {
         tx: &mut sqlx::PgConnection,
         records: impl Iterator<Item = (&Message, Option<&str>, Option<i32>, Option<i64>)>,
     ) -> Result<(), StoreError> {
-        let (mut ids, mut rooms, mut senders, mut bodies, mut ts) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut ids, mut rooms, mut senders, mut bodies, mut ts) =
+            (vec![], vec![], vec![], vec![], vec![]);
         let (mut nodes, mut partitions, mut offsets) = (vec![], vec![], vec![]);
         for (m, node, partition, offset) in records {
             ids.push(m.id);
@@ -79,7 +80,8 @@ impl PgStore {
 impl Store for PgStore {
     async fn insert(&self, batch: &[Message]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        self.insert_rows(&mut tx, batch.iter().map(|m| (m, None, None, None))).await?;
+        self.insert_rows(&mut tx, batch.iter().map(|m| (m, None, None, None)))
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -88,7 +90,14 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         self.insert_rows(
             &mut tx,
-            records.iter().map(|r| (&r.message, r.node.as_deref(), Some(r.partition), Some(r.offset))),
+            records.iter().map(|r| {
+                (
+                    &r.message,
+                    r.node.as_deref(),
+                    Some(r.partition),
+                    Some(r.offset),
+                )
+            }),
         )
         .await?;
         for d in dead {
@@ -119,7 +128,12 @@ impl Store for PgStore {
         .await?)
     }
 
-    async fn history(&self, room: &RoomName, limit: u32, before: Option<Uuid>) -> Result<Vec<Message>, StoreError> {
+    async fn history(
+        &self,
+        room: &RoomName,
+        limit: u32,
+        before: Option<Uuid>,
+    ) -> Result<Vec<Message>, StoreError> {
         let rows = match before {
             None => {
                 sqlx::query(
@@ -151,7 +165,8 @@ impl Store for PgStore {
                 let room: String = row.try_get(1)?;
                 Ok(Message {
                     id: row.try_get(0)?,
-                    room: RoomName::parse(&room).map_err(|e| StoreError::Corrupt(format!("room {room}: {e}")))?,
+                    room: RoomName::parse(&room)
+                        .map_err(|e| StoreError::Corrupt(format!("room {room}: {e}")))?,
                     from: row.try_get(2)?,
                     text: row.try_get(3)?,
                     ts: row.try_get(4)?,

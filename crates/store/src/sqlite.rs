@@ -83,8 +83,17 @@ impl Store for SqliteStore {
     }
 
     async fn archive(&self, records: &[Archived], dead: &[DeadLetter]) -> Result<(), StoreError> {
-        let rows: Vec<Row<'_>> =
-            records.iter().map(|r| (&r.message, r.node.as_deref(), Some(r.partition), Some(r.offset))).collect();
+        let rows: Vec<Row<'_>> = records
+            .iter()
+            .map(|r| {
+                (
+                    &r.message,
+                    r.node.as_deref(),
+                    Some(r.partition),
+                    Some(r.offset),
+                )
+            })
+            .collect();
         let mut tx = self.pool.begin().await?;
         insert_rows(&mut tx, &rows).await?;
         for d in dead {
@@ -115,7 +124,12 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn history(&self, room: &RoomName, limit: u32, before: Option<Uuid>) -> Result<Vec<Message>, StoreError> {
+    async fn history(
+        &self,
+        room: &RoomName,
+        limit: u32,
+        before: Option<Uuid>,
+    ) -> Result<Vec<Message>, StoreError> {
         let rows = match before {
             None => {
                 sqlx::query(
@@ -147,8 +161,10 @@ impl Store for SqliteStore {
                 let id: String = row.try_get("id")?;
                 let room: String = row.try_get(1)?;
                 Ok(Message {
-                    id: Uuid::try_parse(&id).map_err(|e| StoreError::Corrupt(format!("id {id}: {e}")))?,
-                    room: RoomName::parse(&room).map_err(|e| StoreError::Corrupt(format!("room {room}: {e}")))?,
+                    id: Uuid::try_parse(&id)
+                        .map_err(|e| StoreError::Corrupt(format!("id {id}: {e}")))?,
+                    room: RoomName::parse(&room)
+                        .map_err(|e| StoreError::Corrupt(format!("room {room}: {e}")))?,
                     from: row.try_get(2)?,
                     text: row.try_get(3)?,
                     ts: row.try_get(4)?,

@@ -112,15 +112,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut reports: Vec<Report> = Vec::new();
     let mut best: Option<f64> = None;
     if args.step.is_empty() {
-        let report = switchboard_bench::run(args.options()).await.map_err(anyhow::Error::msg)?;
+        let report = switchboard_bench::run(args.options())
+            .await
+            .map_err(anyhow::Error::msg)?;
         println!("{}", report.summary());
         reports.push(report);
     } else {
         for &step in &args.step {
             let mut options = args.options();
             options.rate = args.rate_for(step);
-            let report = switchboard_bench::run(options).await.map_err(anyhow::Error::msg)?;
-            let held = report.lost == 0 && report.duplicates == 0 && report.latency_ms.p99 <= args.p99_limit_ms;
+            let report = switchboard_bench::run(options)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let held = report.lost == 0
+                && report.duplicates == 0
+                && report.latency_ms.p99 <= args.p99_limit_ms;
             println!(
                 "step {:>10.0} deliveries/s offered: {:>10.0}/s delivered, p99 {:>8.2} ms, lost {}, duplicates {} -> {}",
                 step,
@@ -137,7 +143,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             best = Some(step);
         }
         match best {
-            Some(b) => println!("highest offered rate that held (p99 <= {} ms, no loss): {b:.0} deliveries/s", args.p99_limit_ms),
+            Some(b) => println!(
+                "highest offered rate that held (p99 <= {} ms, no loss): {b:.0} deliveries/s",
+                args.p99_limit_ms
+            ),
             None => println!("no step held (p99 <= {} ms, no loss)", args.p99_limit_ms),
         }
     }

@@ -11,7 +11,12 @@ use switchboard_protocol::Limits;
 
 /// `switchboard`: a horizontally scalable real-time messaging server.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about, args_conflicts_with_subcommands = false)]
+#[command(
+    name = "switchboard",
+    version,
+    about,
+    args_conflicts_with_subcommands = false
+)]
 pub struct Cli {
     /// What to run; `serve` when omitted.
     #[command(subcommand)]
@@ -63,7 +68,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
     /// Prefix of the Redis channels, so several deployments share one Redis.
-    #[arg(long, env = "REDIS_PREFIX", default_value = "switchboard", global = true)]
+    #[arg(
+        long,
+        env = "REDIS_PREFIX",
+        default_value = "switchboard",
+        global = true
+    )]
     pub redis_prefix: String,
     /// Kafka bootstrap brokers, `host:port[,host:port...]`; unset keeps the
     /// embedded journal.
@@ -91,7 +101,12 @@ pub struct Config {
     #[arg(long, env = "KAFKA_CONFIG", global = true)]
     pub kafka_config: Option<String>,
     /// Consumer group of the archivers.
-    #[arg(long, env = "ARCHIVE_GROUP", default_value = "switchboard-archive", global = true)]
+    #[arg(
+        long,
+        env = "ARCHIVE_GROUP",
+        default_value = "switchboard-archive",
+        global = true
+    )]
     pub archive_group: String,
     /// Records per archive batch at most.
     #[arg(long, env = "ARCHIVE_BATCH", default_value_t = 1000, global = true)]
@@ -109,10 +124,20 @@ pub struct Config {
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 65_536, global = true)]
     pub max_frame_bytes: usize,
     /// Rooms one connection may be in at once.
-    #[arg(long, env = "MAX_ROOMS_PER_CONNECTION", default_value_t = 100, global = true)]
+    #[arg(
+        long,
+        env = "MAX_ROOMS_PER_CONNECTION",
+        default_value_t = 100,
+        global = true
+    )]
     pub max_rooms_per_connection: usize,
     /// Frames queued for one client before it is dropped as a slow consumer.
-    #[arg(long, env = "CLIENT_QUEUE_FRAMES", default_value_t = 1024, global = true)]
+    #[arg(
+        long,
+        env = "CLIENT_QUEUE_FRAMES",
+        default_value_t = 1024,
+        global = true
+    )]
     pub client_queue_frames: usize,
     /// History sent on `join` when the client does not ask for a length.
     #[arg(long, env = "HISTORY_DEFAULT", default_value_t = 50, global = true)]
@@ -127,7 +152,13 @@ pub struct Config {
     #[arg(long, global = true)]
     pub no_migrate: bool,
     /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -142,7 +173,10 @@ pub struct ConfigError {
 }
 
 fn invalid(var: &'static str, expected: impl Into<String>) -> ConfigError {
-    ConfigError { var, expected: expected.into() }
+    ConfigError {
+        var,
+        expected: expected.into(),
+    }
 }
 
 /// Where messages are stored, resolved from DATABASE_URL / POSTGRES_URL.
@@ -152,23 +186,43 @@ impl Config {
     /// Checks every value and its relation to the others.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let db = self.database_url();
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
-            return Err(invalid("DATABASE_URL", "a postgres://, sqlite://PATH or sqlite::memory: URL"));
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "DATABASE_URL",
+                "a postgres://, sqlite://PATH or sqlite::memory: URL",
+            ));
         }
         if db.starts_with("postgres") && url::Url::parse(&db).map_or(true, |u| u.host().is_none()) {
-            return Err(invalid("DATABASE_URL", "a postgres://USER@HOST[:PORT]/DB URL"));
+            return Err(invalid(
+                "DATABASE_URL",
+                "a postgres://USER@HOST[:PORT]/DB URL",
+            ));
         }
         if let Some(redis) = &self.redis_url {
             match url::Url::parse(redis) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {}
-                _ => return Err(invalid("REDIS_URL", "a redis://HOST[:PORT][/DB] or rediss:// URL")),
+                _ => {
+                    return Err(invalid(
+                        "REDIS_URL",
+                        "a redis://HOST[:PORT][/DB] or rediss:// URL",
+                    ));
+                }
             }
         }
         let prefix_ok = !self.redis_prefix.is_empty()
             && self.redis_prefix.len() <= 64
-            && self.redis_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+            && self
+                .redis_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
         if !prefix_ok {
-            return Err(invalid("REDIS_PREFIX", "1-64 characters from A-Z a-z 0-9 _ . : -"));
+            return Err(invalid(
+                "REDIS_PREFIX",
+                "1-64 characters from A-Z a-z 0-9 _ . : -",
+            ));
         }
         if let Some(brokers) = self.kafka_brokers() {
             let ok = brokers.split(',').all(|b| {
@@ -177,7 +231,10 @@ impl Config {
                 matches!(b.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
             });
             if !ok {
-                return Err(invalid("KAFKA_BROKERS", "a comma-separated list of host:port"));
+                return Err(invalid(
+                    "KAFKA_BROKERS",
+                    "a comma-separated list of host:port",
+                ));
             }
         }
         if self.kafka_partitions < 1 {
@@ -186,13 +243,22 @@ impl Config {
         if self.kafka_replication < 1 {
             return Err(invalid("KAFKA_REPLICATION", "at least 1"));
         }
-        if !matches!(self.kafka_compression.as_str(), "none" | "gzip" | "snappy" | "lz4" | "zstd") {
-            return Err(invalid("KAFKA_COMPRESSION", "one of none, gzip, snappy, lz4, zstd"));
+        if !matches!(
+            self.kafka_compression.as_str(),
+            "none" | "gzip" | "snappy" | "lz4" | "zstd"
+        ) {
+            return Err(invalid(
+                "KAFKA_COMPRESSION",
+                "one of none, gzip, snappy, lz4, zstd",
+            ));
         }
-        if let Some(extra) = &self.kafka_config {
-            if self.kafka_overrides_from(extra).is_none() {
-                return Err(invalid("KAFKA_CONFIG", "key=value pairs separated by commas"));
-            }
+        if let Some(extra) = &self.kafka_config
+            && self.kafka_overrides_from(extra).is_none()
+        {
+            return Err(invalid(
+                "KAFKA_CONFIG",
+                "key=value pairs separated by commas",
+            ));
         }
         if self.archive_group.is_empty() {
             return Err(invalid("ARCHIVE_GROUP", "a non-empty consumer group name"));
@@ -202,15 +268,24 @@ impl Config {
         }
         let topic_ok = !self.kafka_topic.is_empty()
             && self.kafka_topic.len() <= 249
-            && self.kafka_topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            && self
+                .kafka_topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if !topic_ok {
-            return Err(invalid("KAFKA_TOPIC", "1-249 characters from A-Z a-z 0-9 . _ -"));
+            return Err(invalid(
+                "KAFKA_TOPIC",
+                "1-249 characters from A-Z a-z 0-9 . _ -",
+            ));
         }
         if self.max_message_bytes == 0 {
             return Err(invalid("MAX_MESSAGE_BYTES", "a positive number of bytes"));
         }
         if self.max_frame_bytes < 1024 || self.max_frame_bytes < self.max_message_bytes {
-            return Err(invalid("MAX_FRAME_BYTES", "at least 1024 and at least MAX_MESSAGE_BYTES"));
+            return Err(invalid(
+                "MAX_FRAME_BYTES",
+                "at least 1024 and at least MAX_MESSAGE_BYTES",
+            ));
         }
         if self.max_rooms_per_connection == 0 {
             return Err(invalid("MAX_ROOMS_PER_CONNECTION", "at least 1"));
@@ -222,12 +297,15 @@ impl Config {
             return Err(invalid("HISTORY_DEFAULT", "at most HISTORY_MAX"));
         }
         if self.ack_timeout_ms == 0 {
-            return Err(invalid("ACK_TIMEOUT_MS", "a positive number of milliseconds"));
+            return Err(invalid(
+                "ACK_TIMEOUT_MS",
+                "a positive number of milliseconds",
+            ));
         }
-        if let Some(node) = &self.node_id {
-            if node.is_empty() || node.len() > 128 {
-                return Err(invalid("NODE_ID", "1-128 characters"));
-            }
+        if let Some(node) = &self.node_id
+            && (node.is_empty() || node.len() > 128)
+        {
+            return Err(invalid("NODE_ID", "1-128 characters"));
         }
         Ok(())
     }
@@ -249,7 +327,10 @@ impl Config {
     pub fn kafka_overrides(&self) -> Vec<(String, String)> {
         let mut all = vec![
             ("linger.ms".to_owned(), self.kafka_linger_ms.to_string()),
-            ("compression.type".to_owned(), self.kafka_compression.clone()),
+            (
+                "compression.type".to_owned(),
+                self.kafka_compression.clone(),
+            ),
         ];
         all.extend(self.kafka_extra());
         all
@@ -257,13 +338,19 @@ impl Config {
 
     /// The settings of KAFKA_CONFIG alone (for the archiver's consumer).
     pub fn kafka_extra(&self) -> Vec<(String, String)> {
-        self.kafka_config.as_deref().and_then(|extra| self.kafka_overrides_from(extra)).unwrap_or_default()
+        self.kafka_config
+            .as_deref()
+            .and_then(|extra| self.kafka_overrides_from(extra))
+            .unwrap_or_default()
     }
 
     /// Bootstrap brokers without a `kafka://` scheme.
     pub fn kafka_bootstrap(&self) -> Option<String> {
         self.kafka_brokers().map(|b| {
-            b.split(',').map(|s| s.trim().trim_start_matches("kafka://")).collect::<Vec<_>>().join(",")
+            b.split(',')
+                .map(|s| s.trim().trim_start_matches("kafka://"))
+                .collect::<Vec<_>>()
+                .join(",")
         })
     }
 
@@ -277,7 +364,9 @@ impl Config {
 
     /// KAFKA_BROKERS, else KAFKA_BROKER_URL.
     pub fn kafka_brokers(&self) -> Option<String> {
-        self.kafka_brokers.clone().or_else(|| self.kafka_broker_url.clone())
+        self.kafka_brokers
+            .clone()
+            .or_else(|| self.kafka_broker_url.clone())
     }
 
     /// NODE_ID, else hostname:port.
@@ -374,8 +463,15 @@ mod tests {
 
     #[test]
     fn defaults_match_the_gateway_defaults() {
-        let vars = ["MAX_MESSAGE_BYTES", "MAX_FRAME_BYTES", "MAX_ROOMS_PER_CONNECTION", "CLIENT_QUEUE_FRAMES",
-            "HISTORY_DEFAULT", "HISTORY_MAX", "ACK_TIMEOUT_MS"];
+        let vars = [
+            "MAX_MESSAGE_BYTES",
+            "MAX_FRAME_BYTES",
+            "MAX_ROOMS_PER_CONNECTION",
+            "CLIENT_QUEUE_FRAMES",
+            "HISTORY_DEFAULT",
+            "HISTORY_MAX",
+            "ACK_TIMEOUT_MS",
+        ];
         if vars.iter().any(|v| std::env::var_os(v).is_some()) {
             return; // the environment overrides the defaults under test
         }
@@ -383,7 +479,10 @@ mod tests {
         let defaults = GatewayConfig::default();
         assert_eq!(from_cli.limits, defaults.limits);
         assert_eq!(from_cli.max_frame_bytes, defaults.max_frame_bytes);
-        assert_eq!(from_cli.max_rooms_per_connection, defaults.max_rooms_per_connection);
+        assert_eq!(
+            from_cli.max_rooms_per_connection,
+            defaults.max_rooms_per_connection
+        );
         assert_eq!(from_cli.client_queue_frames, defaults.client_queue_frames);
         assert_eq!(from_cli.ack_timeout, defaults.ack_timeout);
     }

@@ -50,7 +50,13 @@ impl NodeOptions {
             node_id: gateway.node_id.clone(),
             overrides: config.kafka_overrides(),
         });
-        Self { gateway, database_url: config.database_url(), migrate: !config.no_migrate, redis, kafka }
+        Self {
+            gateway,
+            database_url: config.database_url(),
+            migrate: !config.no_migrate,
+            redis,
+            kafka,
+        }
     }
 }
 
@@ -65,7 +71,10 @@ pub async fn run(
     let store = switchboard_store::open_with(&options.database_url, options.migrate).await?;
     let journal: Arc<dyn Journal> = match options.kafka {
         Some(kafka) => Arc::new(KafkaJournal::start(kafka, &shutdown)?),
-        None => Arc::new(EmbeddedJournal::start(store.clone(), JournalOptions::default())),
+        None => Arc::new(EmbeddedJournal::start(
+            store.clone(),
+            JournalOptions::default(),
+        )),
     };
     let redis = options.redis;
     let bus_shutdown = shutdown.clone();

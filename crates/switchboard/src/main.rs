@@ -59,9 +59,13 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Archive => {
             let Some(brokers) = cli.config.kafka_bootstrap() else {
-                anyhow::bail!("`switchboard archive` needs KAFKA_BROKERS (the journal topic to read)");
+                anyhow::bail!(
+                    "`switchboard archive` needs KAFKA_BROKERS (the journal topic to read)"
+                );
             };
-            let store = switchboard_store::open_with(&cli.config.database_url(), !cli.config.no_migrate).await?;
+            let store =
+                switchboard_store::open_with(&cli.config.database_url(), !cli.config.no_migrate)
+                    .await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             let options = switchboard_archive::ArchiveOptions {
@@ -79,13 +83,17 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
-            if cli.config.kafka_brokers().is_some() && !cli.config.database_url().starts_with("postgres") {
+            if cli.config.kafka_brokers().is_some()
+                && !cli.config.database_url().starts_with("postgres")
+            {
                 tracing::warn!(
                     "KAFKA_BROKERS is set but DATABASE_URL is not PostgreSQL: history is read from a store \
                      that only `switchboard archive` writes, so point both at the same PostgreSQL"
                 );
             }
-            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .ok();
             if let Some(handle) = metrics.clone() {
                 // Without upkeep the recorder's histograms keep every sample.
                 tokio::spawn(async move {
@@ -118,15 +126,16 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                shutdown.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -142,7 +151,9 @@ fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

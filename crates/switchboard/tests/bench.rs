@@ -29,13 +29,27 @@ fn options(node: &Node, protocol: Protocol, scenario: Scenario) -> Options {
 async fn broadcast_over_ws_and_socket_io_accounts_for_every_delivery() {
     let node = Node::memory().await;
     for protocol in [Protocol::Ws, Protocol::SocketIo] {
-        let r = run(options(&node, protocol, Scenario::Broadcast)).await.unwrap();
+        let r = run(options(&node, protocol, Scenario::Broadcast))
+            .await
+            .unwrap();
         assert_eq!(r.connections, 20, "{protocol:?}");
         assert!(r.sent >= 4 * 20, "{protocol:?} sent {}", r.sent);
-        assert_eq!(r.expected, r.sent * 20, "{protocol:?}: every member gets every message");
-        assert_eq!((r.delivered, r.lost, r.duplicates), (r.expected, 0, 0), "{protocol:?}");
+        assert_eq!(
+            r.expected,
+            r.sent * 20,
+            "{protocol:?}: every member gets every message"
+        );
+        assert_eq!(
+            (r.delivered, r.lost, r.duplicates),
+            (r.expected, 0, 0),
+            "{protocol:?}"
+        );
         assert_eq!(r.latency_ms.count, r.delivered);
-        assert!(r.latency_ms.p50 > 0.0 && r.latency_ms.p50 <= r.latency_ms.p99 && r.latency_ms.p99 <= r.latency_ms.max);
+        assert!(
+            r.latency_ms.p50 > 0.0
+                && r.latency_ms.p50 <= r.latency_ms.p99
+                && r.latency_ms.p99 <= r.latency_ms.max
+        );
         assert_eq!(r.servers.len(), 1);
     }
     node.stop().await;
@@ -44,7 +58,9 @@ async fn broadcast_over_ws_and_socket_io_accounts_for_every_delivery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_scenario_counts_per_room() {
     let node = Node::memory().await;
-    let r = run(options(&node, Protocol::Ws, Scenario::Rooms)).await.unwrap();
+    let r = run(options(&node, Protocol::Ws, Scenario::Rooms))
+        .await
+        .unwrap();
     // 20 connections in 5 rooms: every message reaches the 4 members of its room.
     assert_eq!(r.expected, r.sent * 4);
     assert_eq!((r.delivered, r.lost, r.duplicates), (r.expected, 0, 0));
@@ -77,7 +93,18 @@ async fn idle_scenario_reports_memory_per_connection() {
 #[tokio::test]
 async fn refuses_what_it_cannot_do() {
     let node = Node::memory().await;
-    assert!(run(options(&node, Protocol::SocketIo, Scenario::Rooms)).await.is_err());
-    assert!(run(Options { targets: vec![], ..Options::default() }).await.is_err());
+    assert!(
+        run(options(&node, Protocol::SocketIo, Scenario::Rooms))
+            .await
+            .is_err()
+    );
+    assert!(
+        run(Options {
+            targets: vec![],
+            ..Options::default()
+        })
+        .await
+        .is_err()
+    );
     node.stop().await;
 }

@@ -15,9 +15,22 @@ use tokio::net::TcpListener;
 
 async fn cluster_node(redis_url: &str, prefix: &str, node_id: &str) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway = GatewayConfig { node_id: node_id.to_owned(), ..GatewayConfig::default() };
-    let redis = RedisOptions { url: redis_url.to_owned(), prefix: prefix.to_owned(), node_id: node_id.to_owned() };
-    let options = NodeOptions { gateway, database_url: "sqlite::memory:".into(), migrate: true, redis: Some(redis), kafka: None };
+    let gateway = GatewayConfig {
+        node_id: node_id.to_owned(),
+        ..GatewayConfig::default()
+    };
+    let redis = RedisOptions {
+        url: redis_url.to_owned(),
+        prefix: prefix.to_owned(),
+        node_id: node_id.to_owned(),
+    };
+    let options = NodeOptions {
+        gateway,
+        database_url: "sqlite::memory:".into(),
+        migrate: true,
+        redis: Some(redis),
+        kafka: None,
+    };
     Node::start_with(listener, options).await
 }
 
@@ -40,7 +53,8 @@ async fn messages(c: &mut Client, n: usize) -> Vec<Value> {
     while got.len() < n {
         got.push(c.recv_type("message").await);
     }
-    c.silent_for_type("message", Duration::from_millis(300)).await;
+    c.silent_for_type("message", Duration::from_millis(300))
+        .await;
     got
 }
 
@@ -49,8 +63,12 @@ async fn three_nodes_deliver_every_message_once_in_sender_order() {
     let redis = shared_url();
     let (prefix, nodes) = nodes(&redis, 3).await;
     let (room_a, room_b) = (unique("a"), unique("b"));
-    let mut a = vec![nodes[0].client("a1").await, nodes[1].client("a2").await, nodes[2].client("a3").await];
-    let mut b = vec![nodes[0].client("b1").await, nodes[2].client("b2").await];
+    let mut a = [
+        nodes[0].client("a1").await,
+        nodes[1].client("a2").await,
+        nodes[2].client("a3").await,
+    ];
+    let mut b = [nodes[0].client("b1").await, nodes[2].client("b2").await];
     for c in a.iter_mut() {
         c.join(&room_a).await;
     }
@@ -63,16 +81,23 @@ async fn three_nodes_deliver_every_message_once_in_sender_order() {
     const PER_SENDER: usize = 30;
     for i in 0..PER_SENDER {
         for (k, c) in a.iter_mut().enumerate() {
-            c.send(json!({"type": "send", "room": room_a, "text": format!("a{}-{i}", k + 1)})).await;
+            c.send(json!({"type": "send", "room": room_a, "text": format!("a{}-{i}", k + 1)}))
+                .await;
         }
         if i < 10 {
             for (k, c) in b.iter_mut().enumerate() {
-                c.send(json!({"type": "send", "room": room_b, "text": format!("b{}-{i}", k + 1)})).await;
+                c.send(json!({"type": "send", "room": room_b, "text": format!("b{}-{i}", k + 1)}))
+                    .await;
             }
         }
     }
     for c in a.iter_mut() {
-        check(messages(c, 3 * PER_SENDER).await, &room_a, &["a1", "a2", "a3"], PER_SENDER);
+        check(
+            messages(c, 3 * PER_SENDER).await,
+            &room_a,
+            &["a1", "a2", "a3"],
+            PER_SENDER,
+        );
     }
     for c in b.iter_mut() {
         check(messages(c, 2 * 10).await, &room_b, &["b1", "b2"], 10);
@@ -89,11 +114,18 @@ fn check(got: Vec<Value>, room: &str, senders: &[&str], per_sender: usize) {
     let mut by_sender: HashMap<&str, Vec<&str>> = HashMap::new();
     for m in &got {
         assert_eq!(m["room"], room, "a message of another room: {m}");
-        by_sender.entry(m["from"].as_str().unwrap()).or_default().push(m["text"].as_str().unwrap());
+        by_sender
+            .entry(m["from"].as_str().unwrap())
+            .or_default()
+            .push(m["text"].as_str().unwrap());
     }
     for s in senders {
         let expected: Vec<String> = (0..per_sender).map(|i| format!("{s}-{i}")).collect();
-        assert_eq!(by_sender.get(s).cloned().unwrap_or_default(), expected, "order from {s}");
+        assert_eq!(
+            by_sender.get(s).cloned().unwrap_or_default(),
+            expected,
+            "order from {s}"
+        );
     }
 }
 
@@ -138,7 +170,10 @@ async fn await_ready(node: &Node, want: u16) -> Value {
         if status == want {
             return body;
         }
-        assert!(Instant::now() < deadline, "/readyz stayed {status}, wanted {want}");
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed {status}, wanted {want}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -190,9 +225,15 @@ async fn delivery_resumes_after_redis_restarts_without_restarting_nodes() {
             assert!(m["text"].as_str().unwrap().starts_with("after-"), "{m}");
             break restarted.elapsed();
         }
-        assert!(restarted.elapsed() < Duration::from_secs(30), "delivery across nodes did not resume");
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "delivery across nodes did not resume"
+        );
     };
-    println!("cross-node delivery resumed {} ms after Redis restarted", resumed.as_millis());
+    println!(
+        "cross-node delivery resumed {} ms after Redis restarted",
+        resumed.as_millis()
+    );
     await_ready(&nodes[0], 200).await;
     await_ready(&nodes[1], 200).await;
     for node in nodes {
@@ -208,7 +249,13 @@ async fn a_node_started_while_redis_is_down_becomes_ready_when_it_is_up() {
     let (prefix, nodes) = nodes(&url, 2).await;
     let body = await_ready(&nodes[0], 503).await;
     assert_eq!(body["down"], json!(["redis"]));
-    assert_eq!(reqwest::get(nodes[0].http("/healthz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(nodes[0].http("/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let room = unique("late");
     let mut a = nodes[0].client("a").await;
     let mut b = nodes[1].client("b").await;
@@ -248,7 +295,9 @@ async fn measure_local_versus_redis_round_trip_latency() {
     let (mut local, mut remote) = (Vec::with_capacity(N), Vec::with_capacity(N));
     for i in 0..N {
         let start = Instant::now();
-        sender.send(json!({"type": "send", "room": room, "text": format!("m{i}")})).await;
+        sender
+            .send(json!({"type": "send", "room": room, "text": format!("m{i}")}))
+            .await;
         let (mut got_local, mut got_remote) = (None, None);
         let same_recv = async {
             same.recv_type("message").await;
@@ -272,7 +321,11 @@ async fn measure_local_versus_redis_round_trip_latency() {
         pct(&mut local, 0.99),
         pct(&mut remote, 0.5),
         pct(&mut remote, 0.99),
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     assert_eq!((local.len(), remote.len()), (N, N));
     for node in nodes {

@@ -7,7 +7,9 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::pipeline::{Archiver, PrivateTansu, Proxy, await_rows, count, kafka, pg_base, pg_schema, rows, with_schema};
+use common::pipeline::{
+    Archiver, PrivateTansu, Proxy, await_rows, count, kafka, pg_base, pg_schema, rows, with_schema,
+};
 use common::redis::shared_url;
 use common::{Client, Node, unique};
 use serde_json::{Value, json};
@@ -27,12 +29,27 @@ struct Setup {
 
 async fn setup() -> Setup {
     let (schema, db) = pg_schema().await;
-    Setup { topic: unique("topic"), group: unique("group"), schema, db }
+    Setup {
+        topic: unique("topic"),
+        group: unique("group"),
+        schema,
+        db,
+    }
 }
 
-async fn kafka_node(brokers: &str, s: &Setup, node_id: &str, redis_prefix: Option<&str>, ack_timeout: Duration) -> Node {
+async fn kafka_node(
+    brokers: &str,
+    s: &Setup,
+    node_id: &str,
+    redis_prefix: Option<&str>,
+    ack_timeout: Duration,
+) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway = GatewayConfig { node_id: node_id.into(), ack_timeout, ..GatewayConfig::default() };
+    let gateway = GatewayConfig {
+        node_id: node_id.into(),
+        ack_timeout,
+        ..GatewayConfig::default()
+    };
     let kafka = KafkaOptions {
         brokers: brokers.into(),
         topic: s.topic.clone(),
@@ -41,8 +58,18 @@ async fn kafka_node(brokers: &str, s: &Setup, node_id: &str, redis_prefix: Optio
         node_id: node_id.into(),
         overrides: vec![],
     };
-    let redis = redis_prefix.map(|prefix| RedisOptions { url: shared_url(), prefix: prefix.into(), node_id: node_id.into() });
-    let options = NodeOptions { gateway, database_url: s.db.clone(), migrate: true, redis, kafka: Some(kafka) };
+    let redis = redis_prefix.map(|prefix| RedisOptions {
+        url: shared_url(),
+        prefix: prefix.into(),
+        node_id: node_id.into(),
+    });
+    let options = NodeOptions {
+        gateway,
+        database_url: s.db.clone(),
+        migrate: true,
+        redis,
+        kafka: Some(kafka),
+    };
     Node::start_with(listener, options).await
 }
 
@@ -90,7 +117,10 @@ async fn send_all(c: &mut Client, room: &str, prefix: &str, n: usize) -> (Vec<Uu
             _ => unreachable!(),
         }
     }
-    (ids.into_iter().filter(|id| acked.contains(id)).collect(), unavailable)
+    (
+        ids.into_iter().filter(|id| acked.contains(id)).collect(),
+        unavailable,
+    )
 }
 
 /// The next ack or error, skipping delivered messages.
@@ -112,7 +142,12 @@ async fn two_nodes_and_an_archiver_store_every_message_exactly_once_in_order() {
     await_ready(&n1).await;
     let archiver = Archiver::start(&kafka(), &s.topic, &s.group, &s.db);
     let (room_a, room_b) = (unique("a"), unique("b"));
-    let mut clients = vec![n1.client("c1").await, n2.client("c2").await, n1.client("c3").await, n2.client("c4").await];
+    let mut clients = [
+        n1.client("c1").await,
+        n2.client("c2").await,
+        n1.client("c3").await,
+        n2.client("c4").await,
+    ];
     for (i, c) in clients.iter_mut().enumerate() {
         c.join(if i % 2 == 0 { &room_a } else { &room_b }).await;
     }
@@ -125,15 +160,23 @@ async fn two_nodes_and_an_archiver_store_every_message_exactly_once_in_order() {
         acked.extend(ids);
     }
     let total = (clients.len() * PER) as i64;
-    assert_eq!(await_rows(&s.schema, total, Duration::from_secs(60)).await, (total, total));
+    assert_eq!(
+        await_rows(&s.schema, total, Duration::from_secs(60)).await,
+        (total, total)
+    );
     let stored = rows(&s.schema).await;
     let stored_ids: HashSet<Uuid> = stored.iter().map(|r| r.0).collect();
-    assert!(acked.iter().all(|id| stored_ids.contains(id)), "an acked message is missing");
+    assert!(
+        acked.iter().all(|id| stored_ids.contains(id)),
+        "an acked message is missing"
+    );
     // Within a room (one partition, key = room) each sender's rows are in send order.
     let mut seen: HashMap<(String, String), Vec<usize>> = HashMap::new();
     for (_, room, sender, body, _, _) in &stored {
         let i: usize = body.rsplit('-').next().unwrap().parse().unwrap();
-        seen.entry((room.clone(), sender.clone())).or_default().push(i);
+        seen.entry((room.clone(), sender.clone()))
+            .or_default()
+            .push(i);
     }
     assert_eq!(seen.len(), 4);
     for order in seen.values() {
@@ -175,9 +218,16 @@ async fn an_archiver_killed_mid_stream_and_a_second_in_the_group_lose_and_duplic
     let third = Archiver::start(&kafka(), &s.topic, &s.group, &s.db);
     let acked = sender.await.unwrap();
     assert_eq!(acked.len(), N);
-    assert_eq!(await_rows(&s.schema, N as i64, Duration::from_secs(90)).await, (N as i64, N as i64));
+    assert_eq!(
+        await_rows(&s.schema, N as i64, Duration::from_secs(90)).await,
+        (N as i64, N as i64)
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(count(&s.schema).await, (N as i64, N as i64), "no duplicates appear later");
+    assert_eq!(
+        count(&s.schema).await,
+        (N as i64, N as i64),
+        "no duplicates appear later"
+    );
     drop((second, third));
     node.stop().await;
 }
@@ -199,14 +249,25 @@ async fn the_archiver_rides_out_a_database_outage() {
     proxy.cut().await;
     let cut_at = Instant::now();
     let (during, unavailable) = send_all(&mut c, &room, "during", 500).await;
-    assert_eq!((during.len(), unavailable), (500, 0), "the journal (Kafka) keeps acking while the database is away");
+    assert_eq!(
+        (during.len(), unavailable),
+        (500, 0),
+        "the journal (Kafka) keeps acking while the database is away"
+    );
     acked.extend(during);
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(cut_at.elapsed())).await;
-    assert_eq!(count(&s.schema).await.0, 100, "nothing is written while the database is away");
+    assert_eq!(
+        count(&s.schema).await.0,
+        100,
+        "nothing is written while the database is away"
+    );
     proxy.restore();
 
     let n = acked.len() as i64;
-    assert_eq!(await_rows(&s.schema, n, Duration::from_secs(90)).await, (n, n));
+    assert_eq!(
+        await_rows(&s.schema, n, Duration::from_secs(90)).await,
+        (n, n)
+    );
     let stored: HashSet<Uuid> = rows(&s.schema).await.iter().map(|r| r.0).collect();
     assert!(acked.iter().all(|id| stored.contains(id)));
     drop(archiver);
@@ -219,11 +280,18 @@ async fn a_poison_record_goes_to_dead_letters_and_the_stream_goes_on() {
     let s = setup().await;
     let node = kafka_node(&kafka(), &s, "n1", None, Duration::from_secs(10)).await;
     await_ready(&node).await;
-    let producer: FutureProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", kafka()).create().unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .create()
+        .unwrap();
     let room = unique("poison");
     producer
-        .send(FutureRecord::to(&s.topic).key(room.as_str()).payload(b"{not a message"), Duration::from_secs(10))
+        .send(
+            FutureRecord::to(&s.topic)
+                .key(room.as_str())
+                .payload(b"{not a message"),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     let mut c = node.client("after").await;
@@ -235,7 +303,10 @@ async fn a_poison_record_goes_to_dead_letters_and_the_stream_goes_on() {
     assert_eq!(stored, acked.into_iter().collect());
     let pool = sqlx::PgPool::connect(&s.db).await.unwrap();
     let dead: Vec<(Vec<u8>, Vec<u8>, String)> =
-        sqlx::query_as("SELECT key, payload, error FROM dead_letters").fetch_all(&pool).await.unwrap();
+        sqlx::query_as("SELECT key, payload, error FROM dead_letters")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, room.as_bytes());
     assert_eq!(dead[0].1, b"{not a message");
@@ -255,7 +326,10 @@ async fn an_archiver_started_before_the_topic_exists_archives_what_comes() {
     let mut c = node.client("c").await;
     c.join(&room).await;
     let (acked, _) = send_all(&mut c, &room, "early", 3).await;
-    assert_eq!(await_rows(&s.schema, 3, Duration::from_secs(30)).await, (3, 3));
+    assert_eq!(
+        await_rows(&s.schema, 3, Duration::from_secs(30)).await,
+        (3, 3)
+    );
     let stored: HashSet<Uuid> = rows(&s.schema).await.iter().map(|r| r.0).collect();
     assert_eq!(stored, acked.into_iter().collect());
     drop(archiver);
@@ -273,14 +347,27 @@ async fn history_comes_from_postgres() {
     a.join(&room).await;
     let (acked, _) = send_all(&mut a, &room, "h", 3).await;
     await_rows(&s.schema, 3, Duration::from_secs(60)).await;
-    let http: Vec<Value> = reqwest::get(node.http(&format!("/api/rooms/{room}/messages"))).await.unwrap().json().await.unwrap();
-    let ids: Vec<String> = http.iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    let http: Vec<Value> = reqwest::get(node.http(&format!("/api/rooms/{room}/messages")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<String> = http
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids, acked.iter().map(Uuid::to_string).collect::<Vec<_>>());
     // A node whose own memory of the room is empty: history from the table only.
     let fresh = kafka_node(&kafka(), &s, "n2", None, Duration::from_secs(10)).await;
     let mut b = fresh.client("b").await;
     let joined = b.join(&room).await;
-    let texts: Vec<&str> = joined["history"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
     assert_eq!(texts, ["h-0", "h-1", "h-2"]);
     drop(archiver);
     node.stop().await;
@@ -291,7 +378,14 @@ async fn history_comes_from_postgres() {
 async fn a_broker_outage_answers_unavailable_and_every_acked_message_is_archived() {
     let mut broker = PrivateTansu::start();
     let s = setup().await;
-    let node = kafka_node(&broker.brokers(), &s, "n1", None, Duration::from_millis(1500)).await;
+    let node = kafka_node(
+        &broker.brokers(),
+        &s,
+        "n1",
+        None,
+        Duration::from_millis(1500),
+    )
+    .await;
     await_ready(&node).await;
     let archiver = Archiver::start(&broker.brokers(), &s.topic, &s.group, &s.db);
     let room = unique("kdown");
@@ -302,7 +396,10 @@ async fn a_broker_outage_answers_unavailable_and_every_acked_message_is_archived
 
     broker.kill();
     let (during, unavailable) = send_all(&mut c, &room, "during", 5).await;
-    assert!(unavailable > 0, "sends during the outage are answered unavailable");
+    assert!(
+        unavailable > 0,
+        "sends during the outage are answered unavailable"
+    );
     acked.extend(during);
     await_status(&node, 503).await;
 
@@ -315,7 +412,10 @@ async fn a_broker_outage_answers_unavailable_and_every_acked_message_is_archived
         if done {
             break;
         }
-        assert!(Instant::now() < deadline, "sends were never acked again after the broker restarted");
+        assert!(
+            Instant::now() < deadline,
+            "sends were never acked again after the broker restarted"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     await_status(&node, 200).await;
@@ -328,7 +428,10 @@ async fn a_broker_outage_answers_unavailable_and_every_acked_message_is_archived
         if missing == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "{missing} acked messages are not in the table");
+        assert!(
+            Instant::now() < deadline,
+            "{missing} acked messages are not in the table"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (n, distinct) = count(&s.schema).await;
@@ -354,9 +457,15 @@ async fn measure_archive_throughput() {
         .create()
         .unwrap();
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", kafka()).create().unwrap();
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", kafka())
+            .create()
+            .unwrap();
     let new = rdkafka::admin::NewTopic::new(&topic, 6, rdkafka::admin::TopicReplication::Fixed(1));
-    admin.create_topics([&new], &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    admin
+        .create_topics([&new], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
     let room = switchboard_protocol::RoomName::parse("bench").unwrap();
     let started = Instant::now();
     let mut pending = Vec::with_capacity(N);
@@ -377,7 +486,10 @@ async fn measure_archive_throughput() {
         p.await.unwrap().unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    println!("pre-filled {N} records in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "pre-filled {N} records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     for batch in [100usize, 1000, 5000] {
         let (schema, db) = pg_schema().await;
         let store = switchboard_store::open(&db).await.unwrap();
@@ -398,7 +510,10 @@ async fn measure_archive_throughput() {
         let secs = started.elapsed().as_secs_f64();
         shutdown.cancel();
         task.await.unwrap().unwrap();
-        println!("batch {batch:>5}: {N} messages archived in {secs:.2} s = {:.0} msgs/s", N as f64 / secs);
+        println!(
+            "batch {batch:>5}: {N} messages archived in {secs:.2} s = {:.0} msgs/s",
+            N as f64 / secs
+        );
     }
 }
 
@@ -422,8 +537,12 @@ async fn measure_ack_latency_at_1000_per_second() {
     let reader = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(total);
         while latencies.len() < total {
-            let Some(Ok(frame)) = futures_util::StreamExt::next(&mut rx).await else { break };
-            let Ok(text) = frame.into_text() else { continue };
+            let Some(Ok(frame)) = futures_util::StreamExt::next(&mut rx).await else {
+                break;
+            };
+            let Ok(text) = frame.into_text() else {
+                continue;
+            };
             let v: Value = serde_json::from_str(text.as_str()).unwrap();
             if v["type"] == "ack" {
                 let r = v["ref"].as_u64().unwrap();
@@ -437,12 +556,19 @@ async fn measure_ack_latency_at_1000_per_second() {
     for i in 0..total as u64 {
         tick.tick().await;
         sent_at.lock().unwrap().insert(i, Instant::now());
-        let frame = json!({"type": "send", "room": room, "text": format!("{i:064}"), "ref": i}).to_string();
-        futures_util::SinkExt::send(&mut tx, tokio_tungstenite::tungstenite::Message::text(frame)).await.unwrap();
+        let frame =
+            json!({"type": "send", "room": room, "text": format!("{i:064}"), "ref": i}).to_string();
+        futures_util::SinkExt::send(
+            &mut tx,
+            tokio_tungstenite::tungstenite::Message::text(frame),
+        )
+        .await
+        .unwrap();
     }
     let mut latencies = reader.await.unwrap();
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    let pct =
+        |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
     println!(
         "ack latency at {RATE}/s for {SECONDS} s ({} acks): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         latencies.len(),

@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchboard_gateway::GatewayConfig;
 use tokio_tungstenite::tungstenite::Message as Ws;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 #[tokio::test]
 async fn two_clients_exchange_messages_exactly_once() {
@@ -22,7 +22,9 @@ async fn two_clients_exchange_messages_exactly_once() {
     alice.join(&room).await;
     bob.join(&room).await;
 
-    alice.send(json!({"type": "send", "room": room, "text": "hi bob", "ref": "c1"})).await;
+    alice
+        .send(json!({"type": "send", "room": room, "text": "hi bob", "ref": "c1"}))
+        .await;
     let mut ack = None;
     let mut own = Vec::new();
     while ack.is_none() || own.is_empty() {
@@ -41,7 +43,11 @@ async fn two_clients_exchange_messages_exactly_once() {
     assert_eq!(got["from"], "alice");
     assert_eq!(got["room"], room.as_str());
     assert_eq!(got["id"], ack["id"], "the ack carries the delivered id");
-    assert_eq!(own, vec![got.clone()], "the sender gets its own message once");
+    assert_eq!(
+        own,
+        vec![got.clone()],
+        "the sender gets its own message once"
+    );
     let id = uuid::Uuid::parse_str(got["id"].as_str().unwrap()).unwrap();
     assert_eq!(id.get_version_num(), 7);
     bob.silent_for(Duration::from_millis(300)).await;
@@ -78,7 +84,8 @@ async fn per_sender_order_is_kept() {
     a.join(&room).await;
     b.join(&room).await;
     for i in 0..200 {
-        a.send(json!({"type": "send", "room": room, "text": format!("m{i}")})).await;
+        a.send(json!({"type": "send", "room": room, "text": format!("m{i}")}))
+            .await;
     }
     for i in 0..200 {
         let v = b.recv_type("message").await;
@@ -98,25 +105,51 @@ async fn history_on_join_and_over_http() {
         ids.push(a.send_text(&room, &format!("h{i}")).await);
     }
     let mut late = node.client("late").await;
-    late.send(json!({"type": "join", "room": room, "history": 3, "ref": "j"})).await;
+    late.send(json!({"type": "join", "room": room, "history": 3, "ref": "j"}))
+        .await;
     let joined = late.recv().await;
     assert_eq!(joined["type"], "joined");
     assert_eq!(joined["ref"], "j");
-    let texts: Vec<&str> = joined["history"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
     assert_eq!(texts, ["h2", "h3", "h4"], "latest three, oldest first");
 
     let http = reqwest::Client::new();
-    let all: Vec<Value> = http.get(node.http(&format!("/api/rooms/{room}/messages"))).send().await.unwrap().json().await.unwrap();
-    assert_eq!(all.iter().map(|m| m["id"].as_str().unwrap()).collect::<Vec<_>>(), ids);
-    let page: Vec<Value> = http
-        .get(node.http(&format!("/api/rooms/{room}/messages?limit=2&before={}", ids[3])))
+    let all: Vec<Value> = http
+        .get(node.http(&format!("/api/rooms/{room}/messages")))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(page.iter().map(|m| m["text"].as_str().unwrap()).collect::<Vec<_>>(), ["h1", "h2"]);
+    assert_eq!(
+        all.iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    let page: Vec<Value> = http
+        .get(node.http(&format!(
+            "/api/rooms/{room}/messages?limit=2&before={}",
+            ids[3]
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["h1", "h2"]
+    );
 
     for (query, code) in [
         ("?limit=0", "bad_limit"),
@@ -124,12 +157,20 @@ async fn history_on_join_and_over_http() {
         ("?limit=ten", "bad_limit"),
         ("?before=nope", "bad_before"),
     ] {
-        let res = http.get(node.http(&format!("/api/rooms/{room}/messages{query}"))).send().await.unwrap();
+        let res = http
+            .get(node.http(&format!("/api/rooms/{room}/messages{query}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 400, "{query}");
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["code"], code, "{query}");
     }
-    let res = http.get(node.http("/api/rooms/bad%20room/messages")).send().await.unwrap();
+    let res = http
+        .get(node.http("/api/rooms/bad%20room/messages"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "bad_room");
     node.stop().await;
@@ -164,7 +205,8 @@ async fn retry_with_the_same_id_is_stored_and_delivered_once() {
     b.join(&room).await;
     let id = uuid::Uuid::now_v7().to_string();
     for attempt in ["r1", "r2", "r3"] {
-        a.send(json!({"type": "send", "room": room, "text": "once", "id": id, "ref": attempt})).await;
+        a.send(json!({"type": "send", "room": room, "text": "once", "id": id, "ref": attempt}))
+            .await;
         let ack = loop {
             let v = a.recv().await;
             if v["type"] == "ack" {
@@ -176,7 +218,12 @@ async fn retry_with_the_same_id_is_stored_and_delivered_once() {
     }
     assert_eq!(b.recv_type("message").await["id"], id.as_str());
     b.silent_for(Duration::from_millis(300)).await;
-    let stored: Vec<Value> = reqwest::get(node.http(&format!("/api/rooms/{room}/messages"))).await.unwrap().json().await.unwrap();
+    let stored: Vec<Value> = reqwest::get(node.http(&format!("/api/rooms/{room}/messages")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["id"], id.as_str());
     node.stop().await;
@@ -198,33 +245,72 @@ async fn still_works(c: &mut Client) {
 
 #[tokio::test]
 async fn every_bad_input_gets_its_code_and_the_connection_survives() {
-    let config = GatewayConfig { max_rooms_per_connection: 2, ..GatewayConfig::default() };
+    let config = GatewayConfig {
+        max_rooms_per_connection: 2,
+        ..GatewayConfig::default()
+    };
     let node = Node::start("sqlite::memory:", config).await;
     let mut c = node.client("c").await;
     let room = unique("bad");
     c.join(&room).await;
 
-    for raw in ["not json", "[1,2]", "{}", r#"{"type":"dance"}"#, r#"{"type":"join"}"#, r#"{"type":"send","room":5,"text":"x"}"#] {
+    for raw in [
+        "not json",
+        "[1,2]",
+        "{}",
+        r#"{"type":"dance"}"#,
+        r#"{"type":"join"}"#,
+        r#"{"type":"send","room":5,"text":"x"}"#,
+    ] {
         c.send_raw(Ws::text(raw)).await;
         let v = c.recv().await;
-        assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("bad_frame")), "{raw}");
+        assert_eq!(
+            (v["type"].as_str(), v["code"].as_str()),
+            (Some("error"), Some("bad_frame")),
+            "{raw}"
+        );
         still_works(&mut c).await;
     }
     c.send_raw(Ws::binary(vec![1u8, 2, 3])).await;
     assert_eq!(c.recv().await["code"], "bad_frame");
     still_works(&mut c).await;
 
-    let v = expect_error(&mut c, json!({"type": "join", "room": "has space", "ref": 9}), "bad_room").await;
+    let v = expect_error(
+        &mut c,
+        json!({"type": "join", "room": "has space", "ref": 9}),
+        "bad_room",
+    )
+    .await;
     assert_eq!(v["ref"], 9);
     still_works(&mut c).await;
-    expect_error(&mut c, json!({"type": "send", "room": room, "text": ""}), "too_large").await;
-    let v = expect_error(&mut c, json!({"type": "send", "room": room, "text": "x".repeat(4097), "ref": "big"}), "too_large").await;
+    expect_error(
+        &mut c,
+        json!({"type": "send", "room": room, "text": ""}),
+        "too_large",
+    )
+    .await;
+    let v = expect_error(
+        &mut c,
+        json!({"type": "send", "room": room, "text": "x".repeat(4097), "ref": "big"}),
+        "too_large",
+    )
+    .await;
     assert_eq!(v["ref"], "big");
     still_works(&mut c).await;
-    expect_error(&mut c, json!({"type": "send", "room": unique("elsewhere"), "text": "x"}), "not_joined").await;
+    expect_error(
+        &mut c,
+        json!({"type": "send", "room": unique("elsewhere"), "text": "x"}),
+        "not_joined",
+    )
+    .await;
     still_works(&mut c).await;
     c.join(&unique("second")).await;
-    expect_error(&mut c, json!({"type": "join", "room": unique("third")}), "too_many_rooms").await;
+    expect_error(
+        &mut c,
+        json!({"type": "join", "room": unique("third")}),
+        "too_many_rooms",
+    )
+    .await;
     still_works(&mut c).await;
     // The connection still delivers after all of that.
     c.send_text(&room, "still here").await;
@@ -255,7 +341,9 @@ async fn bad_names_are_refused_before_the_upgrade() {
     let node = Node::memory().await;
     let long = "n".repeat(33);
     for name in ["%20%20", long.as_str()] {
-        let err = tokio_tungstenite::connect_async(format!("ws://{}/ws?name={name}", node.addr)).await.unwrap_err();
+        let err = tokio_tungstenite::connect_async(format!("ws://{}/ws?name={name}", node.addr))
+            .await
+            .unwrap_err();
         match err {
             tokio_tungstenite::tungstenite::Error::Http(res) => {
                 assert_eq!(res.status(), 400);
@@ -271,7 +359,9 @@ async fn bad_names_are_refused_before_the_upgrade() {
 #[tokio::test]
 async fn anonymous_users_get_a_name() {
     let node = Node::memory().await;
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", node.addr)).await.unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", node.addr))
+        .await
+        .unwrap();
     let mut c = Client::from_stream(ws);
     let room = unique("anon");
     c.join(&room).await;
@@ -291,7 +381,12 @@ async fn a_client_that_never_reads_is_dropped_as_slow_while_others_keep_receivin
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(node.addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws?name=slow", node.addr), tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{}/ws?name=slow", node.addr),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
     let mut slow = Client::from_stream(ws);
     slow.join(&room).await;
 
@@ -325,7 +420,9 @@ async fn a_client_that_never_reads_is_dropped_as_slow_while_others_keep_receivin
     for chunk in 0..N / CHUNK {
         for _ in 0..CHUNK {
             let frame = json!({"type": "send", "room": room, "text": text}).to_string();
-            futures_util::SinkExt::send(&mut tx, Ws::text(frame)).await.unwrap();
+            futures_util::SinkExt::send(&mut tx, Ws::text(frame))
+                .await
+                .unwrap();
         }
         let target = (chunk + 1) * CHUNK;
         let paced = tokio::time::timeout(Duration::from_secs(30), async {
@@ -334,10 +431,16 @@ async fn a_client_that_never_reads_is_dropped_as_slow_while_others_keep_receivin
             }
         });
         if paced.await.is_err() {
-            panic!("the fast client stopped at {} of {target}", received.load(std::sync::atomic::Ordering::Relaxed));
+            panic!(
+                "the fast client stopped at {} of {target}",
+                received.load(std::sync::atomic::Ordering::Relaxed)
+            );
         }
     }
-    let got = tokio::time::timeout(Duration::from_secs(30), reader).await.unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, N, "the fast client received every message");
 
     // The server lets go of the slow client without the client reading a
@@ -370,7 +473,10 @@ async fn a_client_that_never_reads_is_dropped_as_slow_while_others_keep_receivin
     .await
     .expect("the slow client was never disconnected");
     assert!(matches!(ended, None | Some(1008)), "close code {ended:?}");
-    assert!(seen < N, "the slow client cannot have received everything ({seen})");
+    assert!(
+        seen < N,
+        "the slow client cannot have received everything ({seen})"
+    );
     drop(drain);
     node.stop().await;
 }
@@ -386,10 +492,19 @@ async fn graceful_shutdown_sends_1001_and_flushes() {
     let id = a.send_text(&room, "before stop").await;
     node.shutdown.cancel();
     assert_eq!(a.close_code().await, Some(1001));
-    tokio::time::timeout(Duration::from_secs(10), node.task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), node.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 
     let node = Node::start(&url, GatewayConfig::default()).await;
-    let stored: Vec<Value> = reqwest::get(node.http(&format!("/api/rooms/{room}/messages"))).await.unwrap().json().await.unwrap();
+    let stored: Vec<Value> = reqwest::get(node.http(&format!("/api/rooms/{room}/messages")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stored[0]["id"], id.as_str());
     node.stop().await;
 }
@@ -399,14 +514,20 @@ async fn health_and_page() {
     let node = Node::memory().await;
     let res = reqwest::get(node.http("/healthz")).await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<HashMap<String, String>>().await.unwrap()["status"], "ok");
+    assert_eq!(
+        res.json::<HashMap<String, String>>().await.unwrap()["status"],
+        "ok"
+    );
     let res = reqwest::get(node.http("/readyz")).await.unwrap();
     assert_eq!(res.status(), 200);
     let page = reqwest::get(node.http("/")).await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("/app.js"));
     let script = reqwest::get(node.http("/app.js")).await.unwrap();
-    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
     assert!(script.text().await.unwrap().contains("/ws?name="));
     let style = reqwest::get(node.http("/app.css")).await.unwrap();
     assert_eq!(style.status(), 200);

@@ -29,7 +29,13 @@ pub struct Node {
 impl Node {
     pub async fn start(database_url: &str, gateway: GatewayConfig) -> Node {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let options = NodeOptions { gateway, database_url: database_url.to_owned(), migrate: true, redis: None, kafka: None };
+        let options = NodeOptions {
+            gateway,
+            database_url: database_url.to_owned(),
+            migrate: true,
+            redis: None,
+            kafka: None,
+        };
         Node::start_with(listener, options).await
     }
 
@@ -37,7 +43,11 @@ impl Node {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(switchboard::run(listener, options, shutdown.clone(), None));
-        Node { addr, shutdown, task }
+        Node {
+            addr,
+            shutdown,
+            task,
+        }
     }
 
     pub async fn memory() -> Node {
@@ -54,7 +64,11 @@ impl Node {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -74,7 +88,10 @@ impl Client {
     }
 
     pub fn from_stream(ws: Stream) -> Client {
-        Client { ws, backlog: Default::default() }
+        Client {
+            ws,
+            backlog: Default::default(),
+        }
     }
 
     pub async fn send(&mut self, frame: Value) {
@@ -134,7 +151,10 @@ impl Client {
 
     /// Asserts no frame of `ty` arrives within `wait` (others are kept).
     pub async fn silent_for_type(&mut self, ty: &str, wait: Duration) {
-        assert!(!self.backlog.iter().any(|v| v["type"] == ty), "unexpected {ty} in backlog");
+        assert!(
+            !self.backlog.iter().any(|v| v["type"] == ty),
+            "unexpected {ty} in backlog"
+        );
         let deadline = tokio::time::Instant::now() + wait;
         while let Ok(v) = tokio::time::timeout_at(deadline, self.recv_wire()).await {
             assert_ne!(v["type"], ty, "expected no more {ty}, got {v}");
@@ -151,7 +171,8 @@ impl Client {
 
     /// Sends `text` and returns the acked id.
     pub async fn send_text(&mut self, room: &str, text: &str) -> String {
-        self.send(json!({"type": "send", "room": room, "text": text, "ref": text})).await;
+        self.send(json!({"type": "send", "room": room, "text": text, "ref": text}))
+            .await;
         loop {
             let v = self.recv_wire().await;
             if v["type"] == "ack" && v["ref"] == text {
@@ -165,7 +186,10 @@ impl Client {
     /// Reads until the server closes; the close code, if a close frame came.
     pub async fn close_code(&mut self) -> Option<u16> {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for close") {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close")
+            {
                 Some(Ok(Ws::Close(frame))) => return frame.map(|f| u16::from(f.code)),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,

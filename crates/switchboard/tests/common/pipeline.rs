@@ -24,14 +24,18 @@ pub fn kafka() -> String {
 }
 
 pub fn pg_base() -> String {
-    std::env::var("SWITCHBOARD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("SWITCHBOARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A fresh schema; returns its name and a URL whose search_path is it.
 pub async fn pg_schema() -> (String, String) {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = sqlx::PgPool::connect(&pg_base()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
     admin.close().await;
     let url = with_schema(&pg_base(), &schema);
     (schema, url)
@@ -44,10 +48,12 @@ pub fn with_schema(base: &str, schema: &str) -> String {
 /// `(rows, distinct ids)` in the schema's messages table.
 pub async fn count(schema: &str) -> (i64, i64) {
     let pool = sqlx::PgPool::connect(&pg_base()).await.unwrap();
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*), count(DISTINCT id) FROM {schema}.messages")))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), count(DISTINCT id) FROM {schema}.messages"
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     (row.get(0), row.get(1))
 }
@@ -63,7 +69,9 @@ pub async fn rows(schema: &str) -> Vec<(uuid::Uuid, String, String, String, i32,
     .await
     .unwrap();
     pool.close().await;
-    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect()
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect()
 }
 
 /// Waits until the table holds `n` rows (or panics after `within`).
@@ -74,7 +82,11 @@ pub async fn await_rows(schema: &str, n: i64, within: Duration) -> (i64, i64) {
         if c.0 >= n {
             return c;
         }
-        assert!(Instant::now() < deadline, "{} of {n} rows after {within:?}", c.0);
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} rows after {within:?}",
+            c.0
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -90,7 +102,11 @@ pub struct PrivateTansu {
 impl PrivateTansu {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap().keep();
-        let mut t = Self { port: free_port(), dir, child: None };
+        let mut t = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         t.restart();
         t
     }
@@ -103,7 +119,13 @@ impl PrivateTansu {
         assert!(self.child.is_none(), "already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://broker.db"])
             .current_dir(&self.dir)
             .stdout(Stdio::null())
@@ -149,7 +171,10 @@ impl Archiver {
             .env("KAFKA_TOPIC", topic)
             .env("ARCHIVE_GROUP", group)
             .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", std::env::var("ARCHIVER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("ARCHIVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -165,13 +190,18 @@ impl Archiver {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the archiver did not stop on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "the archiver did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -215,7 +245,12 @@ impl Proxy {
                 l.lock().await.push(link);
             }
         });
-        Self { addr, cut, links, accept }
+        Self {
+            addr,
+            cut,
+            links,
+            accept,
+        }
     }
 
     /// Drops every connection and refuses new ones until [`Proxy::restore`].

@@ -15,7 +15,11 @@ pub fn shared_url() -> String {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `redis-server` process of this test's own.
@@ -31,17 +35,32 @@ impl PrivateRedis {
 
     pub fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { port, child: Some(child) }
+        Self {
+            port,
+            child: Some(child),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -67,7 +86,12 @@ impl Drop for PrivateRedis {
 pub async fn numsub(url: &str, channel: &str) -> i64 {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let (_, n): (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(&mut conn).await.unwrap();
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     n
 }
 
@@ -79,7 +103,10 @@ pub async fn await_numsub(url: &str, channel: &str, n: i64) {
         if now == n {
             return;
         }
-        assert!(Instant::now() < deadline, "{channel} has {now} subscribers, expected {n}");
+        assert!(
+            Instant::now() < deadline,
+            "{channel} has {now} subscribers, expected {n}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
