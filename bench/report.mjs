@@ -2,7 +2,7 @@
 // docs/benchmarks.svg (p99 latency against offered load, one line per system).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 
-const [dir, steps, connections, senders, p99Limit] = process.argv.slice(2);
+const [dir, steps, connections, senders, p99Limit, roomsConnections, rooms, roomsRate] = process.argv.slice(2);
 const systems = [
   ['switchboard', 'switchboard (2 nodes, Redis, embedded journal)', '#2563eb'],
   ['socketio', 'Socket.IO 4 + @socket.io/redis-adapter (2 nodes)', '#dc2626'],
@@ -11,7 +11,14 @@ const systems = [
 const load = (name) => (existsSync(`${dir}/${name}.json`) ? JSON.parse(readFileSync(`${dir}/${name}.json`, 'utf8')) : null);
 const fmt = (n, d = 0) => (n === null || n === undefined ? '-' : Number(n).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
 
-const results = systems.map(([key, label, color]) => ({ key, label, color, broadcast: load(`${key}-broadcast`), idle: load(`${key}-idle`) }));
+const results = systems.map(([key, label, color]) => ({
+  key,
+  label,
+  color,
+  broadcast: load(`${key}-broadcast`),
+  rooms: load(`${key}-rooms`),
+  idle: load(`${key}-idle`),
+}));
 const best = Object.fromEntries(results.map((r) => [r.key, r.broadcast?.highest_held ?? null]));
 const ours = best.switchboard;
 
@@ -36,10 +43,25 @@ for (const r of results) {
   }
   lines.push('');
 }
-lines.push('## Idle connections', '', '| system | connections | server RSS per connection (KiB) |', '|---|---:|---:|');
+lines.push(`## Rooms: ${fmt(roomsConnections)} connections in ${fmt(rooms)} rooms, every connection sending ${roomsRate} msg/s`, '');
+lines.push('Connections alternate between the two nodes and room *k* gets connections *k*, *k* + rooms, ...: each room lives on one node, so a node should receive nothing from Redis.', '');
+lines.push('| system | delivered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | lost | dup | server CPU % (node 1, node 2) | generator CPU % |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|');
 for (const r of results) {
-  const i = r.idle?.reports?.[0];
-  lines.push(`| ${r.label} | ${fmt(i?.connections)} | ${fmt(i?.rss_kib_per_connection, 1)} |`);
+  const s = r.rooms?.reports?.[0];
+  if (!s) continue;
+  const cpu = s.servers.map((p) => fmt(p.cpu_percent)).join(', ');
+  lines.push(`| ${r.label} | ${fmt(s.deliveries_per_second)} | ${fmt(s.latency_ms.p50, 2)} | ${fmt(s.latency_ms.p90, 2)} | ${fmt(s.latency_ms.p99, 2)} | ${fmt(s.latency_ms.p999, 2)} | ${fmt(s.latency_ms.max, 2)} | ${fmt(s.lost)} | ${fmt(s.duplicates)} | ${cpu} | ${fmt(s.client_cpu_percent)} |`);
+}
+const bus = load('switchboard-rooms-bus');
+if (bus) {
+  lines.push('', "switchboard's Redis traffic per node in that run (from each node's `/metrics`): " + bus.map((n, i) => `node ${i + 1} published ${fmt(n.published)} messages and received ${fmt(n.received)}`).join('; ') + '.');
+}
+lines.push('');
+lines.push('## Idle connections', '', '| system | connections | server RSS per connection (KiB) |', '|---|---:|---:|');
+const idleMax = load('switchboard-idle-max')?.reports?.[0];
+for (const r of [...results.map((r) => [r.label, r.idle?.reports?.[0]]), ...(idleMax ? [[results[0].label.replace('2 nodes', '1 node'), idleMax]] : [])]) {
+  const [label, i] = r;
+  lines.push(`| ${label} | ${fmt(i?.connections)} | ${fmt(i?.rss_kib_per_connection, 2)} |`);
 }
 lines.push('');
 // The hand-written reading of the figures, kept beside the generator.
