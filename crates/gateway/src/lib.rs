@@ -7,15 +7,18 @@
 //! appended to the [`Journal`]; the sender is acked when the journal says
 //! the message is durable.
 
+pub mod auth;
 mod http;
+mod limits;
+mod listen;
 mod mailbox;
 mod recent;
 mod registry;
 mod sio;
 mod ws;
 
-use std::future::{Future, IntoFuture};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +34,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+pub use crate::auth::{AllowedOrigins, AuthConfig, AuthMode, TokenVerifier};
+pub use crate::limits::Rate;
+use crate::limits::Admission;
 use crate::recent::RecentIds;
 use crate::registry::Registry;
 
@@ -62,6 +68,23 @@ pub struct GatewayConfig {
     pub ack_timeout: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
+    /// Tokens, the publish API key and allowed origins.
+    pub auth: AuthConfig,
+    /// Connections this node holds at most (0: no cap).
+    pub max_connections: usize,
+    /// New connections per second per client address (`None`: no limit).
+    pub connect_rate_per_ip: Option<Rate>,
+    /// Frames a connection may send (`per_second` 0: no limit).
+    pub send_rate: Rate,
+    /// How long a client may take to send its request headers (the
+    /// WebSocket handshake included).
+    pub handshake_timeout: Duration,
+    /// A quiet connection is pinged after this long.
+    pub ping_interval: Duration,
+    /// A connection silent this long (pongs included) is closed.
+    pub idle_timeout: Duration,
+    /// Largest HTTP request body, in bytes.
+    pub max_body_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -74,6 +97,14 @@ impl Default for GatewayConfig {
             client_queue_frames: 1_024,
             ack_timeout: Duration::from_millis(5_000),
             shutdown_grace: Duration::from_secs(5),
+            auth: AuthConfig::default(),
+            max_connections: 0,
+            connect_rate_per_ip: None,
+            send_rate: Rate { per_second: 20, burst: 40 },
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -90,17 +121,8 @@ pub struct Gateway {
     connections: TaskTracker,
     io: OnceLock<SocketIo>,
     next_conn: AtomicU64,
-    open_connections: AtomicUsize,
+    admission: Admission,
     metrics: Option<PrometheusHandle>,
-}
-
-/// Decrements the open-connection count when dropped.
-struct OpenConnection<'a>(&'a AtomicUsize);
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Why a message was not made durable in time; the client may resend it
@@ -121,6 +143,7 @@ impl Gateway {
     ) -> Result<Arc<Self>, E> {
         let (inbox, mut remote) = mpsc::channel::<Message>(INBOX_CAPACITY);
         let bus = make_bus(inbox)?;
+        let admission = Admission::new(config.max_connections, config.connect_rate_per_ip);
         let gateway = Arc::new(Self {
             config,
             registry: Registry::new(bus.clone()),
@@ -132,7 +155,7 @@ impl Gateway {
             connections: TaskTracker::new(),
             io: OnceLock::new(),
             next_conn: AtomicU64::new(1),
-            open_connections: AtomicUsize::new(0),
+            admission,
             metrics,
         });
         // Messages from other nodes: fan out locally, nothing else (the
@@ -174,30 +197,17 @@ impl Gateway {
                 io.close().await;
             }
         });
-        let token = self.shutdown.clone();
         let grace = self.config.shutdown_grace;
-        // Writes are coalesced per connection already (see ws.rs); Nagle
-        // would only add the peer's delayed-ACK wait to each flush.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(
+        // The HTTP side drains only once Socket.IO let go of its long polls;
+        // both are bounded by the grace period.
+        listen::serve_http(
             listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            app,
+            self.config.handshake_timeout,
+            self.shutdown.clone(),
+            grace,
         )
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .into_future();
-        // The HTTP server drains only once Socket.IO let go of its long
-        // polls, so both are bounded by the grace period.
-        tokio::pin!(served);
-        let stopping = self.shutdown.clone();
-        let served = tokio::select! {
-            served = &mut served => served,
-            () = async move { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("HTTP connections still open after the shutdown grace period");
-                Ok(())
-            }
-        };
+        .await;
         if tokio::time::timeout(grace, closer).await.is_err() {
             tracing::warn!("socket.io clients still open after the shutdown grace period");
         }
@@ -209,13 +219,7 @@ impl Gateway {
             tracing::warn!("connections still open after the shutdown grace period");
         }
         self.journal.close().await;
-        served
-    }
-
-    /// Counts a connection as open until the guard drops.
-    fn open_connection(&self) -> OpenConnection<'_> {
-        self.open_connections.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(&self.open_connections)
+        Ok(())
     }
 
     fn next_conn_id(&self) -> u64 {

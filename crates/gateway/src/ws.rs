@@ -7,11 +7,13 @@
 //! of the task points to, so an idle connection's task stays small.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use switchboard_protocol::{
@@ -21,7 +23,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Gateway;
+use crate::auth::{Identity, request_token};
 use crate::http::json_error;
+use crate::limits::{ConnectionSlot, FrameBudget, Verdict};
 use crate::mailbox::{Mailbox, Ready};
 use crate::registry::{Sink, WsSink};
 
@@ -38,18 +42,38 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// Unflushed bytes allowed per connection before writes fail.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
-/// `GET /ws?name=alice`: validates the name, then upgrades.
+/// `GET /ws?name=alice[&token=JWT]`: checks the origin, admits the
+/// connection (node cap, per-address rate), identifies the client (token or
+/// name), then upgrades. Every refusal is an HTTP status with a JSON body.
 pub(crate) async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let name = match query.get("name") {
-        Some(name) => match validate_name(name) {
-            Ok(name) => name,
-            Err(e) => return json_error(axum::http::StatusCode::BAD_REQUEST, "bad_name", &e),
-        },
-        None => anonymous_name(),
+    let auth = &gateway.config.auth;
+    if !auth.allowed_origins.allows(&headers) {
+        metrics::counter!("switchboard_auth_refusals_total", "reason" => "origin").increment(1);
+        return json_error(StatusCode::FORBIDDEN, "forbidden_origin", "this origin may not open sockets here");
+    }
+    let slot = match gateway.admission.admit(peer.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => return refusal.response(),
+    };
+    let name = match query.get("name").map(|n| validate_name(n)) {
+        Some(Err(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_name", &e),
+        Some(Ok(name)) => Some(name),
+        None => None,
+    };
+    let token = request_token(query.get("token").map(String::as_str), &headers);
+    let identity = match auth.identify(token, || name.unwrap_or_else(anonymous_name)) {
+        Ok(identity) => identity,
+        Err(e) => {
+            metrics::counter!("switchboard_auth_refusals_total", "reason" => "token").increment(1);
+            tracing::info!(%peer, reason = %e, "upgrade refused");
+            return e.response();
+        }
     };
     let max = gateway.config.max_frame_bytes;
     let tracker = gateway.connections.clone();
@@ -58,7 +82,7 @@ pub(crate) async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER.max(max * 2))
         .max_frame_size(max)
         .max_message_size(max)
-        .on_upgrade(move |socket| tracker.track_future(run(gateway, Box::new(socket), name)))
+        .on_upgrade(move |socket| tracker.track_future(run(gateway, Box::new(socket), identity, slot)))
         .into_response()
 }
 
@@ -70,14 +94,16 @@ pub(crate) fn anonymous_name() -> String {
 struct Conn {
     gateway: Arc<Gateway>,
     id: u64,
-    name: String,
+    identity: Identity,
     sink: WsSink,
-    rooms: HashSet<RoomName>,
+    rooms: Vec<RoomName>,
     /// Ids just sent as join history, with when to forget them: in cluster
     /// mode a message can reach the store before it arrives live from
     /// another node, and must then not be delivered twice.
     recent_history: HashSet<Uuid>,
     forget_history_at: Instant,
+    /// Frames per second this client may send; `None` when unlimited.
+    budget: Option<Box<FrameBudget>>,
 }
 
 /// How long ids sent as join history are kept to drop live duplicates.
@@ -89,24 +115,24 @@ enum End {
     Gone,
 }
 
-async fn run(gateway: Arc<Gateway>, mut socket: Box<WebSocket>, name: String) {
+async fn run(gateway: Arc<Gateway>, mut socket: Box<WebSocket>, identity: Identity, _slot: ConnectionSlot) {
     let id = gateway.next_conn_id();
-    let span = tracing::info_span!("conn", conn_id = id, user = %name, protocol = "ws");
+    let span = tracing::info_span!("conn", conn_id = id, user = %identity.name, protocol = "ws");
     async move {
         let sink = Mailbox::new(gateway.config.client_queue_frames);
+        let budget = FrameBudget::new(gateway.config.send_rate);
         let mut conn = Conn {
             gateway,
             id,
-            name,
+            identity,
             sink,
-            rooms: HashSet::new(),
+            rooms: Vec::new(),
             recent_history: HashSet::new(),
             forget_history_at: Instant::now(),
+            budget,
         };
         tracing::info!("connection opened");
         metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
-        let gateway = conn.gateway.clone();
-        let _open = gateway.open_connection();
         let end = conn.serve(&mut socket).await;
         for room in conn.rooms.drain() {
             conn.gateway.registry.leave(&room, conn.id);
@@ -153,21 +179,43 @@ impl Conn {
         // room at high rate costs one syscall per connection per interval,
         // not one per message.
         let mut last_flush = Instant::now() - FLUSH_INTERVAL;
-        let flush_timer = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(flush_timer);
-        let mut flush_pending = false;
+        let mut flush_due: Option<Instant> = None;
+        // Keepalive: a client silent for `ping_interval` is pinged, and one
+        // silent for `idle_timeout` (a half-open TCP connection, say) is
+        // closed. Hearing anything counts; the clock is read per frame but
+        // the one timer below is only re-armed when it fires.
+        let (ping_after, idle_after) = (self.gateway.config.ping_interval, self.gateway.config.idle_timeout);
+        let mut last_heard = Instant::now();
+        let mut pinged = false;
+        let timer = tokio::time::sleep(ping_after);
+        tokio::pin!(timer);
         // Every write stalls on a client that stopped reading once its
         // socket buffers are full, so each one runs `guarded`: racing `stop`.
         loop {
             tokio::select! {
                 biased;
                 end = &mut stop => break end,
-                () = &mut flush_timer, if flush_pending => {
-                    flush_pending = false;
-                    last_flush = Instant::now();
-                    if let Some(end) = guarded(stop.as_mut(), socket.flush()).await {
-                        break end;
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if flush_due.is_some_and(|due| now >= due) {
+                        flush_due = None;
+                        last_flush = now;
+                        if let Some(end) = guarded(stop.as_mut(), socket.flush()).await {
+                            break end;
+                        }
                     }
+                    if now >= last_heard + idle_after {
+                        break End::Close(1001, "idle timeout");
+                    }
+                    if !pinged && now >= last_heard + ping_after {
+                        pinged = true;
+                        let ping = socket.send(WsMessage::Ping(axum::body::Bytes::new()));
+                        if let Some(end) = guarded(stop.as_mut(), ping).await {
+                            break end;
+                        }
+                    }
+                    let check = last_heard + if pinged { idle_after } else { ping_after };
+                    timer.as_mut().reset(flush_due.map_or(check, |due| due.min(check)).into());
                 }
                 Ready::Frames = std::future::poll_fn(|cx| self.sink.poll_ready(cx)) => {
                     if !self.recent_history.is_empty() && Instant::now() >= self.forget_history_at {
@@ -179,34 +227,50 @@ impl Conn {
                     }
                     let now = Instant::now();
                     if now.duration_since(last_flush) >= FLUSH_INTERVAL {
-                        flush_pending = false;
+                        flush_due = None;
                         last_flush = now;
                         if let Some(end) = guarded(stop.as_mut(), socket.flush()).await {
                             break end;
                         }
-                    } else if !flush_pending {
-                        flush_pending = true;
-                        flush_timer.as_mut().reset((last_flush + FLUSH_INTERVAL).into());
-                    }
-                }
-                incoming = socket.recv() => match incoming {
-                    None | Some(Ok(WsMessage::Close(_))) => break End::Gone,
-                    Some(Ok(WsMessage::Text(text))) => {
-                        // Boxed: the request path's states would otherwise
-                        // be part of every idle connection's task.
-                        if let Some(end) = guarded(stop.as_mut(), Box::pin(self.handle(socket, text.as_str()))).await {
-                            break end;
+                    } else if flush_due.is_none() {
+                        let due = last_flush + FLUSH_INTERVAL;
+                        flush_due = Some(due);
+                        if due < timer.deadline().into_std() {
+                            timer.as_mut().reset(due.into());
                         }
                     }
-                    Some(Ok(WsMessage::Binary(_))) => {
-                        let err = FrameError::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
-                        let reply = ServerFrame::error(err).encode();
-                        // Through the queue: never a write outside the select.
-                        self.sink.push(crate::registry::reply(reply));
+                }
+                incoming = socket.recv() => {
+                    last_heard = Instant::now();
+                    pinged = false;
+                    let frame_allowed = |budget: &Option<Box<FrameBudget>>| {
+                        budget.as_ref().is_none_or(|b| b.frame() == Verdict::Allow)
+                    };
+                    match incoming {
+                        None | Some(Ok(WsMessage::Close(_))) => break End::Gone,
+                        Some(Ok(WsMessage::Text(text))) => {
+                            if !frame_allowed(&self.budget) {
+                                break rate_exceeded();
+                            }
+                            // Boxed: the request path's states would otherwise
+                            // be part of every idle connection's task.
+                            if let Some(end) = guarded(stop.as_mut(), Box::pin(self.handle(socket, text.as_str()))).await {
+                                break end;
+                            }
+                        }
+                        Some(Ok(WsMessage::Binary(_))) => {
+                            if !frame_allowed(&self.budget) {
+                                break rate_exceeded();
+                            }
+                            let err = FrameError::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
+                            let reply = ServerFrame::error(err).encode();
+                            // Through the queue: never a write outside the select.
+                            self.sink.push(crate::registry::reply(reply));
+                        }
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                        Some(Err(e)) => break classify(e),
                     }
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-                    Some(Err(e)) => break classify(e),
-                },
+                }
             }
         }
     }
@@ -221,6 +285,10 @@ impl Conn {
         match request.frame {
             ClientFrame::Ping => send(socket, &ServerFrame::Pong { r#ref }).await,
             ClientFrame::Join { room, history } => {
+                if !self.identity.may_join(&room) {
+                    let err = FrameError::new(ErrorCode::Forbidden, format!("your token does not allow joining `{room}`"));
+                    return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
+                }
                 if !self.rooms.contains(&room)
                     && self.rooms.len() >= self.gateway.config.max_rooms_per_connection
                 {
@@ -237,7 +305,10 @@ impl Conn {
                     self.gateway
                         .registry
                         .join(&room, self.id, Sink::Ws(self.sink.clone()));
-                let newly = self.rooms.insert(room.clone());
+                let newly = !self.rooms.contains(&room);
+                if newly {
+                    self.rooms.push(room.clone());
+                }
                 match self.gateway.history(&room, history, recent).await {
                     Ok(history) => {
                         tracing::debug!(%room, history = history.len(), "joined");
@@ -259,7 +330,7 @@ impl Conn {
                     Err(e) => {
                         tracing::warn!(error = %e, %room, "history read failed");
                         if newly {
-                            self.rooms.remove(&room);
+                            self.rooms.retain(|r| *r != room);
                             self.gateway.registry.leave(&room, self.id);
                         }
                         let err = FrameError::new(
@@ -271,7 +342,8 @@ impl Conn {
                 }
             }
             ClientFrame::Leave { room } => {
-                if self.rooms.remove(&room) {
+                if let Some(at) = self.rooms.iter().position(|r| *r == room) {
+                    self.rooms.swap_remove(at);
                     self.gateway.registry.leave(&room, self.id);
                 }
                 send(socket, &ServerFrame::Left { room, r#ref }).await
@@ -284,7 +356,14 @@ impl Conn {
                     );
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
-                let (message, durable) = self.gateway.accept(&self.name, room, text, id);
+                if self.budget.as_ref().is_some_and(|b| b.send() == Verdict::Limited) {
+                    let err = FrameError::new(
+                        ErrorCode::RateLimited,
+                        "sending faster than the rate limit; this message was not accepted",
+                    );
+                    return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
+                }
+                let (message, durable) = self.gateway.accept(&self.identity.name, room, text, id);
                 let sink = self.sink.clone();
                 let id = message.id;
                 tokio::spawn(async move {
@@ -356,6 +435,11 @@ async fn guarded(
         written = write => written.is_err().then_some(End::Gone),
         end = stop => Some(end),
     }
+}
+
+fn rate_exceeded() -> End {
+    tracing::info!("frames past ten times the rate limit");
+    End::Close(1008, "rate limit exceeded")
 }
 
 fn slow_consumer() -> End {

@@ -20,6 +20,11 @@ pub enum ErrorCode {
     TooManyRooms,
     /// The journal could not make the message durable; retry with the same id.
     Unavailable,
+    /// `join` of a room the connection's token does not allow.
+    Forbidden,
+    /// `send` faster than the connection's rate limit; the message was not
+    /// accepted. (Ten times the limit closes the connection with 1008.)
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -32,6 +37,8 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
