@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use switchboard_protocol::RoomName;
+use switchboard_protocol::{ClientFrame, Request, RoomName, validate_name};
 use uuid::Uuid;
 
 use crate::Gateway;
@@ -26,12 +28,16 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/app.css", get(app_css))
         .route("/app.js", get(app_js))
         .route("/ws", get(crate::ws::upgrade))
-        .route("/api/rooms/{room}/messages", get(room_messages))
+        .route(
+            "/api/rooms/{room}/messages",
+            get(room_messages).post(publish),
+        )
         .route("/api/stats", get(stats))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(gateway.config.max_body_bytes))
         .with_state(gateway.clone())
         .layer(sio)
 }
@@ -81,7 +87,7 @@ async fn healthz() -> impl IntoResponse {
 async fn stats(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     axum::Json(json!({
         "node": gateway.config.node_id,
-        "connections": gateway.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+        "connections": gateway.admission.open(),
         "rooms": gateway.registry.room_count(),
     }))
 }
@@ -171,5 +177,75 @@ async fn room_messages(
                 "history is unavailable; retry later",
             )
         }
+    }
+}
+
+/// `POST /api/rooms/{room}/messages` with `{"text": .., "from": .., "id"?: ..}`
+/// and `Authorization: Bearer <API_KEY>`: a server-side send, on the same
+/// path as a client's (fan-out on every node, journal), answered once the
+/// message is durable: 201 with the message, or 503 `unavailable` with the
+/// id to retry with. Without `API_KEY` configured the route does not exist.
+async fn publish(
+    State(gateway): State<Arc<Gateway>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let auth = &gateway.config.auth;
+    if auth.api_key.is_none() {
+        return not_found().await;
+    }
+    if !crate::auth::bearer(&headers).is_some_and(|key| auth.api_key_matches(key)) {
+        metrics::counter!("switchboard_auth_refusals_total", "reason" => "api_key").increment(1);
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required: Authorization: Bearer <API_KEY>",
+        );
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return json_error(e.status(), "bad_request", &e.body_text()),
+    };
+    let mut fields = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_frame",
+                "the body must be a JSON object: {\"text\": .., \"from\": .., \"id\"?: ..}",
+            );
+        }
+    };
+    let from = match fields.remove("from") {
+        Some(serde_json::Value::String(from)) => match validate_name(&from) {
+            Ok(from) => from,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_name", &e),
+        },
+        _ => return json_error(StatusCode::BAD_REQUEST, "bad_name", "`from` must be a string"),
+    };
+    // The same checks as a client's `send` (room, text size, id).
+    fields.insert("room".into(), serde_json::Value::String(room));
+    let request = Request::from_event("send", &serde_json::Value::Object(fields), &gateway.config.limits);
+    let (room, text, id) = match request {
+        Ok(Request { frame: ClientFrame::Send { room, text, id }, .. }) => (room, text, id),
+        Ok(_) => return json_error(StatusCode::BAD_REQUEST, "bad_frame", "not a send"),
+        Err(e) => {
+            let status = if e.code == switchboard_protocol::ErrorCode::TooLarge {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return json_error(status, e.code.as_str(), &e.message);
+        }
+    };
+    let (message, durable) = gateway.accept(&from, room, text, id);
+    match durable.await {
+        Ok(()) => (StatusCode::CREATED, axum::Json(message)).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "code": "unavailable", "message": e.0, "id": message.id })),
+        )
+            .into_response(),
     }
 }

@@ -74,7 +74,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// New connections per second per client address (`None`: no limit).
     pub connect_rate_per_ip: Option<Rate>,
-    /// Frames a connection may send (`per_second` 0: no limit).
+    /// Sends a connection may make (`per_second` 0: no limit); every frame
+    /// counts against ten times this, past which the connection is closed.
     pub send_rate: Rate,
     /// How long a client may take to send its request headers (the
     /// WebSocket handshake included).
@@ -100,7 +101,7 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             max_connections: 0,
             connect_rate_per_ip: None,
-            send_rate: Rate { per_second: 20, burst: 40 },
+            send_rate: Rate { per_second: 0, burst: 0 },
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
@@ -157,6 +158,16 @@ impl Gateway {
             next_conn: AtomicU64::new(1),
             admission,
             metrics,
+        });
+        // The per-address connection rate table forgets quiet addresses.
+        let weak = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Some(gateway) = weak.upgrade() else { break };
+                gateway.admission.forget_idle_addresses();
+            }
         });
         // Messages from other nodes: fan out locally, nothing else (the
         // accepting node already journaled them).

@@ -13,11 +13,12 @@
 //! effect in the order it sent them.
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::Query;
+use axum::extract::{ConnectInfo, Query};
 use serde_json::{Value, json};
 use socketioxide::SocketIoBuilder;
 use socketioxide::adapter::LocalAdapter;
@@ -30,6 +31,8 @@ use switchboard_protocol::{
 use tokio::sync::watch;
 
 use crate::Gateway;
+use crate::auth::{Identity, request_token};
+use crate::limits::{ConnectionSlot, FrameBudget, Verdict};
 use crate::registry::{Registry, Sink};
 
 /// How long a kicked slow consumer may take to accept its DISCONNECT before
@@ -41,9 +44,15 @@ const KICK_RETRY_FOR: Duration = Duration::from_secs(60);
 struct SioConn {
     id: u64,
     name: Arc<str>,
+    /// Rooms its token allows (`None`: any).
+    identity: Arc<Identity>,
     state: Arc<Mutex<Rooms>>,
     next_ticket: Arc<AtomicU64>,
     serving: Arc<watch::Sender<u64>>,
+    /// Frames per second it may send; `None` when unlimited.
+    budget: Option<Arc<FrameBudget>>,
+    /// Its place in the node's connection count, given back on disconnect.
+    _slot: Arc<ConnectionSlot>,
 }
 
 #[derive(Default)]
@@ -67,6 +76,10 @@ pub(crate) fn layer(gateway: &Arc<Gateway>) -> socketioxide::layer::SocketIoLaye
         .max_buffer_size(config.client_queue_frames.max(1))
         .max_payload(config.max_frame_bytes as u64)
         .ws_read_buffer_size(4 * 1024)
+        // The same keepalive as /ws: pinged every `ping_interval`, gone
+        // when silent for `idle_timeout`.
+        .ping_interval(config.ping_interval)
+        .ping_timeout(config.idle_timeout.saturating_sub(config.ping_interval).max(Duration::from_secs(1)))
         .ws_max_frame_size(config.max_frame_bytes)
         .ws_max_message_size(config.max_frame_bytes)
         .with_state(gateway.clone())
@@ -93,36 +106,78 @@ fn handshake_name(socket: &SocketRef, auth: &Option<Value>) -> Result<String, St
     }
 }
 
+/// The connection token: `auth.token`, else `?token=`, else
+/// `Authorization: Bearer`.
+fn handshake_token(socket: &SocketRef, auth: &Option<Value>) -> Option<String> {
+    if let Some(token) = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str) {
+        return Some(token.to_owned());
+    }
+    let parts = socket.req_parts();
+    let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    request_token(query.get("token").map(String::as_str), &parts.headers).map(str::to_owned)
+}
+
 /// Sets a socket up before socketioxide answers its CONNECT: the client may
 /// emit as soon as it is connected, so its handlers must already be there.
-/// An invalid name refuses the connection with a `connect_error`.
+/// A refused origin, a full node, a bad token or an invalid name refuses
+/// the connection with a `connect_error` whose message starts with a code.
 async fn setup(
     socket: SocketRef,
     TryData(auth): TryData<Value>,
     State(gateway): State<Arc<Gateway>>,
 ) -> Result<(), String> {
-    let name = handshake_name(&socket, &auth.ok())?;
+    let auth = auth.ok();
+    let parts = socket.req_parts();
+    if !gateway.config.auth.allowed_origins.allows(&parts.headers) {
+        metrics::counter!("switchboard_auth_refusals_total", "reason" => "origin").increment(1);
+        return Err("forbidden_origin: this origin may not open sockets here".into());
+    }
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let slot = gateway.admission.admit(peer).map_err(|r| r.message().to_owned())?;
+    let token = handshake_token(&socket, &auth);
+    let requested = handshake_name(&socket, &auth);
+    if token.is_none() {
+        requested.clone().map_err(|e| format!("bad_name: {e}"))?;
+    }
+    let identity = gateway
+        .config
+        .auth
+        .identify(token.as_deref(), || requested.unwrap_or_else(|_| crate::ws::anonymous_name()))
+        .map_err(|e| {
+            metrics::counter!("switchboard_auth_refusals_total", "reason" => "token").increment(1);
+            format!("unauthorized: {e}")
+        })?;
+    let in_lobby = identity.may_join(&lobby());
     let conn = SioConn {
         id: gateway.next_conn_id(),
-        name: name.into(),
+        name: identity.name.as_str().into(),
+        identity: Arc::new(identity),
         state: Arc::new(Mutex::new(Rooms {
-            legacy_lobby: true,
+            legacy_lobby: in_lobby,
             ..Rooms::default()
         })),
         next_ticket: Arc::new(AtomicU64::new(0)),
         serving: Arc::new(watch::Sender::new(0)),
+        budget: FrameBudget::new(gateway.config.send_rate).map(Arc::from),
+        _slot: Arc::new(slot),
     };
     tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, protocol = "socket.io", "connection opened");
     metrics::gauge!("switchboard_connections", "protocol" => "socket.io").increment(1.0);
-    gateway.registry.join(
-        &lobby(),
-        conn.id,
-        Sink::Sio {
-            socket: socket.clone(),
-            legacy: true,
-        },
-    );
-    gateway.open_connections.fetch_add(1, Ordering::Relaxed);
+    if in_lobby {
+        gateway.registry.join(
+            &lobby(),
+            conn.id,
+            Sink::Sio {
+                socket: socket.clone(),
+                legacy: true,
+            },
+        );
+    }
     socket.extensions.insert(conn);
 
     socket.on("event:message", on_legacy_message);
@@ -240,6 +295,9 @@ async fn on_legacy_message(
 ) {
     let turn = turn.wait().await;
     let Some(conn) = conn_of(&socket) else { return };
+    if !within_frame_budget(&socket, &conn) {
+        return;
+    }
     let text = match data {
         Ok(Value::String(text)) => text,
         _ => {
@@ -322,6 +380,9 @@ async fn handle(
 ) {
     let turn = turn.wait().await;
     let Some(conn) = conn_of(socket) else { return };
+    if !within_frame_budget(socket, &conn) {
+        return;
+    }
     let request = match Request::from_event(event, data, &gateway.config.limits) {
         Ok(request) => request,
         Err(err) => return reply(socket, ack, ServerFrame::error(err)),
@@ -329,6 +390,13 @@ async fn handle(
     let r#ref = request.r#ref;
     match request.frame {
         ClientFrame::Join { room, history } => {
+            if !conn.identity.may_join(&room) {
+                let err = FrameError::new(
+                    ErrorCode::Forbidden,
+                    format!("your token does not allow joining `{room}`"),
+                );
+                return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
+            }
             let (recent, newly) = {
                 let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
                 if rooms.closed {
@@ -426,6 +494,13 @@ async fn send(
         );
         return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
     }
+    if conn.budget.as_ref().is_some_and(|b| b.send() == Verdict::Limited) {
+        let err = FrameError::new(
+            ErrorCode::RateLimited,
+            "sending faster than the rate limit; this message was not accepted",
+        );
+        return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
+    }
     let (message, durable) = gateway.accept(&conn.name, room, text, id);
     // Accepted in order; the next event need not wait for durability.
     drop(turn);
@@ -442,6 +517,17 @@ async fn send(
         },
     };
     reply(socket, ack, frame);
+}
+
+/// Takes one event from the socket's frame budget; past ten times the rate
+/// the socket is disconnected and false returned.
+fn within_frame_budget(socket: &SocketRef, conn: &SioConn) -> bool {
+    if conn.budget.as_ref().is_none_or(|b| b.frame() == Verdict::Allow) {
+        return true;
+    }
+    tracing::info!(conn_id = conn.id, sid = %socket.id, "events past ten times the rate limit; disconnecting");
+    let _ = socket.clone().disconnect();
+    false
 }
 
 /// Removes `conn` from every room it is in, once; true the first time.
@@ -492,7 +578,8 @@ async fn on_disconnect(
 ) {
     let Some(conn) = conn_of(&socket) else { return };
     leave_everything(&gateway.registry, &conn);
-    gateway.open_connections.fetch_sub(1, Ordering::Relaxed);
+    // Drops its connection slot once the handlers still running let go.
+    socket.extensions.remove::<SioConn>();
     metrics::gauge!("switchboard_connections", "protocol" => "socket.io").decrement(1.0);
     tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, %reason, "connection closed");
 }

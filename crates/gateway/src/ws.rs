@@ -134,7 +134,7 @@ async fn run(gateway: Arc<Gateway>, mut socket: Box<WebSocket>, identity: Identi
         tracing::info!("connection opened");
         metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
         let end = conn.serve(&mut socket).await;
-        for room in conn.rooms.drain() {
+        for room in conn.rooms.drain(..) {
             conn.gateway.registry.leave(&room, conn.id);
         }
         conn.sink.close();

@@ -3,10 +3,11 @@
 //! and in README's configuration table.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use switchboard_gateway::GatewayConfig;
+use switchboard_gateway::{AllowedOrigins, AuthConfig, AuthMode, GatewayConfig, Rate, TokenVerifier};
 use switchboard_protocol::Limits;
 
 /// `switchboard`: a horizontally scalable real-time messaging server.
@@ -37,6 +38,15 @@ pub enum Command {
     Archive,
     /// Generate load against switchboard or a peer and report what came back.
     Bench(crate::bench::BenchArgs),
+}
+
+/// Whether connections need a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthArg {
+    /// Anyone may connect.
+    Off,
+    /// A valid JWT is required.
+    Required,
 }
 
 /// Log line format.
@@ -151,6 +161,51 @@ pub struct Config {
     /// Do not apply the store's migrations at start (run `switchboard migrate` instead).
     #[arg(long, global = true)]
     pub no_migrate: bool,
+    /// `off`: anyone may connect and pick a name (a token, when given, is
+    /// still checked); `required`: every connection needs a valid JWT.
+    #[arg(long, env = "AUTH", value_enum, default_value = "off", global = true)]
+    pub auth: AuthArg,
+    /// HS256 secret for connection tokens (at least 32 bytes).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+    /// RS256 or ES256 public key for connection tokens: the PEM text, or a
+    /// path to a PEM file.
+    #[arg(long, env = "JWT_PUBLIC_KEY", hide_env_values = true, global = true)]
+    pub jwt_public_key: Option<String>,
+    /// Bearer key of `POST /api/rooms/{room}/messages`; unset disables it.
+    #[arg(long, env = "API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Browser origins allowed to open sockets, comma-separated
+    /// (`scheme://host[:port]`, or `*`); default any with AUTH=off, the
+    /// node's own origin with AUTH=required.
+    #[arg(long, env = "ALLOWED_ORIGINS", global = true)]
+    pub allowed_origins: Option<String>,
+    /// Connections one node holds at most (0: no cap).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000, global = true)]
+    pub max_connections: usize,
+    /// New connections per second from one client address (0: no limit);
+    /// bursts of twice this pass.
+    #[arg(long, env = "CONNECT_RATE_PER_IP", default_value_t = 100, global = true)]
+    pub connect_rate_per_ip: u32,
+    /// Messages per second one connection may send (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 20, global = true)]
+    pub rate_limit_per_sec: u32,
+    /// Messages one connection may send at once before the rate applies.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40, global = true)]
+    pub rate_limit_burst: u32,
+    /// Milliseconds a client may take to send its request headers (the
+    /// WebSocket handshake included).
+    #[arg(long, env = "HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub handshake_timeout_ms: u64,
+    /// Milliseconds of silence after which a connection is pinged.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000, global = true)]
+    pub ping_interval_ms: u64,
+    /// Milliseconds of silence (pongs included) after which a connection is closed.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000, global = true)]
+    pub idle_timeout_ms: u64,
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
+    pub max_body_bytes: usize,
     /// Log format.
     #[arg(
         long,
@@ -307,7 +362,77 @@ impl Config {
         {
             return Err(invalid("NODE_ID", "1-128 characters"));
         }
-        Ok(())
+        if self.handshake_timeout_ms == 0 {
+            return Err(invalid("HANDSHAKE_TIMEOUT_MS", "a positive number of milliseconds"));
+        }
+        if self.ping_interval_ms == 0 {
+            return Err(invalid("PING_INTERVAL_MS", "a positive number of milliseconds"));
+        }
+        if self.idle_timeout_ms <= self.ping_interval_ms {
+            return Err(invalid("IDLE_TIMEOUT_MS", "more than PING_INTERVAL_MS"));
+        }
+        if self.rate_limit_per_sec > 0 && self.rate_limit_burst == 0 {
+            return Err(invalid("RATE_LIMIT_BURST", "at least 1 when RATE_LIMIT_PER_SEC is set"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("MAX_BODY_BYTES", "at least 1024"));
+        }
+        self.auth_config().map(|_| ())
+    }
+
+    /// The gateway's authentication settings, checked.
+    pub fn auth_config(&self) -> Result<AuthConfig, ConfigError> {
+        let tokens = match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("JWT_SECRET", "either JWT_SECRET or JWT_PUBLIC_KEY, not both"));
+            }
+            (Some(secret), None) if secret.len() < 32 => {
+                return Err(invalid("JWT_SECRET", "at least 32 bytes"));
+            }
+            (Some(secret), None) => Some(TokenVerifier::hs256(secret.as_bytes())),
+            (None, Some(key)) => {
+                let pem = if key.trim_start().starts_with("-----BEGIN") {
+                    key.clone().into_bytes()
+                } else {
+                    std::fs::read(key).map_err(|e| invalid("JWT_PUBLIC_KEY", format!("PEM text or a readable PEM file ({e})")))?
+                };
+                Some(TokenVerifier::public_key_pem(&pem).map_err(|e| invalid("JWT_PUBLIC_KEY", e.to_string()))?)
+            }
+            (None, None) => None,
+        };
+        let mode = match self.auth {
+            AuthArg::Off => AuthMode::Off,
+            AuthArg::Required if tokens.is_none() => {
+                return Err(invalid("AUTH", "`required` needs JWT_SECRET or JWT_PUBLIC_KEY"));
+            }
+            AuthArg::Required => AuthMode::Required,
+        };
+        let allowed_origins = match self.allowed_origins.as_deref().map(str::trim) {
+            None | Some("") => match mode {
+                AuthMode::Off => AllowedOrigins::Any,
+                AuthMode::Required => AllowedOrigins::SameOrigin,
+            },
+            Some("*") => AllowedOrigins::Any,
+            Some(list) => {
+                let origins: Vec<String> = list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
+                let ok = origins.iter().all(|o| {
+                    url::Url::parse(o).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                });
+                if !ok {
+                    return Err(invalid("ALLOWED_ORIGINS", "`*` or comma-separated origins like https://chat.example.com"));
+                }
+                AllowedOrigins::List(origins)
+            }
+        };
+        if self.api_key.as_ref().is_some_and(|k| k.len() < 16) {
+            return Err(invalid("API_KEY", "at least 16 characters"));
+        }
+        Ok(AuthConfig {
+            mode,
+            tokens: tokens.map(Arc::new),
+            api_key: self.api_key.clone(),
+            allowed_origins,
+        })
     }
 
     fn kafka_overrides_from(&self, extra: &str) -> Option<Vec<(String, String)>> {
@@ -382,8 +507,8 @@ impl Config {
     }
 
     /// The gateway's part of the configuration.
-    pub fn gateway(&self) -> GatewayConfig {
-        GatewayConfig {
+    pub fn gateway(&self) -> Result<GatewayConfig, ConfigError> {
+        Ok(GatewayConfig {
             node_id: self.node_id(),
             limits: Limits {
                 max_message_bytes: self.max_message_bytes,
@@ -394,8 +519,22 @@ impl Config {
             max_rooms_per_connection: self.max_rooms_per_connection,
             client_queue_frames: self.client_queue_frames,
             ack_timeout: Duration::from_millis(self.ack_timeout_ms),
+            auth: self.auth_config()?,
+            max_connections: self.max_connections,
+            connect_rate_per_ip: (self.connect_rate_per_ip > 0).then(|| Rate {
+                per_second: self.connect_rate_per_ip,
+                burst: self.connect_rate_per_ip.saturating_mul(2),
+            }),
+            send_rate: Rate {
+                per_second: self.rate_limit_per_sec,
+                burst: self.rate_limit_burst,
+            },
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_body_bytes: self.max_body_bytes,
             ..GatewayConfig::default()
-        }
+        })
     }
 }
 
@@ -475,7 +614,7 @@ mod tests {
         if vars.iter().any(|v| std::env::var_os(v).is_some()) {
             return; // the environment overrides the defaults under test
         }
-        let from_cli = parse(&[]).unwrap().gateway();
+        let from_cli = parse(&[]).unwrap().gateway().unwrap();
         let defaults = GatewayConfig::default();
         assert_eq!(from_cli.limits, defaults.limits);
         assert_eq!(from_cli.max_frame_bytes, defaults.max_frame_bytes);

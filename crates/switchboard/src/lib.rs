@@ -35,8 +35,8 @@ pub struct NodeOptions {
 
 impl NodeOptions {
     /// The node options a validated configuration describes.
-    pub fn from_config(config: &Config) -> Self {
-        let gateway = config.gateway();
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let gateway = config.gateway()?;
         let redis = config.redis_url.clone().map(|url| RedisOptions {
             url,
             prefix: config.redis_prefix.clone(),
@@ -50,13 +50,13 @@ impl NodeOptions {
             node_id: gateway.node_id.clone(),
             overrides: config.kafka_overrides(),
         });
-        Self {
+        Ok(Self {
             gateway,
             database_url: config.database_url(),
             migrate: !config.no_migrate,
             redis,
             kafka,
-        }
+        })
     }
 }
 

@@ -109,7 +109,12 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {address} (PORT/HOST): {e}"))?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            let options = NodeOptions::from_config(&cli.config);
+            let options = NodeOptions::from_config(&cli.config)?;
+            if options.gateway.auth.mode == switchboard_gateway::AuthMode::Off {
+                tracing::warn!(
+                    "AUTH=off: anyone who can reach this node may connect under any name; set AUTH=required with JWT_SECRET or JWT_PUBLIC_KEY in production"
+                );
+            }
             let node = switchboard::run(listener, options, shutdown.clone(), metrics);
             tokio::pin!(node);
             tokio::select! {

@@ -1,0 +1,356 @@
+//! Who may connect and what they may do: JWT connection tokens, the API key
+//! of the server-side publish endpoint, and the browser origins allowed to
+//! open sockets.
+//!
+//! A token is checked before the WebSocket upgrade (or, for Socket.IO, before
+//! the namespace CONNECT is answered). Its claims become the connection's
+//! [`Identity`]: `name` replaces whatever name the client asked for, so the
+//! `from` of its messages cannot be forged, and `rooms` bounds what it may
+//! join. Errors name what was wrong with the token, never the key.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use switchboard_protocol::{RoomName, validate_name};
+
+/// Whether connections need a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone may connect and pick a display name; a token, when given, is
+    /// still checked and used.
+    Off,
+    /// Every connection needs a valid token.
+    Required,
+}
+
+/// Browser origins allowed to open sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Any origin.
+    Any,
+    /// Only pages served by this node (`Origin` matches `Host`).
+    SameOrigin,
+    /// Exactly these origins (`scheme://host[:port]`).
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a request with these headers may open a socket. Requests
+    /// without `Origin` are not from a browser page and pass: the check is
+    /// there so another site cannot open a socket with a user's cookies.
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+            return true;
+        };
+        match self {
+            AllowedOrigins::Any => true,
+            AllowedOrigins::SameOrigin => {
+                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+                let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+                matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+            }
+            AllowedOrigins::List(list) => list.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin)),
+        }
+    }
+}
+
+/// The node's authentication settings.
+#[derive(Clone)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// How tokens are checked; required when `mode` is `Required`.
+    pub tokens: Option<Arc<TokenVerifier>>,
+    /// The bearer key of `POST /api/rooms/{room}/messages`; the endpoint
+    /// does not exist without one.
+    pub api_key: Option<String>,
+    pub allowed_origins: AllowedOrigins,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key or the secret.
+        f.debug_struct("AuthConfig")
+            .field("mode", &self.mode)
+            .field("tokens", &self.tokens.as_ref().map(|t| t.algorithm))
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("allowed_origins", &self.allowed_origins)
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { mode: AuthMode::Off, tokens: None, api_key: None, allowed_origins: AllowedOrigins::Any }
+    }
+}
+
+/// Checks connection tokens signed with one key.
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    algorithm: Algorithm,
+}
+
+/// Why a key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(String);
+
+impl TokenVerifier {
+    /// HS256 with a shared secret.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// RS256 or ES256 (P-256), whichever the PEM public key is.
+    pub fn public_key_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            return Ok(Self::new(key, Algorithm::RS256));
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            return Ok(Self::new(key, Algorithm::ES256));
+        }
+        Err(KeyError("not a PEM RSA or EC (P-256) public key".into()))
+    }
+
+    fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
+        // One algorithm only: a token cannot pick another (or `none`).
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 30;
+        Self { key, validation, algorithm }
+    }
+
+    /// The identity a token stands for.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
+            ErrorKind::MissingRequiredClaim(claim) => AuthError::Claims(format!("the `{claim}` claim is required")),
+            ErrorKind::Json(_) => AuthError::Claims("claims of the wrong type".into()),
+            _ => AuthError::Malformed,
+        })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(AuthError::Claims("`sub` must not be empty".into()));
+        }
+        let name = validate_name(claims.name.as_deref().unwrap_or(&claims.sub))
+            .map_err(|e| AuthError::Claims(format!("`name`: {e}")))?;
+        Ok(Identity { user: Some(claims.sub), name, rooms: claims.rooms.map(Into::into) })
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    name: Option<String>,
+    #[allow(dead_code, reason = "required and checked by the validation")]
+    exp: u64,
+    rooms: Option<Vec<String>>,
+}
+
+/// Why a token was refused. The messages say what was wrong with the token,
+/// never anything about the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token is required: pass ?token= or Authorization: Bearer")]
+    Missing,
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("the token is not signed with the algorithm this server accepts")]
+    Algorithm,
+    #[error("the token's claims are invalid: {0}")]
+    Claims(String),
+    #[error("tokens are not configured on this server")]
+    NotConfigured,
+}
+
+impl AuthError {
+    /// The HTTP status and body of a refused upgrade.
+    pub fn response(&self) -> axum::response::Response {
+        crate::http::json_error(StatusCode::UNAUTHORIZED, "unauthorized", &self.to_string())
+    }
+}
+
+/// Who a connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`; `None` for anonymous connections.
+    pub user: Option<String>,
+    /// The display name that becomes the `from` of its messages.
+    pub name: String,
+    /// Rooms it may join (exact names, or prefixes ending in `*`); `None`
+    /// for any room.
+    pub rooms: Option<Arc<[String]>>,
+}
+
+impl Identity {
+    /// An anonymous connection with the name it asked for.
+    pub fn anonymous(name: String) -> Self {
+        Self { user: None, name, rooms: None }
+    }
+
+    /// Whether it may join `room`.
+    pub fn may_join(&self, room: &RoomName) -> bool {
+        let Some(patterns) = &self.rooms else { return true };
+        let room = room.as_str();
+        patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => room.starts_with(prefix),
+            None => p == room,
+        })
+    }
+}
+
+impl AuthConfig {
+    /// The identity of a connecting client: from `token` when there is one
+    /// (or when tokens are required), else anonymous with `name`.
+    pub fn identify(&self, token: Option<&str>, name: impl FnOnce() -> String) -> Result<Identity, AuthError> {
+        match (token, &self.tokens, self.mode) {
+            (Some(token), Some(verifier), _) => verifier.verify(token),
+            (None, _, AuthMode::Required) => Err(AuthError::Missing),
+            (Some(_), None, AuthMode::Required) => Err(AuthError::NotConfigured),
+            (_, _, AuthMode::Off) => Ok(Identity::anonymous(name())),
+        }
+    }
+
+    /// Whether `presented` is the API key, compared in constant time.
+    pub fn api_key_matches(&self, presented: &str) -> bool {
+        match &self.api_key {
+            Some(key) => bool::from(key.as_bytes().ct_eq(presented.as_bytes())),
+            None => false,
+        }
+    }
+}
+
+/// The token of an upgrade request: `?token=` or `Authorization: Bearer`.
+pub fn request_token<'a>(query_token: Option<&'a str>, headers: &'a HeaderMap) -> Option<&'a str> {
+    query_token.or_else(|| bearer(headers))
+}
+
+/// The `Authorization: Bearer` credential, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"test-secret-of-enough-length-for-hs256";
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn a_valid_token_gives_its_name_and_rooms() {
+        let v = TokenVerifier::hs256(SECRET);
+        let id = v
+            .verify(&token(json!({"sub": "u1", "name": "Alice", "exp": now() + 60, "rooms": ["general", "team-*"]})))
+            .unwrap();
+        assert_eq!(id.user.as_deref(), Some("u1"));
+        assert_eq!(id.name, "Alice");
+        assert!(id.may_join(&room("general")));
+        assert!(id.may_join(&room("team-red")));
+        assert!(!id.may_join(&room("generalx")));
+        assert!(!id.may_join(&room("random")));
+        let no_name = v.verify(&token(json!({"sub": "bob", "exp": now() + 60}))).unwrap();
+        assert_eq!(no_name.name, "bob", "sub is the name when there is no name claim");
+        assert!(no_name.may_join(&room("anything")));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_for_the_right_reason() {
+        let v = TokenVerifier::hs256(SECRET);
+        assert_eq!(v.verify("not-a-jwt"), Err(AuthError::Malformed));
+        assert_eq!(v.verify(&token(json!({"sub": "u", "exp": now() - 3600}))), Err(AuthError::Expired));
+        let other = encode(&Header::new(Algorithm::HS256), &json!({"sub": "u", "exp": now() + 60}), &EncodingKey::from_secret(b"another"))
+            .unwrap();
+        assert_eq!(v.verify(&other), Err(AuthError::BadSignature));
+        let hs512 =
+            encode(&Header::new(Algorithm::HS512), &json!({"sub": "u", "exp": now() + 60}), &EncodingKey::from_secret(SECRET)).unwrap();
+        assert_eq!(v.verify(&hs512), Err(AuthError::Algorithm));
+        assert!(matches!(v.verify(&token(json!({"sub": "u"}))), Err(AuthError::Claims(_))), "exp is required");
+        assert!(matches!(v.verify(&token(json!({"sub": "u", "exp": now() + 60, "name": ""}))), Err(AuthError::Claims(_))));
+        // `alg: none`, unsigned.
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let none = format!(
+            "{}.{}.",
+            b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(json!({"sub": "u", "exp": now() + 60}).to_string())
+        );
+        assert!(v.verify(&none).is_err());
+        for e in [AuthError::Malformed, AuthError::BadSignature, AuthError::Expired] {
+            assert!(!e.to_string().contains("test-secret"));
+        }
+    }
+
+    #[test]
+    fn modes_decide_what_happens_without_a_token() {
+        let mut auth = AuthConfig::default();
+        assert_eq!(auth.identify(None, || "zoe".into()).unwrap().name, "zoe");
+        auth.mode = AuthMode::Required;
+        assert_eq!(auth.identify(None, || "zoe".into()), Err(AuthError::Missing));
+        auth.tokens = Some(Arc::new(TokenVerifier::hs256(SECRET)));
+        let t = token(json!({"sub": "u", "name": "Una", "exp": now() + 60}));
+        assert_eq!(auth.identify(Some(&t), || "zoe".into()).unwrap().name, "Una");
+        auth.mode = AuthMode::Off;
+        assert_eq!(auth.identify(Some("junk"), || "zoe".into()), Err(AuthError::Malformed), "a token given is checked");
+    }
+
+    #[test]
+    fn origins() {
+        let headers = |origin: Option<&str>, host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, host.parse().unwrap());
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, o.parse().unwrap());
+            }
+            h
+        };
+        let same = AllowedOrigins::SameOrigin;
+        assert!(same.allows(&headers(Some("http://chat.example:8000"), "chat.example:8000")));
+        assert!(!same.allows(&headers(Some("https://evil.example"), "chat.example:8000")));
+        assert!(same.allows(&headers(None, "chat.example:8000")), "not a browser");
+        let list = AllowedOrigins::List(vec!["https://app.example".into()]);
+        assert!(list.allows(&headers(Some("https://app.example"), "x")));
+        assert!(!list.allows(&headers(Some("https://app.example.evil"), "x")));
+        assert!(AllowedOrigins::Any.allows(&headers(Some("https://evil.example"), "x")));
+    }
+
+    #[test]
+    fn api_key_and_bearer() {
+        let auth = AuthConfig { api_key: Some("k3y".into()), ..AuthConfig::default() };
+        assert!(auth.api_key_matches("k3y"));
+        assert!(!auth.api_key_matches("k3"));
+        assert!(!AuthConfig::default().api_key_matches(""));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h), Some("abc"));
+        assert_eq!(request_token(Some("q"), &h), Some("q"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+    }
+}
