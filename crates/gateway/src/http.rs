@@ -205,6 +205,10 @@ async fn publish(
     }
     let body = match body {
         Ok(body) => body,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let limit = gateway.config.max_body_bytes;
+            return json_error(e.status(), "too_large", &format!("the body is over {limit} bytes"));
+        }
         Err(e) => return json_error(e.status(), "bad_request", &e.body_text()),
     };
     let mut fields = match serde_json::from_slice::<serde_json::Value>(&body) {
