@@ -39,6 +39,8 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Bytes gathered before tungstenite writes to the socket by itself: frames
 /// fed in one batch leave in one write at the batch's flush.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// How long a closing connection waits for the client's Close.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 /// Unflushed bytes allowed per connection before writes fail.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -144,10 +146,19 @@ async fn run(gateway: Arc<Gateway>, mut socket: Box<WebSocket>, identity: Identi
                 code: *code,
                 reason: Utf8Bytes::from_static(reason),
             };
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                socket.send(WsMessage::Close(Some(frame))),
-            )
+            // The closing handshake: send Close, then read (and drop) what
+            // the client still sends until its Close comes back. Closing with
+            // unread data would reset the connection, and the client could
+            // lose the close frame and its code.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+                socket.send(WsMessage::Close(Some(frame))).await?;
+                while let Some(msg) = socket.recv().await {
+                    if matches!(msg?, WsMessage::Close(_)) {
+                        break;
+                    }
+                }
+                Ok::<(), axum::Error>(())
+            })
             .await;
         }
         match end {

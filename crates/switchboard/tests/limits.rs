@@ -1,0 +1,260 @@
+//! Limits under abuse, on a real node: a sender flooding past its rate, a
+//! connection storm past the node's cap, a connect storm from one address,
+//! a client trickling its handshake, and silent connections.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Node, unique};
+use futures_util::StreamExt;
+use serde_json::json;
+use switchboard_gateway::{GatewayConfig, Rate};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as Ws};
+
+async fn start(config: GatewayConfig) -> Node {
+    Node::start("sqlite::memory:", config).await
+}
+
+#[tokio::test]
+async fn a_flood_gets_rate_limited_then_cut_while_the_room_keeps_flowing() {
+    let node = start(GatewayConfig {
+        send_rate: Rate { per_second: 20, burst: 40 },
+        ..GatewayConfig::default()
+    })
+    .await;
+    let room = unique("flood");
+    let mut flooder = node.client("flooder").await;
+    let mut alice = node.client("alice").await;
+    let mut bob = node.client("bob").await;
+    for c in [&mut flooder, &mut alice, &mut bob] {
+        c.join(&room).await;
+    }
+    // 1,000 sends as fast as the socket takes them: 50 times the rate.
+    let frames: Vec<_> = (0..1000)
+        .map(|i| json!({"type": "send", "room": room, "text": format!("f{i}"), "ref": i}))
+        .collect();
+    let flood = tokio::spawn(async move {
+        use futures_util::SinkExt;
+        for f in frames {
+            if flooder.ws.feed(Ws::text(f.to_string())).await.is_err() {
+                break;
+            }
+        }
+        let _ = flooder.ws.flush().await;
+        let (mut limited, mut acked) = (0, 0);
+        loop {
+            match tokio::time::timeout(common::WAIT, flooder.ws.next()).await {
+                Ok(Some(Ok(Ws::Text(t)))) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    match v["type"].as_str() {
+                        Some("error") if v["code"] == "rate_limited" => limited += 1,
+                        Some("ack") => acked += 1,
+                        _ => {}
+                    }
+                }
+                Ok(Some(Ok(Ws::Close(frame)))) => {
+                    return (limited, acked, frame.map(|f| u16::from(f.code)));
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("the flooder was not closed: {other:?}"),
+            }
+        }
+    });
+    // Meanwhile the others talk normally.
+    let mut from_flooder = 0;
+    let started = Instant::now();
+    alice.send_text(&room, "still here").await;
+    loop {
+        let m = bob.recv_type("message").await;
+        if m["text"] == "still here" {
+            break;
+        }
+        from_flooder += usize::from(m["from"] == "flooder");
+    }
+    let latency = started.elapsed();
+    println!("a normal send during the flood: acked and delivered in {latency:?}");
+    let (limited, acked, code) = flood.await.unwrap();
+    assert_eq!(code, Some(1008), "cut past ten times the rate");
+    assert!(limited > 0, "rate_limited errors came before the cut");
+    // The room still works after the cut.
+    alice.send_text(&room, "after").await;
+    loop {
+        let m = bob.recv_type("message").await;
+        if m["text"] == "after" {
+            break;
+        }
+        from_flooder += usize::from(m["from"] == "flooder");
+    }
+    println!(
+        "flooder: {from_flooder} delivered ({acked} acked before the close), {limited} rate_limited, then close {code:?}"
+    );
+    assert!(
+        (40..=60).contains(&from_flooder),
+        "about the burst of 40 was accepted, the rest refused: {from_flooder}"
+    );
+    node.stop().await;
+}
+
+/// Opens `/ws`; the HTTP status of a refusal, or the open connection.
+async fn try_open(addr: std::net::SocketAddr) -> Result<Client, u16> {
+    open_or_refusal(addr).await.map_err(|(status, _)| status)
+}
+
+/// Opens `/ws`; the HTTP status and JSON body of a refusal, or the open
+/// connection.
+async fn open_or_refusal(addr: std::net::SocketAddr) -> Result<Client, (u16, serde_json::Value)> {
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await {
+        Ok((ws, _)) => Ok(Client::from_stream(ws)),
+        Err(WsError::Http(r)) => {
+            let body = r.body().clone().unwrap_or_default();
+            Err((r.status().as_u16(), serde_json::from_slice(&body).unwrap_or_default()))
+        }
+        Err(e) => panic!("unexpected failure: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_connection_storm_past_the_cap_refuses_exactly_the_excess() {
+    let node = start(GatewayConfig {
+        max_connections: 1000,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut storm = JoinSet::new();
+    for _ in 0..2000 {
+        let addr = node.addr;
+        storm.spawn(async move { try_open(addr).await });
+    }
+    let (mut open, mut refused) = (Vec::new(), Vec::new());
+    while let Some(result) = storm.join_next().await {
+        match result.unwrap() {
+            Ok(client) => open.push(client),
+            Err(status) => refused.push(status),
+        }
+    }
+    assert_eq!(open.len(), 1000);
+    assert_eq!(refused.len(), 1000);
+    assert!(refused.iter().all(|s| *s == 503), "503 over capacity");
+    let stats: serde_json::Value = reqwest::get(node.http("/api/stats")).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["connections"], 1000);
+    // The node still serves its members, and frees slots as they leave.
+    let room = unique("r");
+    open[0].join(&room).await;
+    open[1].join(&room).await;
+    open[0].send_text(&room, "hello").await;
+    assert_eq!(open[1].recv_type("message").await["text"], "hello");
+    assert_eq!(try_open(node.addr).await.err(), Some(503));
+    for mut c in open.drain(..10) {
+        let _ = c.ws.close(None).await;
+    }
+    let deadline = Instant::now() + common::WAIT;
+    let mut reopened = None;
+    while reopened.is_none() && Instant::now() < deadline {
+        reopened = try_open(node.addr).await.ok();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "a freed slot is usable again");
+    drop(open);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_opening_too_fast_gets_429() {
+    let node = start(GatewayConfig {
+        connect_rate_per_ip: Some(Rate { per_second: 5, burst: 10 }),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(try_open(node.addr).await.expect("within the burst"));
+    }
+    let Err((status, body)) = open_or_refusal(node.addr).await else {
+        panic!("the eleventh connection in a burst of ten was accepted");
+    };
+    assert_eq!(status, 429);
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(try_open(node.addr).await.is_ok(), "the rate refills");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_handshake_trickled_slowly_is_cut_at_the_timeout() {
+    let node = start(GatewayConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(node.addr).await.unwrap();
+    let started = Instant::now();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // One header line a while, never the blank line that ends the head.
+    let mut buf = [0u8; 1024];
+    let closed = loop {
+        tokio::select! {
+            read = tcp.read(&mut buf) => break read,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if tcp.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    break Ok(0);
+                }
+            }
+        }
+    };
+    let waited = started.elapsed();
+    println!("the server ended the slow request with {closed:?}");
+    assert!(waited >= Duration::from_millis(450), "cut too early: {waited:?}");
+    assert!(waited < Duration::from_secs(5), "not cut: {waited:?}");
+    println!("slow handshake cut after {waited:?}");
+    // A well-behaved client still gets in.
+    assert!(try_open(node.addr).await.is_ok());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn silent_connections_are_pinged_then_closed_and_live_ones_stay() {
+    let node = start(GatewayConfig {
+        ping_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(600),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut silent = node.client("silent").await;
+    let mut live = node.client("live").await;
+    // `live` keeps reading, so its client answers pings; `silent` reads
+    // nothing (and so answers nothing) for a while.
+    let live_task = tokio::spawn(async move {
+        let mut pings = 0;
+        let until = Instant::now() + Duration::from_millis(1500);
+        while let Ok(next) = tokio::time::timeout_at(until.into(), live.ws.next()).await {
+            match next {
+                Some(Ok(Ws::Ping(_))) => pings += 1,
+                Some(Ok(Ws::Close(f))) => panic!("a live connection was closed: {f:?}"),
+                Some(Ok(_)) => {}
+                other => panic!("a live connection ended: {other:?}"),
+            }
+        }
+        (pings, live)
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut saw_ping = false;
+    let code = loop {
+        match tokio::time::timeout(common::WAIT, silent.ws.next()).await.unwrap() {
+            Some(Ok(Ws::Ping(_))) => saw_ping = true,
+            Some(Ok(Ws::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame: {other:?}"),
+        }
+    };
+    assert!(saw_ping, "pinged before being closed");
+    assert_eq!(code, Some(1001));
+    let (pings, mut live) = live_task.await.unwrap();
+    assert!(pings >= 2, "the live connection was pinged too: {pings}");
+    let room = unique("r");
+    live.join(&room).await;
+    node.stop().await;
+}
