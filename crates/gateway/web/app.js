@@ -289,6 +289,8 @@
     too_many_rooms: 'You are in too many rooms. Leave one before joining another.',
     bad_frame: 'The server could not understand a request.',
     unavailable: 'The server is busy right now.',
+    forbidden: 'You may not join that room.',
+    rate_limited: 'You are sending too fast; slow down.',
   };
 
   function onError(f) {
@@ -318,6 +320,12 @@
       if (code === 'unavailable' && p.tries < SEND_TRIES) {
         const delay = 400 * 2 ** (p.tries - 1) + Math.random() * 200;
         p.timer = setTimeout(() => { p.timer = 0; transmit(p); }, delay);
+        return;
+      }
+      if (code === 'rate_limited') {
+        // Not accepted, and not counted as a try: the budget refills.
+        p.tries--;
+        p.timer = setTimeout(() => { p.timer = 0; transmit(p); }, 1000 + Math.random() * 500);
         return;
       }
       if (code === 'not_joined' && p.tries < SEND_TRIES && rooms.has(p.room)) {
