@@ -91,9 +91,14 @@
   }
 
   // ---------- connection ----------
+  // With AUTH=required the page is opened as /#token=<JWT> (the fragment
+  // never reaches a server log); the token's name then wins over `me`.
+  const token = new URLSearchParams(location.hash.slice(1)).get('token');
+
   function wsUrl() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return `${proto}//${location.host}/ws?name=${encodeURIComponent(me)}`;
+    const auth = token ? `&token=${encodeURIComponent(token)}` : '';
+    return `${proto}//${location.host}/ws?name=${encodeURIComponent(me)}${auth}`;
   }
 
   function setStatus(state, text) {
