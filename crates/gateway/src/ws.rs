@@ -278,7 +278,12 @@ impl Conn {
                             // Through the queue: never a write outside the select.
                             self.sink.push(crate::registry::reply(reply));
                         }
-                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                        // Control frames count too: a ping flood makes us write pongs.
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {
+                            if !frame_allowed(&self.budget) {
+                                break rate_exceeded();
+                            }
+                        }
                         Some(Err(e)) => break classify(e),
                     }
                 }
