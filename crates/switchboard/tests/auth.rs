@@ -11,10 +11,7 @@ use common::redis::shared_url;
 use common::{Client, Node, unique};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use switchboard::NodeOptions;
-use switchboard_bus::RedisOptions;
 use switchboard_gateway::{AllowedOrigins, AuthConfig, AuthMode, GatewayConfig, TokenVerifier};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, http};
 
@@ -22,7 +19,10 @@ const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 const API_KEY: &str = "test-api-key-0123456789";
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn hs256(claims: Value) -> String {
@@ -52,11 +52,7 @@ async fn start(config: GatewayConfig) -> Node {
 
 /// Opens `/ws` with a request built from `path` plus `headers`; the HTTP
 /// status and JSON body of a refusal, or the connected client.
-async fn open(
-    node: &Node,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<Client, (u16, Value)> {
+async fn open(node: &Node, path: &str, headers: &[(&str, &str)]) -> Result<Client, (u16, Value)> {
     let mut request = format!("ws://{}{path}", node.addr)
         .into_client_request()
         .unwrap();
@@ -113,10 +109,16 @@ async fn bad_tokens_are_refused_before_the_upgrade_without_leaking_the_secret() 
         assert_eq!(status, 401, "{case}: {body}");
         assert_eq!(body["code"], "unauthorized", "{case}: {body}");
         let message = body["message"].as_str().unwrap();
-        assert!(!message.contains(SECRET) && !message.contains("secret"), "{case}: {message}");
+        assert!(
+            !message.contains(SECRET) && !message.contains("secret"),
+            "{case}: {message}"
+        );
     }
     let (_, body) = refused(open(&node, &format!("/ws?token={expired}"), &[]).await);
-    assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
     node.stop().await;
 }
 
@@ -140,7 +142,11 @@ async fn the_token_name_is_the_sender_whatever_the_client_asks_for() {
         .await;
     let got = b.recv_type("message").await;
     assert_eq!(got["from"], "Alice", "{got}");
-    assert_eq!(a.recv_type("message").await["from"], "Alice", "its own echo");
+    assert_eq!(
+        a.recv_type("message").await["from"],
+        "Alice",
+        "its own echo"
+    );
     b.send_text(&room, "hello").await;
     let got = a.recv_type("message").await;
     assert_eq!(got["text"], "hello");
@@ -152,17 +158,24 @@ async fn the_token_name_is_the_sender_whatever_the_client_asks_for() {
 async fn the_rooms_claim_bounds_what_a_connection_may_join() {
     let node = start(required(TokenVerifier::hs256(SECRET.as_bytes()))).await;
     let token = hs256(json!({"sub": "u", "exp": now() + 60, "rooms": ["general", "team-*"]}));
-    let mut c = open(&node, &format!("/ws?token={token}"), &[]).await.unwrap();
+    let mut c = open(&node, &format!("/ws?token={token}"), &[])
+        .await
+        .unwrap();
     c.join("general").await;
     c.join("team-red").await;
-    c.send(json!({"type": "join", "room": "random", "ref": 7})).await;
+    c.send(json!({"type": "join", "room": "random", "ref": 7}))
+        .await;
     let err = c.recv().await;
     assert_eq!(err["type"], "error", "{err}");
     assert_eq!(err["code"], "forbidden", "{err}");
     assert_eq!(err["ref"], 7);
     c.send(json!({"type": "send", "room": "random", "text": "x", "ref": 8}))
         .await;
-    assert_eq!(c.recv().await["code"], "not_joined", "a refused join leaves no membership");
+    assert_eq!(
+        c.recv().await["code"],
+        "not_joined",
+        "a refused join leaves no membership"
+    );
     node.stop().await;
 }
 
@@ -182,7 +195,9 @@ async fn rs256_and_es256_public_keys_verify_their_tokens() {
         };
         let claims = json!({"sub": "k", "name": "Kim", "exp": now() + 60});
         let token = encode(&Header::new(alg), &claims, &key).unwrap();
-        let mut c = open(&node, &format!("/ws?token={token}"), &[]).await.unwrap();
+        let mut c = open(&node, &format!("/ws?token={token}"), &[])
+            .await
+            .unwrap();
         let room = unique("r");
         c.join(&room).await;
         c.send_text(&room, "signed").await;
@@ -200,12 +215,14 @@ async fn other_origins_cannot_open_sockets() {
     let node = start(required(TokenVerifier::hs256(SECRET.as_bytes()))).await;
     let token = hs256(json!({"sub": "u", "exp": now() + 60}));
     let path = format!("/ws?token={token}");
-    let (status, body) =
-        refused(open(&node, &path, &[("origin", "https://evil.example")]).await);
+    let (status, body) = refused(open(&node, &path, &[("origin", "https://evil.example")]).await);
     assert_eq!(status, 403);
     assert_eq!(body["code"], "forbidden_origin");
     let own = format!("http://{}", node.addr);
-    assert!(open(&node, &path, &[("origin", &own)]).await.is_ok(), "same origin");
+    assert!(
+        open(&node, &path, &[("origin", &own)]).await.is_ok(),
+        "same origin"
+    );
     node.stop().await;
 
     let config = GatewayConfig {
@@ -216,9 +233,12 @@ async fn other_origins_cannot_open_sockets() {
         ..GatewayConfig::default()
     };
     let node = start(config).await;
-    assert!(open(&node, "/ws", &[("origin", "https://chat.example")]).await.is_ok());
-    let (status, _) =
-        refused(open(&node, "/ws", &[("origin", "https://chat.example.evil")]).await);
+    assert!(
+        open(&node, "/ws", &[("origin", "https://chat.example")])
+            .await
+            .is_ok()
+    );
+    let (status, _) = refused(open(&node, "/ws", &[("origin", "https://chat.example.evil")]).await);
     assert_eq!(status, 403);
     node.stop().await;
 }
@@ -232,19 +252,7 @@ async fn cluster_node(prefix: &str, id: &str, api_key: Option<&str>) -> Node {
         },
         ..GatewayConfig::default()
     };
-    let redis = RedisOptions {
-        url: shared_url(),
-        prefix: prefix.to_owned(),
-        node_id: id.to_owned(),
-    };
-    let options = NodeOptions {
-        gateway,
-        database_url: "sqlite::memory:".into(),
-        migrate: true,
-        redis: Some(redis),
-        kafka: None,
-    };
-    Node::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), options).await
+    Node::clustered(&shared_url(), prefix, gateway).await
 }
 
 #[tokio::test]
@@ -262,7 +270,10 @@ async fn the_publish_api_needs_the_key_and_reaches_every_node_and_the_store() {
     let body = json!({"text": "from the server", "from": "ops"});
     let missing = http.post(&url).json(&body).send().await.unwrap();
     assert_eq!(missing.status(), 401);
-    assert_eq!(missing.json::<Value>().await.unwrap()["code"], "unauthorized");
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["code"],
+        "unauthorized"
+    );
     let wrong = http
         .post(&url)
         .bearer_auth("test-api-key-0123456780")

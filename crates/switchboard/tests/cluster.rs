@@ -8,30 +8,14 @@ use std::time::{Duration, Instant};
 use common::redis::{PrivateRedis, await_numsub, free_port, shared_url};
 use common::{Client, Node, unique};
 use serde_json::{Value, json};
-use switchboard::NodeOptions;
-use switchboard_bus::RedisOptions;
 use switchboard_gateway::GatewayConfig;
-use tokio::net::TcpListener;
 
 async fn cluster_node(redis_url: &str, prefix: &str, node_id: &str) -> Node {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = GatewayConfig {
         node_id: node_id.to_owned(),
         ..GatewayConfig::default()
     };
-    let redis = RedisOptions {
-        url: redis_url.to_owned(),
-        prefix: prefix.to_owned(),
-        node_id: node_id.to_owned(),
-    };
-    let options = NodeOptions {
-        gateway,
-        database_url: "sqlite::memory:".into(),
-        migrate: true,
-        redis: Some(redis),
-        kafka: None,
-    };
-    Node::start_with(listener, options).await
+    Node::clustered(redis_url, prefix, gateway).await
 }
 
 async fn nodes(redis_url: &str, n: usize) -> (String, Vec<Node>) {

@@ -50,6 +50,25 @@ impl Node {
         }
     }
 
+    /// A node on the real Redis with channel `prefix`, its own store in
+    /// memory, and `gateway` settings (`node_id` names it on the bus).
+    pub async fn clustered(redis_url: &str, prefix: &str, gateway: GatewayConfig) -> Node {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redis = switchboard_bus::RedisOptions {
+            url: redis_url.to_owned(),
+            prefix: prefix.to_owned(),
+            node_id: gateway.node_id.clone(),
+        };
+        let options = NodeOptions {
+            gateway,
+            database_url: "sqlite::memory:".into(),
+            migrate: true,
+            redis: Some(redis),
+            kafka: None,
+        };
+        Node::start_with(listener, options).await
+    }
+
     pub async fn memory() -> Node {
         Node::start("sqlite::memory:", GatewayConfig::default()).await
     }
