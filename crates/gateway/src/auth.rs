@@ -53,7 +53,9 @@ impl AllowedOrigins {
                 let origin_host = origin.split_once("://").map(|(_, rest)| rest);
                 matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
             }
-            AllowedOrigins::List(list) => list.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin)),
+            AllowedOrigins::List(list) => list
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin)),
         }
     }
 }
@@ -84,7 +86,12 @@ impl std::fmt::Debug for AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { mode: AuthMode::Off, tokens: None, api_key: None, allowed_origins: AllowedOrigins::Any }
+        Self {
+            mode: AuthMode::Off,
+            tokens: None,
+            api_key: None,
+            allowed_origins: AllowedOrigins::Any,
+        }
     }
 }
 
@@ -122,26 +129,40 @@ impl TokenVerifier {
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 30;
-        Self { key, validation, algorithm }
+        Self {
+            key,
+            validation,
+            algorithm,
+        }
     }
 
     /// The identity a token stands for.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
-            ErrorKind::MissingRequiredClaim(claim) => AuthError::Claims(format!("the `{claim}` claim is required")),
-            ErrorKind::Json(_) => AuthError::Claims("claims of the wrong type".into()),
-            _ => AuthError::Malformed,
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    AuthError::Algorithm
+                }
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    AuthError::Claims(format!("the `{claim}` claim is required"))
+                }
+                ErrorKind::Json(_) => AuthError::Claims("claims of the wrong type".into()),
+                _ => AuthError::Malformed,
+            },
+        )?;
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err(AuthError::Claims("`sub` must not be empty".into()));
         }
         let name = validate_name(claims.name.as_deref().unwrap_or(&claims.sub))
             .map_err(|e| AuthError::Claims(format!("`name`: {e}")))?;
-        Ok(Identity { user: Some(claims.sub), name, rooms: claims.rooms.map(Into::into) })
+        Ok(Identity {
+            user: Some(claims.sub),
+            name,
+            rooms: claims.rooms.map(Into::into),
+        })
     }
 }
 
@@ -196,12 +217,18 @@ pub struct Identity {
 impl Identity {
     /// An anonymous connection with the name it asked for.
     pub fn anonymous(name: String) -> Self {
-        Self { user: None, name, rooms: None }
+        Self {
+            user: None,
+            name,
+            rooms: None,
+        }
     }
 
     /// Whether it may join `room`.
     pub fn may_join(&self, room: &RoomName) -> bool {
-        let Some(patterns) = &self.rooms else { return true };
+        let Some(patterns) = &self.rooms else {
+            return true;
+        };
         let room = room.as_str();
         patterns.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => room.starts_with(prefix),
@@ -213,7 +240,11 @@ impl Identity {
 impl AuthConfig {
     /// The identity of a connecting client: from `token` when there is one
     /// (or when tokens are required), else anonymous with `name`.
-    pub fn identify(&self, token: Option<&str>, name: impl FnOnce() -> String) -> Result<Identity, AuthError> {
+    pub fn identify(
+        &self,
+        token: Option<&str>,
+        name: impl FnOnce() -> String,
+    ) -> Result<Identity, AuthError> {
         match (token, &self.tokens, self.mode) {
             (Some(token), Some(verifier), _) => verifier.verify(token),
             (None, _, AuthMode::Required) => Err(AuthError::Missing),
@@ -240,7 +271,9 @@ pub fn request_token<'a>(query_token: Option<&'a str>, headers: &'a HeaderMap) -
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, credential) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
 }
 
 #[cfg(test)]
@@ -252,11 +285,19 @@ mod tests {
     const SECRET: &[u8] = b"test-secret-of-enough-length-for-hs256";
 
     fn now() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     fn token(claims: serde_json::Value) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
     }
 
     fn room(name: &str) -> RoomName {
@@ -275,8 +316,13 @@ mod tests {
         assert!(id.may_join(&room("team-red")));
         assert!(!id.may_join(&room("generalx")));
         assert!(!id.may_join(&room("random")));
-        let no_name = v.verify(&token(json!({"sub": "bob", "exp": now() + 60}))).unwrap();
-        assert_eq!(no_name.name, "bob", "sub is the name when there is no name claim");
+        let no_name = v
+            .verify(&token(json!({"sub": "bob", "exp": now() + 60})))
+            .unwrap();
+        assert_eq!(
+            no_name.name, "bob",
+            "sub is the name when there is no name claim"
+        );
         assert!(no_name.may_join(&room("anything")));
     }
 
@@ -284,15 +330,35 @@ mod tests {
     fn bad_tokens_are_refused_for_the_right_reason() {
         let v = TokenVerifier::hs256(SECRET);
         assert_eq!(v.verify("not-a-jwt"), Err(AuthError::Malformed));
-        assert_eq!(v.verify(&token(json!({"sub": "u", "exp": now() - 3600}))), Err(AuthError::Expired));
-        let other = encode(&Header::new(Algorithm::HS256), &json!({"sub": "u", "exp": now() + 60}), &EncodingKey::from_secret(b"another"))
-            .unwrap();
+        assert_eq!(
+            v.verify(&token(json!({"sub": "u", "exp": now() - 3600}))),
+            Err(AuthError::Expired)
+        );
+        let other = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "u", "exp": now() + 60}),
+            &EncodingKey::from_secret(b"another"),
+        )
+        .unwrap();
         assert_eq!(v.verify(&other), Err(AuthError::BadSignature));
-        let hs512 =
-            encode(&Header::new(Algorithm::HS512), &json!({"sub": "u", "exp": now() + 60}), &EncodingKey::from_secret(SECRET)).unwrap();
+        let hs512 = encode(
+            &Header::new(Algorithm::HS512),
+            &json!({"sub": "u", "exp": now() + 60}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(v.verify(&hs512), Err(AuthError::Algorithm));
-        assert!(matches!(v.verify(&token(json!({"sub": "u"}))), Err(AuthError::Claims(_))), "exp is required");
-        assert!(matches!(v.verify(&token(json!({"sub": "u", "exp": now() + 60, "name": ""}))), Err(AuthError::Claims(_))));
+        assert!(
+            matches!(
+                v.verify(&token(json!({"sub": "u"}))),
+                Err(AuthError::Claims(_))
+            ),
+            "exp is required"
+        );
+        assert!(matches!(
+            v.verify(&token(json!({"sub": "u", "exp": now() + 60, "name": ""}))),
+            Err(AuthError::Claims(_))
+        ));
         // `alg: none`, unsigned.
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -302,7 +368,11 @@ mod tests {
             b64.encode(json!({"sub": "u", "exp": now() + 60}).to_string())
         );
         assert!(v.verify(&none).is_err());
-        for e in [AuthError::Malformed, AuthError::BadSignature, AuthError::Expired] {
+        for e in [
+            AuthError::Malformed,
+            AuthError::BadSignature,
+            AuthError::Expired,
+        ] {
             assert!(!e.to_string().contains("test-secret"));
         }
     }
@@ -312,12 +382,22 @@ mod tests {
         let mut auth = AuthConfig::default();
         assert_eq!(auth.identify(None, || "zoe".into()).unwrap().name, "zoe");
         auth.mode = AuthMode::Required;
-        assert_eq!(auth.identify(None, || "zoe".into()), Err(AuthError::Missing));
+        assert_eq!(
+            auth.identify(None, || "zoe".into()),
+            Err(AuthError::Missing)
+        );
         auth.tokens = Some(Arc::new(TokenVerifier::hs256(SECRET)));
         let t = token(json!({"sub": "u", "name": "Una", "exp": now() + 60}));
-        assert_eq!(auth.identify(Some(&t), || "zoe".into()).unwrap().name, "Una");
+        assert_eq!(
+            auth.identify(Some(&t), || "zoe".into()).unwrap().name,
+            "Una"
+        );
         auth.mode = AuthMode::Off;
-        assert_eq!(auth.identify(Some("junk"), || "zoe".into()), Err(AuthError::Malformed), "a token given is checked");
+        assert_eq!(
+            auth.identify(Some("junk"), || "zoe".into()),
+            Err(AuthError::Malformed),
+            "a token given is checked"
+        );
     }
 
     #[test]
@@ -331,9 +411,15 @@ mod tests {
             h
         };
         let same = AllowedOrigins::SameOrigin;
-        assert!(same.allows(&headers(Some("http://chat.example:8000"), "chat.example:8000")));
+        assert!(same.allows(&headers(
+            Some("http://chat.example:8000"),
+            "chat.example:8000"
+        )));
         assert!(!same.allows(&headers(Some("https://evil.example"), "chat.example:8000")));
-        assert!(same.allows(&headers(None, "chat.example:8000")), "not a browser");
+        assert!(
+            same.allows(&headers(None, "chat.example:8000")),
+            "not a browser"
+        );
         let list = AllowedOrigins::List(vec!["https://app.example".into()]);
         assert!(list.allows(&headers(Some("https://app.example"), "x")));
         assert!(!list.allows(&headers(Some("https://app.example.evil"), "x")));
@@ -342,7 +428,10 @@ mod tests {
 
     #[test]
     fn api_key_and_bearer() {
-        let auth = AuthConfig { api_key: Some("k3y".into()), ..AuthConfig::default() };
+        let auth = AuthConfig {
+            api_key: Some("k3y".into()),
+            ..AuthConfig::default()
+        };
         assert!(auth.api_key_matches("k3y"));
         assert!(!auth.api_key_matches("k3"));
         assert!(!AuthConfig::default().api_key_matches(""));

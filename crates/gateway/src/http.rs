@@ -207,7 +207,11 @@ async fn publish(
         Ok(body) => body,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             let limit = gateway.config.max_body_bytes;
-            return json_error(e.status(), "too_large", &format!("the body is over {limit} bytes"));
+            return json_error(
+                e.status(),
+                "too_large",
+                &format!("the body is over {limit} bytes"),
+            );
         }
         Err(e) => return json_error(e.status(), "bad_request", &e.body_text()),
     };
@@ -226,13 +230,26 @@ async fn publish(
             Ok(from) => from,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_name", &e),
         },
-        _ => return json_error(StatusCode::BAD_REQUEST, "bad_name", "`from` must be a string"),
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_name",
+                "`from` must be a string",
+            );
+        }
     };
     // The same checks as a client's `send` (room, text size, id).
     fields.insert("room".into(), serde_json::Value::String(room));
-    let request = Request::from_event("send", &serde_json::Value::Object(fields), &gateway.config.limits);
+    let request = Request::from_event(
+        "send",
+        &serde_json::Value::Object(fields),
+        &gateway.config.limits,
+    );
     let (room, text, id) = match request {
-        Ok(Request { frame: ClientFrame::Send { room, text, id }, .. }) => (room, text, id),
+        Ok(Request {
+            frame: ClientFrame::Send { room, text, id },
+            ..
+        }) => (room, text, id),
         Ok(_) => return json_error(StatusCode::BAD_REQUEST, "bad_frame", "not a send"),
         Err(e) => {
             let status = if e.code == switchboard_protocol::ErrorCode::TooLarge {

@@ -35,8 +35,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use crate::auth::{AllowedOrigins, AuthConfig, AuthMode, TokenVerifier};
-pub use crate::limits::Rate;
 use crate::limits::Admission;
+pub use crate::limits::Rate;
 use crate::recent::RecentIds;
 use crate::registry::Registry;
 
@@ -101,7 +101,10 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             max_connections: 0,
             connect_rate_per_ip: None,
-            send_rate: Rate { per_second: 0, burst: 0 },
+            send_rate: Rate {
+                per_second: 0,
+                burst: 0,
+            },
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),

@@ -106,8 +106,16 @@ impl Admission {
             refused("connect_rate");
             return Err(Refusal::TooFast);
         }
-        let max = if self.max_connections == 0 { usize::MAX } else { self.max_connections };
-        match self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)) {
+        let max = if self.max_connections == 0 {
+            usize::MAX
+        } else {
+            self.max_connections
+        };
+        match self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            }) {
             Ok(_) => Ok(ConnectionSlot(self.open.clone())),
             Err(_) => {
                 refused("max_connections");
@@ -149,7 +157,8 @@ pub(crate) struct FrameBudget {
     frames: Limiter,
 }
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
+type Limiter =
+    RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
 
 impl FrameBudget {
     /// `None` when the rate is 0 (unlimited).
@@ -197,7 +206,13 @@ mod tests {
 
     #[test]
     fn admission_limits_each_address_on_its_own() {
-        let a = Admission::new(0, Some(Rate { per_second: 1, burst: 3 }));
+        let a = Admission::new(
+            0,
+            Some(Rate {
+                per_second: 1,
+                burst: 3,
+            }),
+        );
         let (x, y) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         let slots: Vec<_> = (0..3).map(|_| a.admit(x).unwrap()).collect();
         assert_eq!(a.admit(x).unwrap_err(), Refusal::TooFast);
@@ -207,18 +222,34 @@ mod tests {
 
     #[test]
     fn budget_limits_then_disconnects() {
-        let b = FrameBudget::new(Rate { per_second: 2, burst: 4 }).unwrap();
+        let b = FrameBudget::new(Rate {
+            per_second: 2,
+            burst: 4,
+        })
+        .unwrap();
         let verdicts: Vec<_> = (0..60)
             .map(|_| match b.frame() {
                 Verdict::Allow => b.send(),
                 cut => cut,
             })
             .collect();
-        assert!(verdicts[..4].iter().all(|v| *v == Verdict::Allow), "the burst passes");
+        assert!(
+            verdicts[..4].iter().all(|v| *v == Verdict::Allow),
+            "the burst passes"
+        );
         assert_eq!(verdicts[4], Verdict::Limited);
         assert_eq!(verdicts.iter().filter(|v| **v == Verdict::Allow).count(), 4);
-        let first_cut = verdicts.iter().position(|v| *v == Verdict::Disconnect).unwrap();
+        let first_cut = verdicts
+            .iter()
+            .position(|v| *v == Verdict::Disconnect)
+            .unwrap();
         assert_eq!(first_cut, 40, "ten times the burst, then cut");
-        assert!(FrameBudget::new(Rate { per_second: 0, burst: 0 }).is_none());
+        assert!(
+            FrameBudget::new(Rate {
+                per_second: 0,
+                burst: 0
+            })
+            .is_none()
+        );
     }
 }

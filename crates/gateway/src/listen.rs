@@ -54,7 +54,9 @@ pub(crate) async fn serve_http(
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+            request
+                .extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(addr));
             app.clone().oneshot(request.map(Body::new))
         });
         let conn = builder
@@ -68,7 +70,10 @@ pub(crate) async fn serve_http(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("HTTP connections still open after the shutdown grace period");
     }
 }

@@ -79,7 +79,12 @@ pub(crate) fn layer(gateway: &Arc<Gateway>) -> socketioxide::layer::SocketIoLaye
         // The same keepalive as /ws: pinged every `ping_interval`, gone
         // when silent for `idle_timeout`.
         .ping_interval(config.ping_interval)
-        .ping_timeout(config.idle_timeout.saturating_sub(config.ping_interval).max(Duration::from_secs(1)))
+        .ping_timeout(
+            config
+                .idle_timeout
+                .saturating_sub(config.ping_interval)
+                .max(Duration::from_secs(1)),
+        )
         .ws_max_frame_size(config.max_frame_bytes)
         .ws_max_message_size(config.max_frame_bytes)
         .with_state(gateway.clone())
@@ -109,7 +114,11 @@ fn handshake_name(socket: &SocketRef, auth: &Option<Value>) -> Result<String, St
 /// The connection token: `auth.token`, else `?token=`, else
 /// `Authorization: Bearer`.
 fn handshake_token(socket: &SocketRef, auth: &Option<Value>) -> Option<String> {
-    if let Some(token) = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str) {
+    if let Some(token) = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+    {
         return Some(token.to_owned());
     }
     let parts = socket.req_parts();
@@ -138,7 +147,10 @@ async fn setup(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let slot = gateway.admission.admit(peer).map_err(|r| r.message().to_owned())?;
+    let slot = gateway
+        .admission
+        .admit(peer)
+        .map_err(|r| r.message().to_owned())?;
     let token = handshake_token(&socket, &auth);
     let requested = handshake_name(&socket, &auth);
     if token.is_none() {
@@ -147,7 +159,9 @@ async fn setup(
     let identity = gateway
         .config
         .auth
-        .identify(token.as_deref(), || requested.unwrap_or_else(|_| crate::ws::anonymous_name()))
+        .identify(token.as_deref(), || {
+            requested.unwrap_or_else(|_| crate::ws::anonymous_name())
+        })
         .map_err(|e| {
             metrics::counter!("switchboard_auth_refusals_total", "reason" => "token").increment(1);
             format!("unauthorized: {e}")
@@ -494,7 +508,11 @@ async fn send(
         );
         return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
     }
-    if conn.budget.as_ref().is_some_and(|b| b.send() == Verdict::Limited) {
+    if conn
+        .budget
+        .as_ref()
+        .is_some_and(|b| b.send() == Verdict::Limited)
+    {
         let err = FrameError::new(
             ErrorCode::RateLimited,
             "sending faster than the rate limit; this message was not accepted",
@@ -522,7 +540,11 @@ async fn send(
 /// Takes one event from the socket's frame budget; past ten times the rate
 /// the socket is disconnected and false returned.
 fn within_frame_budget(socket: &SocketRef, conn: &SioConn) -> bool {
-    if conn.budget.as_ref().is_none_or(|b| b.frame() == Verdict::Allow) {
+    if conn
+        .budget
+        .as_ref()
+        .is_none_or(|b| b.frame() == Verdict::Allow)
+    {
         return true;
     }
     tracing::info!(conn_id = conn.id, sid = %socket.id, "events past ten times the rate limit; disconnecting");

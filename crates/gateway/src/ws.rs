@@ -57,7 +57,11 @@ pub(crate) async fn upgrade(
     let auth = &gateway.config.auth;
     if !auth.allowed_origins.allows(&headers) {
         metrics::counter!("switchboard_auth_refusals_total", "reason" => "origin").increment(1);
-        return json_error(StatusCode::FORBIDDEN, "forbidden_origin", "this origin may not open sockets here");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "this origin may not open sockets here",
+        );
     }
     let slot = match gateway.admission.admit(peer.ip()) {
         Ok(slot) => slot,
@@ -84,7 +88,9 @@ pub(crate) async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER.max(max * 2))
         .max_frame_size(max)
         .max_message_size(max)
-        .on_upgrade(move |socket| tracker.track_future(run(gateway, Box::new(socket), identity, slot)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(run(gateway, Box::new(socket), identity, slot))
+        })
         .into_response()
 }
 
@@ -117,7 +123,12 @@ enum End {
     Gone,
 }
 
-async fn run(gateway: Arc<Gateway>, mut socket: Box<WebSocket>, identity: Identity, _slot: ConnectionSlot) {
+async fn run(
+    gateway: Arc<Gateway>,
+    mut socket: Box<WebSocket>,
+    identity: Identity,
+    _slot: ConnectionSlot,
+) {
     let id = gateway.next_conn_id();
     let span = tracing::info_span!("conn", conn_id = id, user = %identity.name, protocol = "ws");
     async move {
@@ -195,7 +206,10 @@ impl Conn {
         // silent for `idle_timeout` (a half-open TCP connection, say) is
         // closed. Hearing anything counts; the clock is read per frame but
         // the one timer below is only re-armed when it fires.
-        let (ping_after, idle_after) = (self.gateway.config.ping_interval, self.gateway.config.idle_timeout);
+        let (ping_after, idle_after) = (
+            self.gateway.config.ping_interval,
+            self.gateway.config.idle_timeout,
+        );
         let mut last_heard = Instant::now();
         let mut pinged = false;
         let timer = tokio::time::sleep(ping_after);
@@ -302,7 +316,10 @@ impl Conn {
             ClientFrame::Ping => send(socket, &ServerFrame::Pong { r#ref }).await,
             ClientFrame::Join { room, history } => {
                 if !self.identity.may_join(&room) {
-                    let err = FrameError::new(ErrorCode::Forbidden, format!("your token does not allow joining `{room}`"));
+                    let err = FrameError::new(
+                        ErrorCode::Forbidden,
+                        format!("your token does not allow joining `{room}`"),
+                    );
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
                 if !self.rooms.contains(&room)
@@ -372,7 +389,11 @@ impl Conn {
                     );
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
-                if self.budget.as_ref().is_some_and(|b| b.send() == Verdict::Limited) {
+                if self
+                    .budget
+                    .as_ref()
+                    .is_some_and(|b| b.send() == Verdict::Limited)
+                {
                     let err = FrameError::new(
                         ErrorCode::RateLimited,
                         "sending faster than the rate limit; this message was not accepted",

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use switchboard_gateway::{AllowedOrigins, AuthConfig, AuthMode, GatewayConfig, Rate, TokenVerifier};
+use switchboard_gateway::{
+    AllowedOrigins, AuthConfig, AuthMode, GatewayConfig, Rate, TokenVerifier,
+};
 use switchboard_protocol::Limits;
 
 /// `switchboard`: a horizontally scalable real-time messaging server.
@@ -181,11 +183,21 @@ pub struct Config {
     #[arg(long, env = "ALLOWED_ORIGINS", global = true)]
     pub allowed_origins: Option<String>,
     /// Connections one node holds at most (0: no cap).
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000, global = true)]
+    #[arg(
+        long,
+        env = "MAX_CONNECTIONS",
+        default_value_t = 100_000,
+        global = true
+    )]
     pub max_connections: usize,
     /// New connections per second from one client address (0: no limit);
     /// bursts of twice this pass.
-    #[arg(long, env = "CONNECT_RATE_PER_IP", default_value_t = 100, global = true)]
+    #[arg(
+        long,
+        env = "CONNECT_RATE_PER_IP",
+        default_value_t = 100,
+        global = true
+    )]
     pub connect_rate_per_ip: u32,
     /// Messages per second one connection may send (0: no limit).
     #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 20, global = true)]
@@ -195,10 +207,20 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Milliseconds a client may take to send its request headers (the
     /// WebSocket handshake included).
-    #[arg(long, env = "HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    #[arg(
+        long,
+        env = "HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
     pub handshake_timeout_ms: u64,
     /// Milliseconds of silence after which a connection is pinged.
-    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000, global = true)]
+    #[arg(
+        long,
+        env = "PING_INTERVAL_MS",
+        default_value_t = 25_000,
+        global = true
+    )]
     pub ping_interval_ms: u64,
     /// Milliseconds of silence (pongs included) after which a connection is closed.
     #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000, global = true)]
@@ -363,16 +385,25 @@ impl Config {
             return Err(invalid("NODE_ID", "1-128 characters"));
         }
         if self.handshake_timeout_ms == 0 {
-            return Err(invalid("HANDSHAKE_TIMEOUT_MS", "a positive number of milliseconds"));
+            return Err(invalid(
+                "HANDSHAKE_TIMEOUT_MS",
+                "a positive number of milliseconds",
+            ));
         }
         if self.ping_interval_ms == 0 {
-            return Err(invalid("PING_INTERVAL_MS", "a positive number of milliseconds"));
+            return Err(invalid(
+                "PING_INTERVAL_MS",
+                "a positive number of milliseconds",
+            ));
         }
         if self.idle_timeout_ms <= self.ping_interval_ms {
             return Err(invalid("IDLE_TIMEOUT_MS", "more than PING_INTERVAL_MS"));
         }
         if self.rate_limit_per_sec > 0 && self.rate_limit_burst == 0 {
-            return Err(invalid("RATE_LIMIT_BURST", "at least 1 when RATE_LIMIT_PER_SEC is set"));
+            return Err(invalid(
+                "RATE_LIMIT_BURST",
+                "at least 1 when RATE_LIMIT_PER_SEC is set",
+            ));
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("MAX_BODY_BYTES", "at least 1024"));
@@ -384,7 +415,10 @@ impl Config {
     pub fn auth_config(&self) -> Result<AuthConfig, ConfigError> {
         let tokens = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(_), Some(_)) => {
-                return Err(invalid("JWT_SECRET", "either JWT_SECRET or JWT_PUBLIC_KEY, not both"));
+                return Err(invalid(
+                    "JWT_SECRET",
+                    "either JWT_SECRET or JWT_PUBLIC_KEY, not both",
+                ));
             }
             (Some(secret), None) if secret.len() < 32 => {
                 return Err(invalid("JWT_SECRET", "at least 32 bytes"));
@@ -394,16 +428,27 @@ impl Config {
                 let pem = if key.trim_start().starts_with("-----BEGIN") {
                     key.clone().into_bytes()
                 } else {
-                    std::fs::read(key).map_err(|e| invalid("JWT_PUBLIC_KEY", format!("PEM text or a readable PEM file ({e})")))?
+                    std::fs::read(key).map_err(|e| {
+                        invalid(
+                            "JWT_PUBLIC_KEY",
+                            format!("PEM text or a readable PEM file ({e})"),
+                        )
+                    })?
                 };
-                Some(TokenVerifier::public_key_pem(&pem).map_err(|e| invalid("JWT_PUBLIC_KEY", e.to_string()))?)
+                Some(
+                    TokenVerifier::public_key_pem(&pem)
+                        .map_err(|e| invalid("JWT_PUBLIC_KEY", e.to_string()))?,
+                )
             }
             (None, None) => None,
         };
         let mode = match self.auth {
             AuthArg::Off => AuthMode::Off,
             AuthArg::Required if tokens.is_none() => {
-                return Err(invalid("AUTH", "`required` needs JWT_SECRET or JWT_PUBLIC_KEY"));
+                return Err(invalid(
+                    "AUTH",
+                    "`required` needs JWT_SECRET or JWT_PUBLIC_KEY",
+                ));
             }
             AuthArg::Required => AuthMode::Required,
         };
@@ -414,12 +459,19 @@ impl Config {
             },
             Some("*") => AllowedOrigins::Any,
             Some(list) => {
-                let origins: Vec<String> = list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
+                let origins: Vec<String> = list
+                    .split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .collect();
                 let ok = origins.iter().all(|o| {
-                    url::Url::parse(o).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    url::Url::parse(o)
+                        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
                 });
                 if !ok {
-                    return Err(invalid("ALLOWED_ORIGINS", "`*` or comma-separated origins like https://chat.example.com"));
+                    return Err(invalid(
+                        "ALLOWED_ORIGINS",
+                        "`*` or comma-separated origins like https://chat.example.com",
+                    ));
                 }
                 AllowedOrigins::List(origins)
             }

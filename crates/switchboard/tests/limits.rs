@@ -22,7 +22,10 @@ async fn start(config: GatewayConfig) -> Node {
 #[tokio::test]
 async fn a_flood_gets_rate_limited_then_cut_while_the_room_keeps_flowing() {
     let node = start(GatewayConfig {
-        send_rate: Rate { per_second: 20, burst: 40 },
+        send_rate: Rate {
+            per_second: 20,
+            burst: 40,
+        },
         ..GatewayConfig::default()
     })
     .await;
@@ -111,7 +114,10 @@ async fn open_or_refusal(addr: std::net::SocketAddr) -> Result<Client, (u16, ser
         Ok((ws, _)) => Ok(Client::from_stream(ws)),
         Err(WsError::Http(r)) => {
             let body = r.body().clone().unwrap_or_default();
-            Err((r.status().as_u16(), serde_json::from_slice(&body).unwrap_or_default()))
+            Err((
+                r.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or_default(),
+            ))
         }
         Err(e) => panic!("unexpected failure: {e}"),
     }
@@ -139,7 +145,12 @@ async fn a_connection_storm_past_the_cap_refuses_exactly_the_excess() {
     assert_eq!(open.len(), 1000);
     assert_eq!(refused.len(), 1000);
     assert!(refused.iter().all(|s| *s == 503), "503 over capacity");
-    let stats: serde_json::Value = reqwest::get(node.http("/api/stats")).await.unwrap().json().await.unwrap();
+    let stats: serde_json::Value = reqwest::get(node.http("/api/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["connections"], 1000);
     // The node still serves its members, and frees slots as they leave.
     let room = unique("r");
@@ -165,7 +176,10 @@ async fn a_connection_storm_past_the_cap_refuses_exactly_the_excess() {
 #[tokio::test]
 async fn one_address_opening_too_fast_gets_429() {
     let node = start(GatewayConfig {
-        connect_rate_per_ip: Some(Rate { per_second: 5, burst: 10 }),
+        connect_rate_per_ip: Some(Rate {
+            per_second: 5,
+            burst: 10,
+        }),
         ..GatewayConfig::default()
     })
     .await;
@@ -192,7 +206,9 @@ async fn a_handshake_trickled_slowly_is_cut_at_the_timeout() {
     .await;
     let mut tcp = TcpStream::connect(node.addr).await.unwrap();
     let started = Instant::now();
-    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     // One header line a while, never the blank line that ends the head.
     let mut buf = [0u8; 1024];
     let closed = loop {
@@ -207,7 +223,10 @@ async fn a_handshake_trickled_slowly_is_cut_at_the_timeout() {
     };
     let waited = started.elapsed();
     println!("the server ended the slow request with {closed:?}");
-    assert!(waited >= Duration::from_millis(450), "cut too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(450),
+        "cut too early: {waited:?}"
+    );
     assert!(waited < Duration::from_secs(5), "not cut: {waited:?}");
     println!("slow handshake cut after {waited:?}");
     // A well-behaved client still gets in.
@@ -243,7 +262,10 @@ async fn silent_connections_are_pinged_then_closed_and_live_ones_stay() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut saw_ping = false;
     let code = loop {
-        match tokio::time::timeout(common::WAIT, silent.ws.next()).await.unwrap() {
+        match tokio::time::timeout(common::WAIT, silent.ws.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Ws::Ping(_))) => saw_ping = true,
             Some(Ok(Ws::Close(f))) => break f.map(|f| u16::from(f.code)),
             Some(Ok(_)) => {}
