@@ -42,6 +42,24 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// A setting that must not appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// Whether connections need a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthArg {
@@ -169,14 +187,14 @@ pub struct Config {
     pub auth: AuthArg,
     /// HS256 secret for connection tokens (at least 32 bytes).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// RS256 or ES256 public key for connection tokens: the PEM text, or a
     /// path to a PEM file.
     #[arg(long, env = "JWT_PUBLIC_KEY", hide_env_values = true, global = true)]
     pub jwt_public_key: Option<String>,
     /// Bearer key of `POST /api/rooms/{room}/messages`; unset disables it.
     #[arg(long, env = "API_KEY", hide_env_values = true, global = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Browser origins allowed to open sockets, comma-separated
     /// (`scheme://host[:port]`, or `*`); default any with AUTH=off, the
     /// node's own origin with AUTH=required.
@@ -420,10 +438,10 @@ impl Config {
                     "either JWT_SECRET or JWT_PUBLIC_KEY, not both",
                 ));
             }
-            (Some(secret), None) if secret.len() < 32 => {
+            (Some(secret), None) if secret.0.len() < 32 => {
                 return Err(invalid("JWT_SECRET", "at least 32 bytes"));
             }
-            (Some(secret), None) => Some(TokenVerifier::hs256(secret.as_bytes())),
+            (Some(secret), None) => Some(TokenVerifier::hs256(secret.0.as_bytes())),
             (None, Some(key)) => {
                 let pem = if key.trim_start().starts_with("-----BEGIN") {
                     key.clone().into_bytes()
@@ -476,13 +494,13 @@ impl Config {
                 AllowedOrigins::List(origins)
             }
         };
-        if self.api_key.as_ref().is_some_and(|k| k.len() < 16) {
+        if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
             return Err(invalid("API_KEY", "at least 16 characters"));
         }
         Ok(AuthConfig {
             mode,
             tokens: tokens.map(Arc::new),
-            api_key: self.api_key.clone(),
+            api_key: self.api_key.as_ref().map(|k| k.0.clone()),
             allowed_origins,
         })
     }
@@ -600,6 +618,20 @@ mod tests {
         let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
         cli.config.validate().map_err(|e| e.to_string())?;
         Ok(cli.config)
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef-hush",
+            "--api-key",
+            "key-0123456789abcdef",
+        ])
+        .unwrap();
+        let shown = format!("{c:?} {:?}", c.auth_config().unwrap());
+        assert!(!shown.contains("hush") && !shown.contains("key-0123"), "{shown}");
+        assert!(shown.contains("<redacted>"));
     }
 
     #[test]
