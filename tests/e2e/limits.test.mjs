@@ -51,3 +51,14 @@ test('a Socket.IO flood is rate limited, then disconnected', async () => {
   assert.equal((await listener.emitWithAck('send', { room, text: 'still here' })).type, 'ack');
   listener.close();
 });
+
+test("event data with serde_json's private RawValue key is ordinary data", async () => {
+  // serde_json (with its raw_value feature, on in every build) would parse
+  // that key's string as the whole document, with a fresh nesting limit.
+  const socket = await connect();
+  const room = `raw-${randomUUID().slice(0, 8)}`;
+  const reply = await socket.emitWithAck('join', { '$serde_json::private::RawValue': '{"type":"ping"}', room });
+  assert.equal(reply.type, 'joined', JSON.stringify(reply));
+  assert.equal(reply.room, room);
+  socket.close();
+});

@@ -26,7 +26,7 @@ use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
 use switchboard_protocol::{
-    ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name,
+    ClientFrame, ErrorCode, FrameError, PlainValue, Request, RoomName, ServerFrame, validate_name,
 };
 use tokio::sync::watch;
 
@@ -134,10 +134,12 @@ fn handshake_token(socket: &SocketRef, auth: &Option<Value>) -> Option<String> {
 /// the connection with a `connect_error` whose message starts with a code.
 async fn setup(
     socket: SocketRef,
-    TryData(auth): TryData<Value>,
+    TryData(auth): TryData<PlainValue>,
     State(gateway): State<Arc<Gateway>>,
 ) -> Result<(), String> {
-    let auth = auth.ok();
+    // Parsed as `PlainValue`: serde_json's `raw_value` key gets no special
+    // treatment in anything a client sends (see `PlainValue`).
+    let auth = auth.ok().map(|a| a.0);
     let parts = socket.req_parts();
     if !gateway.config.auth.allowed_origins.allows(&parts.headers) {
         metrics::counter!("switchboard_auth_refusals_total", "reason" => "origin").increment(1);
@@ -304,7 +306,7 @@ async fn on_legacy_message(
     socket: SocketRef,
     turn: Turn,
     ack: Reply,
-    TryData(data): TryData<Value>,
+    TryData(data): TryData<PlainValue>,
     State(gateway): State<Arc<Gateway>>,
 ) {
     let turn = turn.wait().await;
@@ -312,7 +314,7 @@ async fn on_legacy_message(
     if !within_frame_budget(&socket, &conn) {
         return;
     }
-    let text = match data {
+    let text = match data.map(|d| d.0) {
         Ok(Value::String(text)) => text,
         _ => {
             let err = FrameError::new(ErrorCode::BadFrame, "event:message takes one string");
@@ -334,7 +336,7 @@ async fn on_join(
     socket: SocketRef,
     turn: Turn,
     ack: Reply,
-    TryData(data): TryData<Value>,
+    TryData(data): TryData<PlainValue>,
     State(gateway): State<Arc<Gateway>>,
 ) {
     handle(
@@ -343,7 +345,7 @@ async fn on_join(
         turn,
         ack,
         "join",
-        &data.unwrap_or(Value::Null),
+        &data.map_or(Value::Null, |d| d.0),
     )
     .await
 }
@@ -352,7 +354,7 @@ async fn on_leave(
     socket: SocketRef,
     turn: Turn,
     ack: Reply,
-    TryData(data): TryData<Value>,
+    TryData(data): TryData<PlainValue>,
     State(gateway): State<Arc<Gateway>>,
 ) {
     handle(
@@ -361,7 +363,7 @@ async fn on_leave(
         turn,
         ack,
         "leave",
-        &data.unwrap_or(Value::Null),
+        &data.map_or(Value::Null, |d| d.0),
     )
     .await
 }
@@ -370,7 +372,7 @@ async fn on_send(
     socket: SocketRef,
     turn: Turn,
     ack: Reply,
-    TryData(data): TryData<Value>,
+    TryData(data): TryData<PlainValue>,
     State(gateway): State<Arc<Gateway>>,
 ) {
     handle(
@@ -379,7 +381,7 @@ async fn on_send(
         turn,
         ack,
         "send",
-        &data.unwrap_or(Value::Null),
+        &data.map_or(Value::Null, |d| d.0),
     )
     .await
 }

@@ -196,16 +196,18 @@ fn bad_field(field: &str, expected: &str) -> FrameError {
     )
 }
 
-/// A `Value` parsed without serde_json's `raw_value` magic.
+/// A `Value` parsed without serde_json's `raw_value` magic; use it for
+/// every JSON document a client sends.
 ///
-/// With that feature on (this crate enables it for the gateway's
-/// `RawValue`s), `Value`'s own `Deserialize` replaces an object whose first
+/// With that feature on (this crate, axum and sqlx enable it, so every
+/// build has it), `Value`'s own `Deserialize` replaces an object whose first
 /// key is `$serde_json::private::RawValue` by its value, a string parsed as a
 /// new JSON document with a fresh recursion limit: a client could smuggle a
 /// frame inside a string and, chaining such strings, nest far past the limit
 /// of 128 and overflow the stack. This visitor builds the same `Value`s,
 /// with that key an ordinary key.
-struct PlainValue(Value);
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainValue(pub Value);
 
 impl<'de> Deserialize<'de> for PlainValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -11,5 +11,5 @@ mod frame;
 mod message;
 
 pub use error::{ErrorCode, FrameError};
-pub use frame::{ClientFrame, Limits, Request, ServerFrame};
+pub use frame::{ClientFrame, Limits, PlainValue, Request, ServerFrame};
 pub use message::{Message, RoomName, validate_name};
