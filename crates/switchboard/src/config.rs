@@ -630,7 +630,10 @@ mod tests {
         ])
         .unwrap();
         let shown = format!("{c:?} {:?}", c.auth_config().unwrap());
-        assert!(!shown.contains("hush") && !shown.contains("key-0123"), "{shown}");
+        assert!(
+            !shown.contains("hush") && !shown.contains("key-0123"),
+            "{shown}"
+        );
         assert!(shown.contains("<redacted>"));
     }
 
