@@ -15,7 +15,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use switchboard_protocol::{RoomName, validate_name};
+use switchboard_protocol::{ErrorCode, FrameError, RoomName, validate_name};
 
 /// Whether connections need a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +222,17 @@ impl Identity {
             name,
             rooms: None,
         }
+    }
+
+    /// `forbidden` unless it may join `room`.
+    pub fn check_join(&self, room: &RoomName) -> Result<(), FrameError> {
+        if self.may_join(room) {
+            return Ok(());
+        }
+        Err(FrameError::new(
+            ErrorCode::Forbidden,
+            format!("your token does not allow joining `{room}`"),
+        ))
     }
 
     /// Whether it may join `room`.

@@ -14,6 +14,8 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use switchboard_protocol::{ErrorCode, FrameError};
+
 use crate::http::json_error;
 
 /// A rate: `per_second` sustained, `burst` at once.
@@ -176,6 +178,18 @@ impl FrameBudget {
             return Verdict::Disconnect;
         }
         Verdict::Allow
+    }
+
+    /// Takes one `send` from `budget` (no budget: unlimited); the
+    /// `rate_limited` error when it is spent.
+    pub fn check_send(budget: Option<&FrameBudget>) -> Result<(), FrameError> {
+        match budget.map(FrameBudget::send) {
+            Some(Verdict::Limited) => Err(FrameError::new(
+                ErrorCode::RateLimited,
+                "sending faster than the rate limit; this message was not accepted",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Takes one `send` (after [`FrameBudget::frame`]).

@@ -406,11 +406,7 @@ async fn handle(
     let r#ref = request.r#ref;
     match request.frame {
         ClientFrame::Join { room, history } => {
-            if !conn.identity.may_join(&room) {
-                let err = FrameError::new(
-                    ErrorCode::Forbidden,
-                    format!("your token does not allow joining `{room}`"),
-                );
+            if let Err(err) = conn.identity.check_join(&room) {
                 return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
             }
             let (recent, newly) = {
@@ -510,15 +506,7 @@ async fn send(
         );
         return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
     }
-    if conn
-        .budget
-        .as_ref()
-        .is_some_and(|b| b.send() == Verdict::Limited)
-    {
-        let err = FrameError::new(
-            ErrorCode::RateLimited,
-            "sending faster than the rate limit; this message was not accepted",
-        );
+    if let Err(err) = FrameBudget::check_send(conn.budget.as_deref()) {
         return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
     }
     let (message, durable) = gateway.accept(&conn.name, room, text, id);

@@ -315,11 +315,7 @@ impl Conn {
         match request.frame {
             ClientFrame::Ping => send(socket, &ServerFrame::Pong { r#ref }).await,
             ClientFrame::Join { room, history } => {
-                if !self.identity.may_join(&room) {
-                    let err = FrameError::new(
-                        ErrorCode::Forbidden,
-                        format!("your token does not allow joining `{room}`"),
-                    );
+                if let Err(err) = self.identity.check_join(&room) {
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
                 if !self.rooms.contains(&room)
@@ -389,15 +385,7 @@ impl Conn {
                     );
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
-                if self
-                    .budget
-                    .as_ref()
-                    .is_some_and(|b| b.send() == Verdict::Limited)
-                {
-                    let err = FrameError::new(
-                        ErrorCode::RateLimited,
-                        "sending faster than the rate limit; this message was not accepted",
-                    );
+                if let Err(err) = FrameBudget::check_send(self.budget.as_deref()) {
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
                 let (message, durable) = self.gateway.accept(&self.identity.name, room, text, id);
