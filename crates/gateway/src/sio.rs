@@ -197,9 +197,21 @@ async fn setup(
     socket.extensions.insert(conn);
 
     socket.on("event:message", on_legacy_message);
-    socket.on("join", on_join);
-    socket.on("leave", on_leave);
-    socket.on("send", on_send);
+    // `join`, `leave` and `send` share one handler; the event name picks
+    // the request.
+    for event in ["join", "leave", "send"] {
+        socket.on(
+            event,
+            async move |socket: SocketRef,
+                        turn: Turn,
+                        ack: Reply,
+                        TryData(data): TryData<PlainValue>,
+                        State(gateway): State<Arc<Gateway>>| {
+                let data = data.map_or(Value::Null, |d| d.0);
+                handle(&gateway, &socket, turn, ack, event, &data).await
+            },
+        );
+    }
     socket.on_fallback(async |socket: SocketRef, ack: Reply| {
         let err = FrameError::new(
             ErrorCode::BadFrame,
@@ -330,60 +342,6 @@ async fn on_legacy_message(
         Ok(_) => {}
         Err(err) => reply(&socket, ack, ServerFrame::error(err)),
     }
-}
-
-async fn on_join(
-    socket: SocketRef,
-    turn: Turn,
-    ack: Reply,
-    TryData(data): TryData<PlainValue>,
-    State(gateway): State<Arc<Gateway>>,
-) {
-    handle(
-        &gateway,
-        &socket,
-        turn,
-        ack,
-        "join",
-        &data.map_or(Value::Null, |d| d.0),
-    )
-    .await
-}
-
-async fn on_leave(
-    socket: SocketRef,
-    turn: Turn,
-    ack: Reply,
-    TryData(data): TryData<PlainValue>,
-    State(gateway): State<Arc<Gateway>>,
-) {
-    handle(
-        &gateway,
-        &socket,
-        turn,
-        ack,
-        "leave",
-        &data.map_or(Value::Null, |d| d.0),
-    )
-    .await
-}
-
-async fn on_send(
-    socket: SocketRef,
-    turn: Turn,
-    ack: Reply,
-    TryData(data): TryData<PlainValue>,
-    State(gateway): State<Arc<Gateway>>,
-) {
-    handle(
-        &gateway,
-        &socket,
-        turn,
-        ack,
-        "send",
-        &data.map_or(Value::Null, |d| d.0),
-    )
-    .await
 }
 
 async fn handle(
