@@ -3,14 +3,15 @@
 //! and in README's configuration table.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use switchboard_gateway::{
-    AllowedOrigins, AuthConfig, AuthMode, GatewayConfig, Rate, TokenVerifier,
-};
+use switchboard_gateway::{GatewayConfig, Rate};
 use switchboard_protocol::Limits;
+
+mod auth;
+
+pub use auth::{AuthArg, Secret};
 
 /// `switchboard`: a horizontally scalable real-time messaging server.
 #[derive(Debug, Parser)]
@@ -40,33 +41,6 @@ pub enum Command {
     Archive,
     /// Generate load against switchboard or a peer and report what came back.
     Bench(crate::bench::BenchArgs),
-}
-
-/// A setting that must not appear in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-/// Whether connections need a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthArg {
-    /// Anyone may connect.
-    Off,
-    /// A valid JWT is required.
-    Required,
 }
 
 /// Log line format.
@@ -429,82 +403,6 @@ impl Config {
         self.auth_config().map(|_| ())
     }
 
-    /// The gateway's authentication settings, checked.
-    pub fn auth_config(&self) -> Result<AuthConfig, ConfigError> {
-        let tokens = match (&self.jwt_secret, &self.jwt_public_key) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "JWT_SECRET",
-                    "either JWT_SECRET or JWT_PUBLIC_KEY, not both",
-                ));
-            }
-            (Some(secret), None) if secret.0.len() < 32 => {
-                return Err(invalid("JWT_SECRET", "at least 32 bytes"));
-            }
-            (Some(secret), None) => Some(TokenVerifier::hs256(secret.0.as_bytes())),
-            (None, Some(key)) => {
-                let pem = if key.trim_start().starts_with("-----BEGIN") {
-                    key.clone().into_bytes()
-                } else {
-                    std::fs::read(key).map_err(|e| {
-                        invalid(
-                            "JWT_PUBLIC_KEY",
-                            format!("PEM text or a readable PEM file ({e})"),
-                        )
-                    })?
-                };
-                Some(
-                    TokenVerifier::public_key_pem(&pem)
-                        .map_err(|e| invalid("JWT_PUBLIC_KEY", e.to_string()))?,
-                )
-            }
-            (None, None) => None,
-        };
-        let mode = match self.auth {
-            AuthArg::Off => AuthMode::Off,
-            AuthArg::Required if tokens.is_none() => {
-                return Err(invalid(
-                    "AUTH",
-                    "`required` needs JWT_SECRET or JWT_PUBLIC_KEY",
-                ));
-            }
-            AuthArg::Required => AuthMode::Required,
-        };
-        let allowed_origins = match self.allowed_origins.as_deref().map(str::trim) {
-            None | Some("") => match mode {
-                AuthMode::Off => AllowedOrigins::Any,
-                AuthMode::Required => AllowedOrigins::SameOrigin,
-            },
-            Some("*") => AllowedOrigins::Any,
-            Some(list) => {
-                let origins: Vec<String> = list
-                    .split(',')
-                    .map(|o| o.trim().trim_end_matches('/').to_owned())
-                    .collect();
-                let ok = origins.iter().all(|o| {
-                    url::Url::parse(o)
-                        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                });
-                if !ok {
-                    return Err(invalid(
-                        "ALLOWED_ORIGINS",
-                        "`*` or comma-separated origins like https://chat.example.com",
-                    ));
-                }
-                AllowedOrigins::List(origins)
-            }
-        };
-        if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
-            return Err(invalid("API_KEY", "at least 16 characters"));
-        }
-        Ok(AuthConfig {
-            mode,
-            tokens: tokens.map(Arc::new),
-            api_key: self.api_key.as_ref().map(|k| k.0.clone()),
-            allowed_origins,
-        })
-    }
-
     fn kafka_overrides_from(&self, extra: &str) -> Option<Vec<(String, String)>> {
         extra
             .split(',')
@@ -609,107 +507,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, String> {
-        let mut all = vec!["switchboard"];
-        all.extend_from_slice(args);
-        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
-        cli.config.validate().map_err(|e| e.to_string())?;
-        Ok(cli.config)
-    }
-
-    #[test]
-    fn secrets_stay_out_of_debug_output() {
-        let c = parse(&[
-            "--jwt-secret",
-            "0123456789abcdef0123456789abcdef-hush",
-            "--api-key",
-            "key-0123456789abcdef",
-        ])
-        .unwrap();
-        let shown = format!("{c:?} {:?}", c.auth_config().unwrap());
-        assert!(
-            !shown.contains("hush") && !shown.contains("key-0123"),
-            "{shown}"
-        );
-        assert!(shown.contains("<redacted>"));
-    }
-
-    #[test]
-    fn flags_override_and_validate() {
-        let c = parse(&["--port", "9001", "--database-url", "sqlite::memory:"]).unwrap();
-        assert_eq!(c.port, 9001);
-        assert_eq!(c.database_url(), "sqlite::memory:");
-        let c = parse(&["serve", "--port", "9002"]).unwrap();
-        assert_eq!(c.port, 9002);
-    }
-
-    #[test]
-    fn aliases_apply_when_the_main_name_is_unset() {
-        let c = parse(&["--postgres-url", "sqlite://alias.db"]).unwrap();
-        assert_eq!(c.database_url(), "sqlite://alias.db");
-        let c = parse(&["--kafka-broker-url", "localhost:9092"]).unwrap();
-        assert_eq!(c.kafka_brokers().as_deref(), Some("localhost:9092"));
-    }
-
-    #[test]
-    fn invalid_values_name_the_variable() {
-        let e = parse(&["--port", "eighty"]).unwrap_err();
-        assert!(e.contains("PORT"), "{e}");
-        let e = parse(&["--redis-url", "http://x"]).unwrap_err();
-        assert!(e.contains("REDIS_URL"), "{e}");
-        let e = parse(&["--database-url", "postgres://"]).unwrap_err();
-        assert!(e.contains("DATABASE_URL"), "{e}");
-        assert!(parse(&["--database-url", "postgres://postgres@localhost/db"]).is_ok());
-        let e = parse(&["--database-url", "mysql://x"]).unwrap_err();
-        assert!(e.contains("DATABASE_URL"), "{e}");
-        let e = parse(&["--redis-prefix", "has space"]).unwrap_err();
-        assert!(e.contains("REDIS_PREFIX"), "{e}");
-        let e = parse(&["--kafka-brokers", "nohostport"]).unwrap_err();
-        assert!(e.contains("KAFKA_BROKERS"), "{e}");
-        let e = parse(&["--kafka-config", "novalue"]).unwrap_err();
-        assert!(e.contains("KAFKA_CONFIG"), "{e}");
-        let e = parse(&["--kafka-compression", "brotli"]).unwrap_err();
-        assert!(e.contains("KAFKA_COMPRESSION"), "{e}");
-        let e = parse(&["--archive-batch", "0"]).unwrap_err();
-        assert!(e.contains("ARCHIVE_BATCH"), "{e}");
-        let e = parse(&["--kafka-topic", "bad topic"]).unwrap_err();
-        assert!(e.contains("KAFKA_TOPIC"), "{e}");
-        let e = parse(&["--history-default", "600"]).unwrap_err();
-        assert!(e.contains("HISTORY_DEFAULT"), "{e}");
-        let e = parse(&["--max-message-bytes=-1"]).unwrap_err();
-        assert!(e.contains("MAX_MESSAGE_BYTES"), "{e}");
-        let e = parse(&["--max-frame-bytes", "100"]).unwrap_err();
-        assert!(e.contains("MAX_FRAME_BYTES"), "{e}");
-        let e = parse(&["--client-queue-frames", "0"]).unwrap_err();
-        assert!(e.contains("CLIENT_QUEUE_FRAMES"), "{e}");
-    }
-
-    #[test]
-    fn defaults_match_the_gateway_defaults() {
-        let vars = [
-            "MAX_MESSAGE_BYTES",
-            "MAX_FRAME_BYTES",
-            "MAX_ROOMS_PER_CONNECTION",
-            "CLIENT_QUEUE_FRAMES",
-            "HISTORY_DEFAULT",
-            "HISTORY_MAX",
-            "ACK_TIMEOUT_MS",
-        ];
-        if vars.iter().any(|v| std::env::var_os(v).is_some()) {
-            return; // the environment overrides the defaults under test
-        }
-        let from_cli = parse(&[]).unwrap().gateway().unwrap();
-        let defaults = GatewayConfig::default();
-        assert_eq!(from_cli.limits, defaults.limits);
-        assert_eq!(from_cli.max_frame_bytes, defaults.max_frame_bytes);
-        assert_eq!(
-            from_cli.max_rooms_per_connection,
-            defaults.max_rooms_per_connection
-        );
-        assert_eq!(from_cli.client_queue_frames, defaults.client_queue_frames);
-        assert_eq!(from_cli.ack_timeout, defaults.ack_timeout);
-    }
-}
+mod tests;

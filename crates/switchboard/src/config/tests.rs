@@ -1,0 +1,104 @@
+//! Configuration parsing and validation.
+
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Config, String> {
+    let mut all = vec!["switchboard"];
+    all.extend_from_slice(args);
+    let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+    cli.config.validate().map_err(|e| e.to_string())?;
+    Ok(cli.config)
+}
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    let c = parse(&[
+        "--jwt-secret",
+        "0123456789abcdef0123456789abcdef-hush",
+        "--api-key",
+        "key-0123456789abcdef",
+    ])
+    .unwrap();
+    let shown = format!("{c:?} {:?}", c.auth_config().unwrap());
+    assert!(
+        !shown.contains("hush") && !shown.contains("key-0123"),
+        "{shown}"
+    );
+    assert!(shown.contains("<redacted>"));
+}
+
+#[test]
+fn flags_override_and_validate() {
+    let c = parse(&["--port", "9001", "--database-url", "sqlite::memory:"]).unwrap();
+    assert_eq!(c.port, 9001);
+    assert_eq!(c.database_url(), "sqlite::memory:");
+    let c = parse(&["serve", "--port", "9002"]).unwrap();
+    assert_eq!(c.port, 9002);
+}
+
+#[test]
+fn aliases_apply_when_the_main_name_is_unset() {
+    let c = parse(&["--postgres-url", "sqlite://alias.db"]).unwrap();
+    assert_eq!(c.database_url(), "sqlite://alias.db");
+    let c = parse(&["--kafka-broker-url", "localhost:9092"]).unwrap();
+    assert_eq!(c.kafka_brokers().as_deref(), Some("localhost:9092"));
+}
+
+#[test]
+fn invalid_values_name_the_variable() {
+    let e = parse(&["--port", "eighty"]).unwrap_err();
+    assert!(e.contains("PORT"), "{e}");
+    let e = parse(&["--redis-url", "http://x"]).unwrap_err();
+    assert!(e.contains("REDIS_URL"), "{e}");
+    let e = parse(&["--database-url", "postgres://"]).unwrap_err();
+    assert!(e.contains("DATABASE_URL"), "{e}");
+    assert!(parse(&["--database-url", "postgres://postgres@localhost/db"]).is_ok());
+    let e = parse(&["--database-url", "mysql://x"]).unwrap_err();
+    assert!(e.contains("DATABASE_URL"), "{e}");
+    let e = parse(&["--redis-prefix", "has space"]).unwrap_err();
+    assert!(e.contains("REDIS_PREFIX"), "{e}");
+    let e = parse(&["--kafka-brokers", "nohostport"]).unwrap_err();
+    assert!(e.contains("KAFKA_BROKERS"), "{e}");
+    let e = parse(&["--kafka-config", "novalue"]).unwrap_err();
+    assert!(e.contains("KAFKA_CONFIG"), "{e}");
+    let e = parse(&["--kafka-compression", "brotli"]).unwrap_err();
+    assert!(e.contains("KAFKA_COMPRESSION"), "{e}");
+    let e = parse(&["--archive-batch", "0"]).unwrap_err();
+    assert!(e.contains("ARCHIVE_BATCH"), "{e}");
+    let e = parse(&["--kafka-topic", "bad topic"]).unwrap_err();
+    assert!(e.contains("KAFKA_TOPIC"), "{e}");
+    let e = parse(&["--history-default", "600"]).unwrap_err();
+    assert!(e.contains("HISTORY_DEFAULT"), "{e}");
+    let e = parse(&["--max-message-bytes=-1"]).unwrap_err();
+    assert!(e.contains("MAX_MESSAGE_BYTES"), "{e}");
+    let e = parse(&["--max-frame-bytes", "100"]).unwrap_err();
+    assert!(e.contains("MAX_FRAME_BYTES"), "{e}");
+    let e = parse(&["--client-queue-frames", "0"]).unwrap_err();
+    assert!(e.contains("CLIENT_QUEUE_FRAMES"), "{e}");
+}
+
+#[test]
+fn defaults_match_the_gateway_defaults() {
+    let vars = [
+        "MAX_MESSAGE_BYTES",
+        "MAX_FRAME_BYTES",
+        "MAX_ROOMS_PER_CONNECTION",
+        "CLIENT_QUEUE_FRAMES",
+        "HISTORY_DEFAULT",
+        "HISTORY_MAX",
+        "ACK_TIMEOUT_MS",
+    ];
+    if vars.iter().any(|v| std::env::var_os(v).is_some()) {
+        return; // the environment overrides the defaults under test
+    }
+    let from_cli = parse(&[]).unwrap().gateway().unwrap();
+    let defaults = GatewayConfig::default();
+    assert_eq!(from_cli.limits, defaults.limits);
+    assert_eq!(from_cli.max_frame_bytes, defaults.max_frame_bytes);
+    assert_eq!(
+        from_cli.max_rooms_per_connection,
+        defaults.max_rooms_per_connection
+    );
+    assert_eq!(from_cli.client_queue_frames, defaults.client_queue_frames);
+    assert_eq!(from_cli.ack_timeout, defaults.ack_timeout);
+}
