@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -39,19 +39,24 @@ pub enum AllowedOrigins {
 }
 
 impl AllowedOrigins {
-    /// Whether a request with these headers may open a socket. Requests
-    /// without `Origin` are not from a browser page and pass: the check is
-    /// there so another site cannot open a socket with a user's cookies.
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
+    /// Whether a request with these headers may open a socket; `tls` says
+    /// whether the client reached us over TLS (through a trusted proxy), so
+    /// that same-origin compares the scheme too. Requests without `Origin`
+    /// are not from a browser page and pass: the check is there so another
+    /// site cannot open a socket with a user's cookies.
+    pub fn allows(&self, headers: &HeaderMap, tls: bool) -> bool {
         let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
             return true;
         };
         match self {
             AllowedOrigins::Any => true,
             AllowedOrigins::SameOrigin => {
-                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-                let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-                matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+                let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+                    return false;
+                };
+                let scheme = if tls { "https" } else { "http" };
+                let expected = format!("{scheme}://{host}");
+                origin.eq_ignore_ascii_case(&expected)
             }
             AllowedOrigins::List(list) => list
                 .iter()
@@ -113,6 +118,28 @@ impl TokenVerifier {
         Self::new(DecodingKey::from_secret(secret), Algorithm::HS256)
     }
 
+    /// Requires the `aud` claim to name `audience` (`JWT_AUDIENCE`). Without
+    /// it, an `aud` claim is tolerated and not checked.
+    pub fn with_audience(mut self, audience: &str) -> Self {
+        self.validation.set_audience(&[audience]);
+        self.validation.validate_aud = true;
+        self.require("aud");
+        self
+    }
+
+    /// Requires the `iss` claim to be `issuer` (`JWT_ISSUER`).
+    pub fn with_issuer(mut self, issuer: &str) -> Self {
+        self.validation.set_issuer(&[issuer]);
+        self.require("iss");
+        self
+    }
+
+    fn require(&mut self, claim: &str) {
+        self.validation
+            .required_spec_claims
+            .insert(claim.to_owned());
+    }
+
     /// RS256 or ES256 (P-256), whichever the PEM public key is.
     pub fn public_key_pem(pem: &[u8]) -> Result<Self, KeyError> {
         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
@@ -128,6 +155,10 @@ impl TokenVerifier {
         // One algorithm only: a token cannot pick another (or `none`).
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token valid from later is not valid now.
+        validation.validate_nbf = true;
+        // Checked only when an audience is configured (`with_audience`).
+        validation.validate_aud = false;
         validation.leeway = 30;
         Self {
             key,
@@ -141,6 +172,9 @@ impl TokenVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidAudience => AuthError::Audience,
+                ErrorKind::InvalidIssuer => AuthError::Issuer,
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                     AuthError::Algorithm
@@ -185,6 +219,12 @@ pub enum AuthError {
     Malformed,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (`nbf` is in the future)")]
+    NotYetValid,
+    #[error("the token's `aud` does not name this server")]
+    Audience,
+    #[error("the token's `iss` is not the accepted issuer")]
+    Issuer,
     #[error("the token's signature does not verify")]
     BadSignature,
     #[error("the token is not signed with the algorithm this server accepts")]
@@ -193,13 +233,6 @@ pub enum AuthError {
     Claims(String),
     #[error("tokens are not configured on this server")]
     NotConfigured,
-}
-
-impl AuthError {
-    /// The HTTP status and body of a refused upgrade.
-    pub fn response(&self) -> axum::response::Response {
-        crate::http::json_error(StatusCode::UNAUTHORIZED, "unauthorized", &self.to_string())
-    }
 }
 
 /// Who a connection is.
@@ -212,6 +245,11 @@ pub struct Identity {
     /// Rooms it may join (exact names, or prefixes ending in `*`); `None`
     /// for any room.
     pub rooms: Option<Arc<[String]>>,
+}
+
+/// The name of a client that gave none: `anon-` and six hex digits.
+pub(crate) fn anonymous_name() -> String {
+    format!("anon-{}", &uuid::Uuid::new_v4().simple().to_string()[..6])
 }
 
 impl Identity {
@@ -389,6 +427,57 @@ mod tests {
     }
 
     #[test]
+    fn not_before_audience_and_issuer() {
+        let v = TokenVerifier::hs256(SECRET);
+        assert_eq!(
+            v.verify(&token(
+                json!({"sub": "u", "exp": now() + 86_400, "nbf": now() + 3600})
+            )),
+            Err(AuthError::NotYetValid),
+            "a token valid from later is refused now"
+        );
+        assert!(
+            v.verify(&token(
+                json!({"sub": "u", "exp": now() + 60, "nbf": now() - 10})
+            ))
+            .is_ok()
+        );
+        // Without JWT_AUDIENCE an `aud` claim is tolerated.
+        let with_aud = token(json!({"sub": "u", "exp": now() + 60, "aud": "chat"}));
+        assert!(v.verify(&with_aud).is_ok());
+        let aud_list = token(json!({"sub": "u", "exp": now() + 60, "aud": ["x", "chat"]}));
+        assert!(v.verify(&aud_list).is_ok());
+        let v = TokenVerifier::hs256(SECRET)
+            .with_audience("chat")
+            .with_issuer("https://id.example");
+        let good = token(
+            json!({"sub": "u", "exp": now() + 60, "aud": ["x", "chat"], "iss": "https://id.example"}),
+        );
+        assert!(v.verify(&good).is_ok());
+        assert_eq!(
+            v.verify(&token(
+                json!({"sub": "u", "exp": now() + 60, "aud": "other", "iss": "https://id.example"})
+            )),
+            Err(AuthError::Audience)
+        );
+        assert!(
+            matches!(
+                v.verify(&token(
+                    json!({"sub": "u", "exp": now() + 60, "iss": "https://id.example"})
+                )),
+                Err(AuthError::Claims(_))
+            ),
+            "aud is required once an audience is configured"
+        );
+        assert_eq!(
+            v.verify(&token(
+                json!({"sub": "u", "exp": now() + 60, "aud": "chat", "iss": "https://evil.example"})
+            )),
+            Err(AuthError::Issuer)
+        );
+    }
+
+    #[test]
     fn modes_decide_what_happens_without_a_token() {
         let mut auth = AuthConfig::default();
         assert_eq!(auth.identify(None, || "zoe".into()).unwrap().name, "zoe");
@@ -422,19 +511,31 @@ mod tests {
             h
         };
         let same = AllowedOrigins::SameOrigin;
-        assert!(same.allows(&headers(
-            Some("http://chat.example:8000"),
-            "chat.example:8000"
-        )));
-        assert!(!same.allows(&headers(Some("https://evil.example"), "chat.example:8000")));
+        assert!(same.allows(
+            &headers(Some("http://chat.example:8000"), "chat.example:8000"),
+            false
+        ));
+        assert!(!same.allows(
+            &headers(Some("https://evil.example"), "chat.example:8000"),
+            false
+        ));
         assert!(
-            same.allows(&headers(None, "chat.example:8000")),
+            same.allows(&headers(None, "chat.example:8000"), false),
             "not a browser"
         );
+        // The scheme is part of the origin: a plain-HTTP page may not open
+        // sockets of the TLS site, and the other way round.
+        assert!(!same.allows(
+            &headers(Some("https://chat.example:8000"), "chat.example:8000"),
+            false
+        ));
+        assert!(!same.allows(&headers(Some("http://chat.example"), "chat.example"), true));
+        assert!(same.allows(&headers(Some("https://chat.example"), "chat.example"), true));
+        assert!(!same.allows(&headers(Some("ftp://chat.example"), "chat.example"), false));
         let list = AllowedOrigins::List(vec!["https://app.example".into()]);
-        assert!(list.allows(&headers(Some("https://app.example"), "x")));
-        assert!(!list.allows(&headers(Some("https://app.example.evil"), "x")));
-        assert!(AllowedOrigins::Any.allows(&headers(Some("https://evil.example"), "x")));
+        assert!(list.allows(&headers(Some("https://app.example"), "x"), false));
+        assert!(!list.allows(&headers(Some("https://app.example.evil"), "x"), false));
+        assert!(AllowedOrigins::Any.allows(&headers(Some("https://evil.example"), "x"), false));
     }
 
     #[test]

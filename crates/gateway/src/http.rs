@@ -1,20 +1,19 @@
-//! HTTP routes: the web page, the history API, health and metrics.
+//! HTTP routes: the web page, the history API, health and metrics. Every
+//! error is an [`ApiError`]: a status with a JSON body.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use switchboard_protocol::{ClientFrame, Request, RoomName, validate_name};
-use uuid::Uuid;
+
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::Gateway;
+use crate::error::ApiError;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_CSS: &str = include_str!("../web/app.css");
@@ -30,7 +29,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .route(
             "/api/rooms/{room}/messages",
-            get(room_messages).post(publish),
+            get(crate::api::room_messages).post(crate::api::publish),
         )
         .route("/api/stats", get(stats))
         .route("/healthz", get(healthz))
@@ -40,15 +39,47 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         .layer(DefaultBodyLimit::max(gateway.config.max_body_bytes))
         .with_state(gateway.clone())
         .layer(sio)
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            crate::sio::guard,
+        ))
+        // A body trickled slower than this is cut like a slow head.
+        .layer(RequestBodyTimeoutLayer::new(
+            gateway.config.handshake_timeout,
+        ))
+        .layer(axum::middleware::map_response(security_headers))
 }
 
-/// A JSON error body: `{"code": ..., "message": ...}`.
-pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "code": code, "message": message })),
-    )
-        .into_response()
+/// The routes of the operators' listener (`METRICS_ADDR`): metrics,
+/// counts and health, without credentials; meant for a private network.
+pub(crate) fn operators_router(gateway: &Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/api/stats", get(render_stats))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(gateway.clone())
+}
+
+/// Headers on every answer: the page may not be framed by another site
+/// (clickjacking), types are not sniffed, and the page loads scripts,
+/// styles and sockets from this node only.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
+             base-uri 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 async fn index() -> impl IntoResponse {
@@ -75,19 +106,41 @@ async fn app_js() -> impl IntoResponse {
     )
 }
 
-async fn not_found() -> Response {
-    json_error(StatusCode::NOT_FOUND, "not_found", "no such route")
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found()
 }
 
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
+/// `/metrics` and `/api/stats` on the main listener: open when
+/// `metrics_public`, else for the API key only.
+fn operator_only(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
+    if gateway.config.metrics_public
+        || crate::auth::bearer(headers).is_some_and(|key| gateway.config.auth.api_key_matches(key))
+    {
+        return Ok(());
+    }
+    metrics::counter!("switchboard_auth_refusals_total", "reason" => "metrics").increment(1);
+    Err(ApiError::credentials_required(
+        "metrics are not public on this listener: use METRICS_ADDR or Authorization: Bearer <API_KEY>",
+    ))
+}
+
 /// `GET /api/stats`: this node's open connections and hosted rooms.
-async fn stats(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+async fn stats(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    match operator_only(&gateway, &headers) {
+        Ok(()) => render_stats(State(gateway)).await.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn render_stats(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     axum::Json(json!({
         "node": gateway.config.node_id,
         "connections": gateway.admission.open(),
+        "http_connections": gateway.http_connections.open(),
         "rooms": gateway.registry.room_count(),
     }))
 }
@@ -111,162 +164,25 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     }
 }
 
-async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    match operator_only(&gateway, &headers) {
+        Ok(()) => render_metrics(State(gateway)).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn render_metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     match &gateway.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             handle.render(),
         )
             .into_response(),
-        None => json_error(
+        None => ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "metrics are not enabled on this node",
-        ),
-    }
-}
-
-/// `GET /api/rooms/{room}/messages?limit=50&before=<id>`: oldest first.
-async fn room_messages(
-    State(gateway): State<Arc<Gateway>>,
-    Path(room): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let room = match RoomName::parse(&room) {
-        Ok(room) => room,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_room", &e),
-    };
-    let limits = &gateway.config.limits;
-    let limit = match query.get("limit") {
-        None => limits.history_default,
-        Some(raw) => match raw.parse::<u32>() {
-            Ok(n) if (1..=limits.history_max).contains(&n) => n,
-            _ => {
-                let msg = format!("limit must be an integer from 1 to {}", limits.history_max);
-                return json_error(StatusCode::BAD_REQUEST, "bad_limit", &msg);
-            }
-        },
-    };
-    let before = match query.get("before") {
-        None => None,
-        Some(raw) => match Uuid::try_parse(raw) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_before",
-                    "before must be a message id (UUID)",
-                );
-            }
-        },
-    };
-    let read = tokio::time::timeout(
-        gateway.config.ack_timeout,
-        gateway.store.history(&room, limit, before),
-    );
-    match read
-        .await
-        .unwrap_or(Err(switchboard_store::StoreError::Timeout))
-    {
-        Ok(messages) => axum::Json(messages).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, %room, "history read failed");
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "history is unavailable; retry later",
-            )
-        }
-    }
-}
-
-/// `POST /api/rooms/{room}/messages` with `{"text": .., "from": .., "id"?: ..}`
-/// and `Authorization: Bearer <API_KEY>`: a server-side send, on the same
-/// path as a client's (fan-out on every node, journal), answered once the
-/// message is durable: 201 with the message, or 503 `unavailable` with the
-/// id to retry with. Without `API_KEY` configured the route does not exist.
-async fn publish(
-    State(gateway): State<Arc<Gateway>>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let auth = &gateway.config.auth;
-    if auth.api_key.is_none() {
-        return not_found().await;
-    }
-    if !crate::auth::bearer(&headers).is_some_and(|key| auth.api_key_matches(key)) {
-        metrics::counter!("switchboard_auth_refusals_total", "reason" => "api_key").increment(1);
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid API key is required: Authorization: Bearer <API_KEY>",
-        );
-    }
-    let body = match body {
-        Ok(body) => body,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let limit = gateway.config.max_body_bytes;
-            return json_error(
-                e.status(),
-                "too_large",
-                &format!("the body is over {limit} bytes"),
-            );
-        }
-        Err(e) => return json_error(e.status(), "bad_request", &e.body_text()),
-    };
-    let mut fields = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(fields)) => fields,
-        _ => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_frame",
-                "the body must be a JSON object: {\"text\": .., \"from\": .., \"id\"?: ..}",
-            );
-        }
-    };
-    let from = match fields.remove("from") {
-        Some(serde_json::Value::String(from)) => match validate_name(&from) {
-            Ok(from) => from,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_name", &e),
-        },
-        _ => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_name",
-                "`from` must be a string",
-            );
-        }
-    };
-    // The same checks as a client's `send` (room, text size, id).
-    fields.insert("room".into(), serde_json::Value::String(room));
-    let request = Request::from_event(
-        "send",
-        &serde_json::Value::Object(fields),
-        &gateway.config.limits,
-    );
-    let (room, text, id) = match request {
-        Ok(Request {
-            frame: ClientFrame::Send { room, text, id },
-            ..
-        }) => (room, text, id),
-        Ok(_) => return json_error(StatusCode::BAD_REQUEST, "bad_frame", "not a send"),
-        Err(e) => {
-            let status = if e.code == switchboard_protocol::ErrorCode::TooLarge {
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            return json_error(status, e.code.as_str(), &e.message);
-        }
-    };
-    let (message, durable) = gateway.accept(&from, room, text, id);
-    match durable.await {
-        Ok(()) => (StatusCode::CREATED, axum::Json(message)).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "code": "unavailable", "message": e.0, "id": message.id })),
         )
-            .into_response(),
+        .into_response(),
     }
 }

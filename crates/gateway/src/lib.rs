@@ -7,11 +7,15 @@
 //! appended to the [`Journal`]; the sender is acked when the journal says
 //! the message is durable.
 
+mod admit;
+mod api;
 pub mod auth;
+mod error;
 mod http;
 mod limits;
 mod listen;
 mod mailbox;
+pub mod peer;
 mod recent;
 mod registry;
 mod sio;
@@ -35,8 +39,9 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use crate::auth::{AllowedOrigins, AuthConfig, AuthMode, TokenVerifier};
-use crate::limits::Admission;
 pub use crate::limits::Rate;
+use crate::limits::{Admission, HttpConnections};
+pub use crate::peer::TrustedProxies;
 use crate::recent::RecentIds;
 use crate::registry::Registry;
 
@@ -86,6 +91,18 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// Largest HTTP request body, in bytes.
     pub max_body_bytes: usize,
+    /// Sockets open without a WebSocket upgrade (plain HTTP, Socket.IO
+    /// polling, handshakes in progress) at most (0: no cap); past it a new
+    /// socket is closed at once, so file descriptors stay for everyone else.
+    pub max_http_connections: usize,
+    /// The same, per client address (0: no cap; trusted proxies exempt).
+    pub http_connections_per_ip: usize,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto`
+    /// are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Whether `/metrics` and `/api/stats` answer without credentials on
+    /// the main listener (else they need the API key).
+    pub metrics_public: bool,
 }
 
 impl Default for GatewayConfig {
@@ -109,6 +126,10 @@ impl Default for GatewayConfig {
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
+            max_http_connections: 0,
+            http_connections_per_ip: 0,
+            trusted_proxies: TrustedProxies::default(),
+            metrics_public: true,
         }
     }
 }
@@ -126,6 +147,7 @@ pub struct Gateway {
     io: OnceLock<SocketIo>,
     next_conn: AtomicU64,
     admission: Admission,
+    http_connections: HttpConnections,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -148,6 +170,11 @@ impl Gateway {
         let (inbox, mut remote) = mpsc::channel::<Message>(INBOX_CAPACITY);
         let bus = make_bus(inbox)?;
         let admission = Admission::new(config.max_connections, config.connect_rate_per_ip);
+        let http_connections = HttpConnections::new(
+            config.max_http_connections,
+            config.http_connections_per_ip,
+            config.trusted_proxies.clone(),
+        );
         let gateway = Arc::new(Self {
             config,
             registry: Registry::new(bus.clone()),
@@ -160,6 +187,7 @@ impl Gateway {
             io: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             admission,
+            http_connections,
             metrics,
         });
         // The per-address connection rate table forgets quiet addresses.
@@ -180,7 +208,7 @@ impl Gateway {
                 let Some(gateway) = weak.upgrade() else { break };
                 // A retry accepted on another node is not delivered twice.
                 if gateway.recent_ids.first_sighting(message.id) {
-                    gateway.registry.deliver(&message);
+                    gateway.deliver(&message);
                 }
             }
         });
@@ -218,6 +246,7 @@ impl Gateway {
             listener,
             app,
             self.config.handshake_timeout,
+            &self.http_connections,
             self.shutdown.clone(),
             grace,
         )
@@ -234,6 +263,33 @@ impl Gateway {
         }
         self.journal.close().await;
         Ok(())
+    }
+
+    /// Local fan-out, then the cuts it asks for.
+    fn deliver(&self, message: &Message) {
+        for cut in self.registry.deliver(message) {
+            match cut {
+                registry::Cut::Slow(socket) => sio::kick_slow(&self.registry, socket),
+                registry::Cut::Gone(socket) => sio::drop_gone(&self.registry, &socket),
+            }
+        }
+    }
+
+    /// Serves the operators' routes (`/metrics`, `/api/stats`, `/healthz`,
+    /// `/readyz`) on `listener` without credentials (`METRICS_ADDR`: bind
+    /// it to a private address) until shutdown.
+    pub async fn serve_operators(self: Arc<Self>, listener: TcpListener) {
+        // A private listener, but still bounded: a few scrapers at a time.
+        let sockets = HttpConnections::new(256, 0, TrustedProxies::default());
+        listen::serve_http(
+            listener,
+            http::operators_router(&self),
+            self.config.handshake_timeout,
+            &sockets,
+            self.shutdown.clone(),
+            self.config.shutdown_grace,
+        )
+        .await;
     }
 
     fn next_conn_id(&self) -> u64 {
@@ -266,7 +322,7 @@ impl Gateway {
         };
         let fresh = self.recent_ids.first_sighting(message.id);
         if fresh {
-            self.registry.deliver(&message);
+            self.deliver(&message);
             self.bus.publish(&message);
             metrics::counter!("switchboard_messages_accepted_total").increment(1);
         } else {
@@ -277,14 +333,20 @@ impl Gateway {
         let timeout = self.config.ack_timeout;
         let durable = message.clone();
         let wait = async move {
+            let id = durable.id;
             match tokio::time::timeout(timeout, journal.append(durable)).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(Unavailable(match e {
-                    JournalError::Full => {
-                        "the journal is overloaded; retry with the same id".into()
-                    }
-                    other => format!("{other}; retry with the same id"),
-                })),
+                Ok(Err(JournalError::Full)) => Err(Unavailable(
+                    "the journal is overloaded; retry with the same id".into(),
+                )),
+                // The cause names brokers, hosts and internals: it goes to
+                // the log, the client gets the code.
+                Ok(Err(e)) => {
+                    tracing::warn!(%id, error = %e, "message not made durable");
+                    Err(Unavailable(
+                        "the message could not be made durable; retry with the same id".into(),
+                    ))
+                }
                 Err(_) => Err(Unavailable(format!(
                     "not durable within {} ms; retry with the same id",
                     timeout.as_millis()

@@ -2,13 +2,12 @@
 //! per second per client address, and frames per second per connection.
 //! Every refusal is counted in `switchboard_limit_refusals_total{limit=..}`.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::http::StatusCode;
-use axum::response::Response;
 use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -16,7 +15,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use switchboard_protocol::{ErrorCode, FrameError};
 
-use crate::http::json_error;
+use crate::error::ApiError;
+use crate::peer::TrustedProxies;
 
 /// A rate: `per_second` sustained, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,53 +33,127 @@ impl Rate {
     }
 }
 
-fn refused(limit: &'static str) {
+pub(crate) fn refused(limit: &'static str) {
     metrics::counter!("switchboard_limit_refusals_total", "limit" => limit).increment(1);
+}
+
+/// A count of open things under a cap, taken and given back atomically.
+pub(crate) struct Slots {
+    /// 0: no cap.
+    max: usize,
+    open: Arc<AtomicUsize>,
+}
+
+impl Slots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// One slot, unless all are taken. Atomic, so a burst cannot overshoot.
+    pub fn take(&self) -> Option<ConnectionSlot> {
+        let max = if self.max == 0 { usize::MAX } else { self.max };
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(self.open.clone()))
+    }
+
+    /// Slots taken now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// The sockets an HTTP server holds before (or without) a WebSocket
+/// upgrade: plain requests, Socket.IO polling, handshakes in progress. A
+/// cap on all of them, and one per client address (the TCP peer; trusted
+/// proxies are exempt, their clients are limited at upgrade).
+pub(crate) struct HttpConnections {
+    all: Slots,
+    per_address: usize,
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    trusted: TrustedProxies,
+}
+
+/// One HTTP connection's place; given back when dropped.
+pub(crate) struct HttpSlot {
+    _all: ConnectionSlot,
+    address: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        if let Some((ip, by_address)) = self.address.take() {
+            let mut counts = by_address.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = counts.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl HttpConnections {
+    /// `max` and `per_address` 0 mean no cap.
+    pub fn new(max: usize, per_address: usize, trusted: TrustedProxies) -> Self {
+        Self {
+            all: Slots::new(max),
+            per_address,
+            by_address: Arc::default(),
+            trusted,
+        }
+    }
+
+    /// A slot for a socket from `peer`, unless a cap is reached (counted).
+    pub fn take(&self, peer: IpAddr) -> Option<HttpSlot> {
+        let Some(all) = self.all.take() else {
+            refused("max_http_connections");
+            return None;
+        };
+        let key = crate::peer::Client {
+            ip: peer,
+            tls: false,
+        }
+        .rate_key();
+        let address = if self.per_address == 0 || self.trusted.trusts(peer) {
+            None
+        } else {
+            let mut counts = self
+                .by_address
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let n = counts.entry(key).or_insert(0);
+            if *n >= self.per_address {
+                drop(counts);
+                refused("http_connections_per_ip");
+                return None;
+            }
+            *n += 1;
+            Some((key, self.by_address.clone()))
+        };
+        Some(HttpSlot { _all: all, address })
+    }
+
+    /// HTTP connections open now.
+    pub fn open(&self) -> usize {
+        self.all.open()
+    }
 }
 
 /// Admits new connections.
 pub(crate) struct Admission {
-    max_connections: usize,
-    open: Arc<AtomicUsize>,
+    slots: Slots,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
-/// Why a connection was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// The node holds `MAX_CONNECTIONS` already.
-    Full,
-    /// This address opened too many connections in the last second.
-    TooFast,
-}
-
-impl Refusal {
-    /// The HTTP answer to a refused upgrade.
-    pub fn response(self) -> Response {
-        match self {
-            Refusal::Full => json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "over_capacity",
-                "this node holds as many connections as it may; try another node or later",
-            ),
-            Refusal::TooFast => json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many new connections from this address; slow down",
-            ),
-        }
-    }
-
-    /// The message of a refused Socket.IO connect.
-    pub fn message(self) -> &'static str {
-        match self {
-            Refusal::Full => "over_capacity: this node holds as many connections as it may",
-            Refusal::TooFast => "rate_limited: too many new connections from this address",
-        }
-    }
-}
-
-/// One admitted connection; the node's count drops when it does.
+/// One admitted connection (or socket); the count drops when it does.
 #[derive(Debug)]
 pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
 
@@ -93,42 +167,30 @@ impl Admission {
     /// `max_connections` 0 means no cap; `per_ip` none means no rate.
     pub fn new(max_connections: usize, per_ip: Option<Rate>) -> Self {
         Self {
-            max_connections,
-            open: Arc::default(),
+            slots: Slots::new(max_connections),
             per_ip: per_ip.and_then(|r| r.quota(1)).map(RateLimiter::keyed),
         }
     }
 
-    /// Admits a connection from `ip`, or says why not. Taking the slot is
+    /// Admits a connection from the address `key` (see
+    /// `peer::Client::rate_key`), or says why not. Taking the slot is
     /// atomic, so a burst of connects cannot overshoot the cap.
-    pub fn admit(&self, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
+    pub fn admit(&self, key: IpAddr) -> Result<ConnectionSlot, ApiError> {
         if let Some(limiter) = &self.per_ip
-            && limiter.check_key(&ip).is_err()
+            && limiter.check_key(&key).is_err()
         {
             refused("connect_rate");
-            return Err(Refusal::TooFast);
+            return Err(ApiError::connecting_too_fast());
         }
-        let max = if self.max_connections == 0 {
-            usize::MAX
-        } else {
-            self.max_connections
-        };
-        match self
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            }) {
-            Ok(_) => Ok(ConnectionSlot(self.open.clone())),
-            Err(_) => {
-                refused("max_connections");
-                Err(Refusal::Full)
-            }
-        }
+        self.slots.take().ok_or_else(|| {
+            refused("max_connections");
+            ApiError::over_capacity()
+        })
     }
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.slots.open()
     }
 
     /// Forgets addresses whose rate state has fully replenished, so the
@@ -212,7 +274,7 @@ mod tests {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let one = a.admit(ip).unwrap();
         let _two = a.admit(ip).unwrap();
-        assert_eq!(a.admit(ip).unwrap_err(), Refusal::Full);
+        assert_eq!(a.admit(ip).unwrap_err(), ApiError::over_capacity());
         drop(one);
         assert_eq!(a.open(), 1);
         assert!(a.admit(ip).is_ok());
@@ -229,7 +291,7 @@ mod tests {
         );
         let (x, y) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         let slots: Vec<_> = (0..3).map(|_| a.admit(x).unwrap()).collect();
-        assert_eq!(a.admit(x).unwrap_err(), Refusal::TooFast);
+        assert_eq!(a.admit(x).unwrap_err(), ApiError::connecting_too_fast());
         assert!(a.admit(y).is_ok(), "another address has its own budget");
         assert_eq!(slots.len(), 3);
     }

@@ -1,9 +1,16 @@
 //! The HTTP listener: accepts TCP connections and serves each with hyper.
 //!
-//! Written out rather than `axum::serve` for one setting that does not
-//! expose: a deadline on the request head. A client that trickles its
-//! handshake (slowloris) is cut after `handshake_timeout` instead of
-//! holding a connection and a task forever.
+//! Written out rather than `axum::serve` for what that does not expose:
+//!
+//! - HTTP/1.1 only. (An auto-detecting server reads the first bytes to tell
+//!   HTTP/1 from an HTTP/2 preface with no deadline, and h2c has none of the
+//!   deadlines below; put HTTP/2 in the proxy in front.)
+//! - A deadline on every request head, from the socket's first byte (a
+//!   socket that sends nothing is cut as a slowloris is) and again between
+//!   keep-alive requests. The body's deadline is a layer on the router.
+//! - Every accepted socket counted, under a cap: past it a new socket is
+//!   closed at once, so a flood of silent sockets cannot take the file
+//!   descriptors the node needs for everyone else.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,12 +19,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::limits::HttpConnections;
 
 /// Serves `app` on `listener` until `shutdown`, then waits up to `grace`
 /// for HTTP requests in flight (upgraded WebSockets are the gateway's own
@@ -26,15 +35,15 @@ pub(crate) async fn serve_http(
     listener: TcpListener,
     app: Router,
     handshake_timeout: Duration,
+    sockets: &HttpConnections,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout);
-    let graceful = GracefulShutdown::new();
+    let tasks = TaskTracker::new();
     loop {
         let (tcp, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -49,6 +58,11 @@ pub(crate) async fn serve_http(
             },
             () = shutdown.cancelled() => break,
         };
+        let Some(slot) = sockets.take(addr.ip()) else {
+            // Closed at once: a flood of sockets must not hold descriptors.
+            drop(tcp);
+            continue;
+        };
         // Writes are coalesced per connection already (see ws.rs); Nagle
         // would only add the peer's delayed-ACK wait to each flush.
         let _ = tcp.set_nodelay(true);
@@ -60,20 +74,30 @@ pub(crate) async fn serve_http(
             app.clone().oneshot(request.map(Body::new))
         });
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            // The socket's slot is held until hyper lets go of it (an
+            // upgraded WebSocket is counted under MAX_CONNECTIONS instead).
+            let _slot = slot;
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = shutdown.cancelled() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!("HTTP connections still open after the shutdown grace period");
     }
 }

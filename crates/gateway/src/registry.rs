@@ -64,6 +64,14 @@ struct Member {
     sink: Sink,
 }
 
+/// A Socket.IO member a delivery could not reach.
+pub(crate) enum Cut {
+    /// Its buffer is full: a slow consumer.
+    Slow(SocketRef),
+    /// Its socket is closed, however it ended.
+    Gone(SocketRef),
+}
+
 #[derive(Default)]
 struct Room {
     members: Vec<Member>,
@@ -126,12 +134,16 @@ impl Registry {
 
     /// Delivers `msg` once to every local member of its room. The `/ws`
     /// frame is encoded once and its bytes shared by every recipient.
-    pub fn deliver(&self, msg: &Message) {
-        let mut slow_sio = Vec::new();
+    /// `/ws` members whose mailbox is full are kicked by the mailbox; the
+    /// Socket.IO members to cut (buffer full, or socket gone) are returned
+    /// for the caller to cut, outside the registry's lock.
+    #[must_use = "the Socket.IO members to cut"]
+    pub fn deliver(&self, msg: &Message) -> Vec<Cut> {
+        let mut cut = Vec::new();
         {
             let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
             let Some(room) = rooms.get(&msg.room) else {
-                return;
+                return Vec::new();
             };
             {
                 let mut recent = room.recent.lock().unwrap_or_else(PoisonError::into_inner);
@@ -167,17 +179,21 @@ impl Registry {
                                 },
                             }
                         };
-                        if let Err(SendError::Socket(SocketError::InternalChannelFull)) = sent {
-                            slow_sio.push(socket.clone());
+                        match sent {
+                            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                                cut.push(Cut::Slow(socket.clone()));
+                            }
+                            Err(SendError::Socket(SocketError::Closed)) => {
+                                cut.push(Cut::Gone(socket.clone()));
+                            }
+                            _ => {}
                         }
                     }
                 }
             }
             metrics::counter!("switchboard_deliveries_total").increment(room.members.len() as u64);
         }
-        for socket in slow_sio {
-            crate::sio::kick_slow(self, socket);
-        }
+        cut
     }
 
     /// Number of rooms with local members.
@@ -226,7 +242,7 @@ mod tests {
         reg.join(&room("r"), 1, Sink::Ws(a.clone()));
         reg.join(&room("r"), 1, Sink::Ws(a));
         reg.join(&room("s"), 2, Sink::Ws(b));
-        reg.deliver(&msg("r", "hi"));
+        let _ = reg.deliver(&msg("r", "hi"));
         assert!(ra.pop().unwrap().frame.as_str().contains("\"hi\""));
         assert!(ra.pop().is_none(), "a double join still delivers once");
         assert!(rb.pop().is_none(), "other rooms see nothing");
@@ -240,7 +256,7 @@ mod tests {
         reg.join(&room("r"), 1, Sink::Ws(slow.clone()));
         reg.join(&room("r"), 2, Sink::Ws(fast));
         for i in 0..10 {
-            reg.deliver(&msg("r", &i.to_string()));
+            let _ = reg.deliver(&msg("r", &i.to_string()));
         }
         assert!(slow.is_kicked());
         let mut n = 0;
@@ -256,7 +272,7 @@ mod tests {
         let (a, _ra) = ws(64);
         reg.join(&room("r"), 1, Sink::Ws(a.clone()));
         for i in 0..40 {
-            reg.deliver(&msg("r", &i.to_string()));
+            let _ = reg.deliver(&msg("r", &i.to_string()));
         }
         let recent = reg.join(&room("r"), 2, Sink::Ws(a));
         assert_eq!(recent.len(), RECENT_PER_ROOM);

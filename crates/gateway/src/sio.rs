@@ -13,25 +13,28 @@
 //! effect in the order it sent them.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Query};
+use axum::extract::{ConnectInfo, Query, Request, State as AxumState};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use socketioxide::SocketIoBuilder;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::{ParserConfig, SocketIoBuilder};
 use switchboard_protocol::{
-    ClientFrame, ErrorCode, FrameError, PlainValue, Request, RoomName, ServerFrame, validate_name,
+    ClientFrame, ErrorCode, FrameError, PlainValue, Request as ClientRequest, RoomName, ServerFrame,
 };
 use tokio::sync::watch;
 
 use crate::Gateway;
 use crate::auth::{Identity, request_token};
+use crate::error::ApiError;
 use crate::limits::{ConnectionSlot, FrameBudget, Verdict};
 use crate::registry::{Registry, Sink};
 
@@ -51,8 +54,6 @@ struct SioConn {
     serving: Arc<watch::Sender<u64>>,
     /// Frames per second it may send; `None` when unlimited.
     budget: Option<Arc<FrameBudget>>,
-    /// Its place in the node's connection count, given back on disconnect.
-    _slot: Arc<ConnectionSlot>,
 }
 
 #[derive(Default)]
@@ -61,9 +62,18 @@ struct Rooms {
     joined: HashSet<RoomName>,
     /// Still in `lobby` the original way (`event:listen`).
     legacy_lobby: bool,
+    /// Its CONNECT was answered: it is counted and may be in rooms.
+    opened: bool,
     /// Disconnected or kicked: no more joins or sends.
     closed: bool,
 }
+
+/// An engine.io session's place under the node's connection cap, taken
+/// when the session opens (see [`guard`]) and kept in the handshake
+/// request's extensions, which the session holds until it ends, however it
+/// ends.
+#[derive(Clone)]
+struct SessionSlot(#[allow(dead_code, reason = "held for its Drop")] Arc<ConnectionSlot>);
 
 fn lobby() -> RoomName {
     RoomName::parse(crate::LOBBY).unwrap_or_else(|_| unreachable!("`lobby` is a valid room name"))
@@ -85,6 +95,17 @@ pub(crate) fn layer(gateway: &Arc<Gateway>) -> socketioxide::layer::SocketIoLaye
                 .saturating_sub(config.ping_interval)
                 .max(Duration::from_secs(1)),
         )
+        // A session that connects no namespace is closed as a slow
+        // handshake is.
+        .connect_timeout(config.handshake_timeout)
+        // The protocol has no binary attachments: a packet announcing one
+        // closes the session instead of buffering what follows.
+        .with_parser(
+            ParserConfig::common()
+                .max_incoming_binaries(0)
+                .max_incoming_binary_buf_size(0)
+                .packet_completion_timeout(Duration::from_secs(1)),
+        )
         .ws_max_frame_size(config.max_frame_bytes)
         .ws_max_message_size(config.max_frame_bytes)
         .with_state(gateway.clone())
@@ -94,21 +115,91 @@ pub(crate) fn layer(gateway: &Arc<Gateway>) -> socketioxide::layer::SocketIoLaye
     layer
 }
 
-/// The display name from the handshake: `auth.name`, else `?name=`, else anonymous.
-fn handshake_name(socket: &SocketRef, auth: &Option<Value>) -> Result<String, String> {
+/// In front of the Socket.IO layer, for every request under `/socket.io`:
+/// the browser origin is checked on each request (not only the first of a
+/// session), and a request that opens an engine.io session (no `sid`) is
+/// admitted like a `/ws` upgrade: per-address connect rate and a slot
+/// under `MAX_CONNECTIONS`, which the session then holds until it ends.
+/// A polling POST may carry at most the frame budget's burst of packets.
+pub(crate) async fn guard(
+    AxumState(gateway): AxumState<Arc<Gateway>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if !(path == "/socket.io" || path.starts_with("/socket.io/")) {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    let opens_session = !request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")));
+    if opens_session {
+        match gateway.admit_transport(peer, request.headers()) {
+            Ok(slot) => {
+                request.extensions_mut().insert(SessionSlot(Arc::new(slot)));
+            }
+            Err(e) => return e.into_response(),
+        }
+    } else if let Err(e) = gateway.check_origin(peer, request.headers()) {
+        return e.into_response();
+    }
+    if request.method() == axum::http::Method::POST {
+        request = match packets_within_budget(&gateway, request).await {
+            Ok(request) => request,
+            Err(e) => return e.into_response(),
+        };
+    }
+    next.run(request).await
+}
+
+/// Counts the packets of a polling POST body (records separated by 0x1e)
+/// against ten times the send burst, the most a connection's frame budget
+/// lets through at once; with no send rate, against the client queue.
+async fn packets_within_budget(gateway: &Gateway, request: Request) -> Result<Request, ApiError> {
+    let config = &gateway.config;
+    let most = match config.send_rate.burst.max(config.send_rate.per_second) {
+        0 => config.client_queue_frames,
+        burst => burst as usize * 10,
+    };
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, config.max_frame_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the polling body is over MAX_FRAME_BYTES",
+            )
+        })?;
+    let packets = body.split(|b| *b == 0x1e).count();
+    if packets > most {
+        metrics::counter!("switchboard_limit_refusals_total", "limit" => "frame_rate").increment(1);
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("{packets} packets in one request; at most {most}"),
+        ));
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(body)))
+}
+
+/// The display name asked for in the handshake: `auth.name`, else `?name=`.
+fn handshake_name(socket: &SocketRef, auth: &Option<Value>) -> Result<Option<String>, ApiError> {
     if let Some(name) = auth.as_ref().and_then(|a| a.get("name")) {
         return match name.as_str() {
-            Some(name) => validate_name(name),
-            None => Err("auth.name must be a string".into()),
+            Some(name) => Ok(Some(name.to_owned())),
+            None => Err(ApiError::bad_name("auth.name must be a string")),
         };
     }
     let query = Query::<HashMap<String, String>>::try_from_uri(&socket.req_parts().uri)
         .map(|q| q.0)
         .unwrap_or_default();
-    match query.get("name") {
-        Some(name) => validate_name(name),
-        None => Ok(crate::ws::anonymous_name()),
-    }
+    Ok(query.get("name").cloned())
 }
 
 /// The connection token: `auth.token`, else `?token=`, else
@@ -128,10 +219,12 @@ fn handshake_token(socket: &SocketRef, auth: &Option<Value>) -> Option<String> {
     request_token(query.get("token").map(String::as_str), &parts.headers).map(str::to_owned)
 }
 
-/// Sets a socket up before socketioxide answers its CONNECT: the client may
-/// emit as soon as it is connected, so its handlers must already be there.
-/// A refused origin, a full node, a bad token or an invalid name refuses
-/// the connection with a `connect_error` whose message starts with a code.
+/// Checks a socket before socketioxide answers its CONNECT (the session
+/// itself was admitted when it opened, see [`guard`]): a refused origin,
+/// a bad token or an invalid name refuses the connection with a
+/// `connect_error` whose message starts with a code. Its handlers are
+/// registered here, since the client may emit as soon as it is connected;
+/// nothing that must be undone is done before [`on_connect`].
 async fn setup(
     socket: SocketRef,
     TryData(auth): TryData<PlainValue>,
@@ -141,33 +234,21 @@ async fn setup(
     // treatment in anything a client sends (see `PlainValue`).
     let auth = auth.ok().map(|a| a.0);
     let parts = socket.req_parts();
-    if !gateway.config.auth.allowed_origins.allows(&parts.headers) {
-        metrics::counter!("switchboard_auth_refusals_total", "reason" => "origin").increment(1);
-        return Err("forbidden_origin: this origin may not open sockets here".into());
-    }
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let slot = gateway
-        .admission
-        .admit(peer)
-        .map_err(|r| r.message().to_owned())?;
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    gateway
+        .check_origin(peer, &parts.headers)
+        .map_err(|e| e.connect_error())?;
     let token = handshake_token(&socket, &auth);
-    let requested = handshake_name(&socket, &auth);
-    if token.is_none() {
-        requested.clone().map_err(|e| format!("bad_name: {e}"))?;
-    }
+    let name = match (&token, handshake_name(&socket, &auth)) {
+        (None, Err(e)) => return Err(e.connect_error()),
+        (_, name) => name.ok().flatten(),
+    };
     let identity = gateway
-        .config
-        .auth
-        .identify(token.as_deref(), || {
-            requested.unwrap_or_else(|_| crate::ws::anonymous_name())
-        })
-        .map_err(|e| {
-            metrics::counter!("switchboard_auth_refusals_total", "reason" => "token").increment(1);
-            format!("unauthorized: {e}")
-        })?;
+        .identify(token.as_deref(), name.as_deref())
+        .map_err(|e| e.connect_error())?;
     let in_lobby = identity.may_join(&lobby());
     let conn = SioConn {
         id: gateway.next_conn_id(),
@@ -180,20 +261,7 @@ async fn setup(
         next_ticket: Arc::new(AtomicU64::new(0)),
         serving: Arc::new(watch::Sender::new(0)),
         budget: FrameBudget::new(gateway.config.send_rate).map(Arc::from),
-        _slot: Arc::new(slot),
     };
-    tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, protocol = "socket.io", "connection opened");
-    metrics::gauge!("switchboard_connections", "protocol" => "socket.io").increment(1.0);
-    if in_lobby {
-        gateway.registry.join(
-            &lobby(),
-            conn.id,
-            Sink::Sio {
-                socket: socket.clone(),
-                legacy: true,
-            },
-        );
-    }
     socket.extensions.insert(conn);
 
     socket.on("event:message", on_legacy_message);
@@ -213,6 +281,10 @@ async fn setup(
         );
     }
     socket.on_fallback(async |socket: SocketRef, ack: Reply| {
+        let Some(conn) = conn_of(&socket) else { return };
+        if !within_frame_budget(&socket, &conn) {
+            return;
+        }
         let err = FrameError::new(
             ErrorCode::BadFrame,
             "unknown event; use join, leave, send or event:message",
@@ -223,11 +295,44 @@ async fn setup(
     Ok(())
 }
 
-/// Everything happened in [`setup`].
-async fn on_connect() {}
+/// The CONNECT was answered: only now is the socket counted and put in
+/// `lobby`. (socketioxide calls this only once the CONNECT reply is
+/// queued; a socket whose reply could not be queued is dropped without a
+/// disconnect, and must not have joined anything.)
+async fn on_connect(socket: SocketRef, State(gateway): State<Arc<Gateway>>) {
+    let Some(conn) = conn_of(&socket) else { return };
+    {
+        // Under the state lock: a disconnect racing this sees either
+        // nothing joined or everything.
+        let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if rooms.closed {
+            return;
+        }
+        rooms.opened = true;
+        if rooms.legacy_lobby {
+            gateway.registry.join(
+                &lobby(),
+                conn.id,
+                Sink::Sio {
+                    socket: socket.clone(),
+                    legacy: true,
+                },
+            );
+        }
+    }
+    tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, protocol = "socket.io", "connection opened");
+    metrics::gauge!("switchboard_connections", "protocol" => "socket.io").increment(1.0);
+}
 
 fn conn_of(socket: &SocketRef) -> Option<SioConn> {
     socket.extensions.get::<SioConn>()
+}
+
+/// The socket's state if its CONNECT was answered. Events of a socket
+/// whose CONNECT reply could not be queued (socketioxide then drops it
+/// without a disconnect) are ignored, so they cannot join rooms.
+fn live_conn(socket: &SocketRef) -> Option<SioConn> {
+    socket.connected().then(|| conn_of(socket)).flatten()
 }
 
 /// The client's acknowledgement callback, and whether it gave one.
@@ -322,7 +427,9 @@ async fn on_legacy_message(
     State(gateway): State<Arc<Gateway>>,
 ) {
     let turn = turn.wait().await;
-    let Some(conn) = conn_of(&socket) else { return };
+    let Some(conn) = live_conn(&socket) else {
+        return;
+    };
     if !within_frame_budget(&socket, &conn) {
         return;
     }
@@ -334,8 +441,8 @@ async fn on_legacy_message(
         }
     };
     let request = json!({ "room": crate::LOBBY, "text": text });
-    match Request::from_event("send", &request, &gateway.config.limits) {
-        Ok(Request {
+    match ClientRequest::from_event("send", &request, &gateway.config.limits) {
+        Ok(ClientRequest {
             frame: ClientFrame::Send { room, text, .. },
             ..
         }) => send(&gateway, &socket, &conn, turn, ack, room, text, None, None).await,
@@ -353,11 +460,13 @@ async fn handle(
     data: &Value,
 ) {
     let turn = turn.wait().await;
-    let Some(conn) = conn_of(socket) else { return };
+    let Some(conn) = live_conn(socket) else {
+        return;
+    };
     if !within_frame_budget(socket, &conn) {
         return;
     }
-    let request = match Request::from_event(event, data, &gateway.config.limits) {
+    let request = match ClientRequest::from_event(event, data, &gateway.config.limits) {
         Ok(request) => request,
         Err(err) => return reply(socket, ack, ServerFrame::error(err)),
     };
@@ -501,22 +610,35 @@ fn within_frame_budget(socket: &SocketRef, conn: &SioConn) -> bool {
 }
 
 /// Removes `conn` from every room it is in, once; true the first time.
+/// It stays closed: no later event joins anything.
 fn leave_everything(registry: &Registry, conn: &SioConn) -> bool {
-    let rooms = {
+    let (joined, legacy_lobby) = {
         let mut state = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.closed {
             return false;
         }
         state.closed = true;
-        std::mem::take(&mut *state)
+        (
+            std::mem::take(&mut state.joined),
+            std::mem::take(&mut state.legacy_lobby),
+        )
     };
-    for room in rooms.joined.iter() {
+    for room in joined.iter() {
         registry.leave(room, conn.id);
     }
-    if rooms.legacy_lobby {
+    if legacy_lobby {
         registry.leave(&lobby(), conn.id);
     }
     true
+}
+
+/// A member whose socket is gone (an emit answered `Closed`) leaves every
+/// room, whatever way it ended: no room keeps a dead socket.
+pub(crate) fn drop_gone(registry: &Registry, socket: &SocketRef) {
+    let Some(conn) = conn_of(socket) else { return };
+    if leave_everything(registry, &conn) {
+        tracing::info!(conn_id = conn.id, sid = %socket.id, "socket gone; removed from its rooms");
+    }
 }
 
 /// Cuts a Socket.IO slow consumer: out of every room at once (so the rooms
@@ -547,9 +669,15 @@ async fn on_disconnect(
     State(gateway): State<Arc<Gateway>>,
 ) {
     let Some(conn) = conn_of(&socket) else { return };
+    let opened = conn
+        .state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .opened;
     leave_everything(&gateway.registry, &conn);
-    // Drops its connection slot once the handlers still running let go.
     socket.extensions.remove::<SioConn>();
-    metrics::gauge!("switchboard_connections", "protocol" => "socket.io").decrement(1.0);
+    if opened {
+        metrics::gauge!("switchboard_connections", "protocol" => "socket.io").decrement(1.0);
+    }
     tracing::info!(conn_id = conn.id, sid = %socket.id, user = %conn.name, %reason, "connection closed");
 }

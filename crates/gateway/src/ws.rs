@@ -11,20 +11,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
-use switchboard_protocol::{
-    ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, validate_name,
-};
+use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Gateway;
+use crate::admit::Handshake;
 use crate::auth::{Identity, request_token};
-use crate::http::json_error;
+use crate::error::ApiError;
 use crate::limits::{ConnectionSlot, FrameBudget, Verdict};
 use crate::mailbox::{Mailbox, Ready};
 use crate::registry::{Sink, WsSink};
@@ -44,59 +44,41 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 /// Unflushed bytes allowed per connection before writes fail.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
-/// `GET /ws?name=alice[&token=JWT]`: checks the origin, admits the
-/// connection (node cap, per-address rate), identifies the client (token or
-/// name), then upgrades. Every refusal is an HTTP status with a JSON body.
+/// `GET /ws?name=alice[&token=JWT]`: admits the connection (origin, node
+/// cap, per-address rate, token or name), then upgrades. Every refusal,
+/// a plain GET without the upgrade headers included, is an HTTP status
+/// with a JSON body.
 pub(crate) async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let auth = &gateway.config.auth;
-    if !auth.allowed_origins.allows(&headers) {
-        metrics::counter!("switchboard_auth_refusals_total", "reason" => "origin").increment(1);
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden_origin",
-            "this origin may not open sockets here",
-        );
-    }
-    let slot = match gateway.admission.admit(peer.ip()) {
-        Ok(slot) => slot,
-        Err(refusal) => return refusal.response(),
-    };
-    let name = match query.get("name").map(|n| validate_name(n)) {
-        Some(Err(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_name", &e),
-        Some(Ok(name)) => Some(name),
-        None => None,
-    };
-    let token = request_token(query.get("token").map(String::as_str), &headers);
-    let identity = match auth.identify(token, || name.unwrap_or_else(anonymous_name)) {
-        Ok(identity) => identity,
-        Err(e) => {
-            metrics::counter!("switchboard_auth_refusals_total", "reason" => "token").increment(1);
-            tracing::info!(%peer, reason = %e, "upgrade refused");
-            return e.response();
-        }
-    };
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
+    let admitted = gateway.admit(&Handshake {
+        peer,
+        headers: &headers,
+        token: request_token(query.get("token").map(String::as_str), &headers),
+        name: query.get("name").map(String::as_str),
+    })?;
     let max = gateway.config.max_frame_bytes;
     let tracker = gateway.connections.clone();
-    ws.read_buffer_size(READ_BUFFER)
+    Ok(ws
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER.max(max * 2))
         .max_frame_size(max)
         .max_message_size(max)
         .on_upgrade(move |socket| {
-            tracker.track_future(run(gateway, Box::new(socket), identity, slot))
+            tracker.track_future(run(
+                gateway,
+                Box::new(socket),
+                admitted.identity,
+                admitted.slot,
+            ))
         })
-        .into_response()
-}
-
-/// `anon-` and six hex digits.
-pub(crate) fn anonymous_name() -> String {
-    format!("anon-{}", &Uuid::new_v4().simple().to_string()[..6])
+        .into_response())
 }
 
 struct Conn {

@@ -2,7 +2,6 @@
 //! `.env`), overridden by command-line flags. Every default is on its field
 //! and in README's configuration table.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,8 +9,10 @@ use switchboard_gateway::{GatewayConfig, Rate};
 use switchboard_protocol::Limits;
 
 mod auth;
+mod listener;
 
-pub use auth::{AuthArg, Secret};
+pub use auth::{AuthArg, AuthArgs, Secret};
+pub use listener::ListenerArgs;
 
 /// `switchboard`: a horizontally scalable real-time messaging server.
 #[derive(Debug, Parser)]
@@ -55,12 +56,12 @@ pub enum LogFormat {
 /// Every setting, as read from the environment and flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// TCP port to listen on.
-    #[arg(long, env = "PORT", default_value_t = 8000, global = true)]
-    pub port: u16,
-    /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0", global = true)]
-    pub host: IpAddr,
+    /// Where clients connect, and what crosses the listener.
+    #[command(flatten)]
+    pub listener: ListenerArgs,
+    /// Who may connect, read and publish.
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Where messages are stored: unset for the embedded SQLite file
     /// `./switchboard.db`, `sqlite://PATH`, `sqlite::memory:`, or `postgres://`.
     #[arg(long, env = "DATABASE_URL", global = true)]
@@ -155,25 +156,6 @@ pub struct Config {
     /// Do not apply the store's migrations at start (run `switchboard migrate` instead).
     #[arg(long, global = true)]
     pub no_migrate: bool,
-    /// `off`: anyone may connect and pick a name (a token, when given, is
-    /// still checked); `required`: every connection needs a valid JWT.
-    #[arg(long, env = "AUTH", value_enum, default_value = "off", global = true)]
-    pub auth: AuthArg,
-    /// HS256 secret for connection tokens (at least 32 bytes).
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
-    pub jwt_secret: Option<Secret>,
-    /// RS256 or ES256 public key for connection tokens: the PEM text, or a
-    /// path to a PEM file.
-    #[arg(long, env = "JWT_PUBLIC_KEY", hide_env_values = true, global = true)]
-    pub jwt_public_key: Option<String>,
-    /// Bearer key of `POST /api/rooms/{room}/messages`; unset disables it.
-    #[arg(long, env = "API_KEY", hide_env_values = true, global = true)]
-    pub api_key: Option<Secret>,
-    /// Browser origins allowed to open sockets, comma-separated
-    /// (`scheme://host[:port]`, or `*`); default any with AUTH=off, the
-    /// node's own origin with AUTH=required.
-    #[arg(long, env = "ALLOWED_ORIGINS", global = true)]
-    pub allowed_origins: Option<String>,
     /// Connections one node holds at most (0: no cap).
     #[arg(
         long,
@@ -197,15 +179,6 @@ pub struct Config {
     /// Messages one connection may send at once before the rate applies.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40, global = true)]
     pub rate_limit_burst: u32,
-    /// Milliseconds a client may take to send its request headers (the
-    /// WebSocket handshake included).
-    #[arg(
-        long,
-        env = "HANDSHAKE_TIMEOUT_MS",
-        default_value_t = 10_000,
-        global = true
-    )]
-    pub handshake_timeout_ms: u64,
     /// Milliseconds of silence after which a connection is pinged.
     #[arg(
         long,
@@ -217,9 +190,6 @@ pub struct Config {
     /// Milliseconds of silence (pongs included) after which a connection is closed.
     #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000, global = true)]
     pub idle_timeout_ms: u64,
-    /// Largest HTTP request body, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
-    pub max_body_bytes: usize,
     /// Log format.
     #[arg(
         long,
@@ -376,12 +346,6 @@ impl Config {
         {
             return Err(invalid("NODE_ID", "1-128 characters"));
         }
-        if self.handshake_timeout_ms == 0 {
-            return Err(invalid(
-                "HANDSHAKE_TIMEOUT_MS",
-                "a positive number of milliseconds",
-            ));
-        }
         if self.ping_interval_ms == 0 {
             return Err(invalid(
                 "PING_INTERVAL_MS",
@@ -397,9 +361,7 @@ impl Config {
                 "at least 1 when RATE_LIMIT_PER_SEC is set",
             ));
         }
-        if self.max_body_bytes < 1024 {
-            return Err(invalid("MAX_BODY_BYTES", "at least 1024"));
-        }
+        self.listener.validate()?;
         self.auth_config().map(|_| ())
     }
 
@@ -470,7 +432,7 @@ impl Config {
                 .ok()
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "switchboard".into());
-            format!("{host}:{}", self.port)
+            format!("{host}:{}", self.listener.port)
         })
     }
 
@@ -497,10 +459,14 @@ impl Config {
                 per_second: self.rate_limit_per_sec,
                 burst: self.rate_limit_burst,
             },
-            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            handshake_timeout: Duration::from_millis(self.listener.handshake_timeout_ms),
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
-            max_body_bytes: self.max_body_bytes,
+            max_body_bytes: self.listener.max_body_bytes,
+            max_http_connections: self.listener.max_http_connections,
+            http_connections_per_ip: self.listener.http_connections_per_ip,
+            trusted_proxies: self.listener.trusted_proxies()?,
+            metrics_public: self.metrics_public(),
             ..GatewayConfig::default()
         })
     }

@@ -68,6 +68,18 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<()> {
+    run_with(listener, None, options, shutdown, metrics).await
+}
+
+/// [`run`], with the operators' routes (metrics, stats, health) also on
+/// `operators` when given (`METRICS_ADDR`).
+pub async fn run_with(
+    listener: TcpListener,
+    operators: Option<TcpListener>,
+    options: NodeOptions,
+    shutdown: CancellationToken,
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<()> {
     let store = switchboard_store::open_with(&options.database_url, options.migrate).await?;
     let journal: Arc<dyn Journal> = match options.kafka {
         Some(kafka) => Arc::new(KafkaJournal::start(kafka, &shutdown)?),
@@ -92,6 +104,10 @@ pub async fn run(
         bus, journal, store,
         "switchboard listening"
     );
+    if let Some(operators) = operators {
+        tracing::info!(address = %operators.local_addr()?, "operators' routes listening");
+        tokio::spawn(gateway.clone().serve_operators(operators));
+    }
     gateway.serve(listener).await?;
     tracing::info!("switchboard stopped");
     Ok(())

@@ -103,10 +103,18 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                     }
                 });
             }
-            let address = std::net::SocketAddr::new(cli.config.host, cli.config.port);
+            let address = cli.config.listener.address();
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {address} (PORT/HOST): {e}"))?;
+            let operators = match cli.config.listener.metrics_addr {
+                Some(address) => {
+                    Some(tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                        anyhow::anyhow!("cannot listen on {address} (METRICS_ADDR): {e}")
+                    })?)
+                }
+                None => None,
+            };
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             let options = NodeOptions::from_config(&cli.config)?;
@@ -115,7 +123,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                     "AUTH=off: anyone who can reach this node may connect under any name; set AUTH=required with JWT_SECRET or JWT_PUBLIC_KEY in production"
                 );
             }
-            let node = switchboard::run(listener, options, shutdown.clone(), metrics);
+            let node =
+                switchboard::run_with(listener, operators, options, shutdown.clone(), metrics);
             tokio::pin!(node);
             tokio::select! {
                 result = &mut node => result,

@@ -1,5 +1,6 @@
-//! The authentication settings: AUTH, JWT_SECRET, JWT_PUBLIC_KEY, API_KEY
-//! and ALLOWED_ORIGINS, checked and turned into the gateway's `AuthConfig`.
+//! The authentication settings: AUTH, JWT_SECRET, JWT_PUBLIC_KEY,
+//! JWT_AUDIENCE, JWT_ISSUER, API_KEY, ALLOWED_ORIGINS and METRICS_PUBLIC,
+//! checked and turned into the gateway's `AuthConfig`.
 
 use std::sync::Arc;
 
@@ -35,10 +36,53 @@ pub enum AuthArg {
     Required,
 }
 
+/// Who may connect, read history, publish and scrape metrics.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// `off`: anyone may connect and pick a name (a token, when given, is
+    /// still checked); `required`: every connection needs a valid JWT.
+    #[arg(long, env = "AUTH", value_enum, default_value = "off", global = true)]
+    pub auth: AuthArg,
+    /// HS256 secret for connection tokens (at least 32 bytes).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<Secret>,
+    /// RS256 or ES256 public key for connection tokens: the PEM text, or a
+    /// path to a PEM file.
+    #[arg(long, env = "JWT_PUBLIC_KEY", hide_env_values = true, global = true)]
+    pub jwt_public_key: Option<String>,
+    /// The `aud` a token must name; unset: `aud` is not checked.
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// The `iss` a token must have; unset: `iss` is not checked.
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// Bearer key of `POST /api/rooms/{room}/messages`; unset disables it.
+    #[arg(long, env = "API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<Secret>,
+    /// Browser origins allowed to open sockets, comma-separated
+    /// (`scheme://host[:port]`, or `*`); default any with AUTH=off, the
+    /// node's own origin with AUTH=required.
+    #[arg(long, env = "ALLOWED_ORIGINS", global = true)]
+    pub allowed_origins: Option<String>,
+    /// Whether /metrics and /api/stats answer without credentials on the
+    /// main listener; default: yes with AUTH=off, no with AUTH=required
+    /// (then they need the API key, or METRICS_ADDR).
+    #[arg(long, env = "METRICS_PUBLIC", global = true)]
+    pub metrics_public: Option<bool>,
+}
+
 impl Config {
+    /// METRICS_PUBLIC, else open only when AUTH is off.
+    pub fn metrics_public(&self) -> bool {
+        self.auth
+            .metrics_public
+            .unwrap_or(self.auth.auth == AuthArg::Off)
+    }
+
     /// The gateway's authentication settings, checked.
     pub fn auth_config(&self) -> Result<AuthConfig, ConfigError> {
-        let tokens = match (&self.jwt_secret, &self.jwt_public_key) {
+        let auth = &self.auth;
+        let tokens = match (&auth.jwt_secret, &auth.jwt_public_key) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     "JWT_SECRET",
@@ -67,7 +111,32 @@ impl Config {
             }
             (None, None) => None,
         };
-        let mode = match self.auth {
+        let for_claim = |value: &Option<String>, var| match value.as_deref().map(str::trim) {
+            Some("") => Err(invalid(var, "a non-empty string, or unset")),
+            other => Ok(other.map(str::to_owned)),
+        };
+        let audience = for_claim(&auth.jwt_audience, "JWT_AUDIENCE")?;
+        let issuer = for_claim(&auth.jwt_issuer, "JWT_ISSUER")?;
+        if tokens.is_none() && (audience.is_some() || issuer.is_some()) {
+            return Err(invalid(
+                if audience.is_some() {
+                    "JWT_AUDIENCE"
+                } else {
+                    "JWT_ISSUER"
+                },
+                "set only with JWT_SECRET or JWT_PUBLIC_KEY",
+            ));
+        }
+        let tokens = tokens.map(|mut verifier| {
+            if let Some(audience) = &audience {
+                verifier = verifier.with_audience(audience);
+            }
+            if let Some(issuer) = &issuer {
+                verifier = verifier.with_issuer(issuer);
+            }
+            verifier
+        });
+        let mode = match auth.auth {
             AuthArg::Off => AuthMode::Off,
             AuthArg::Required if tokens.is_none() => {
                 return Err(invalid(
@@ -77,7 +146,7 @@ impl Config {
             }
             AuthArg::Required => AuthMode::Required,
         };
-        let allowed_origins = match self.allowed_origins.as_deref().map(str::trim) {
+        let allowed_origins = match auth.allowed_origins.as_deref().map(str::trim) {
             None | Some("") => match mode {
                 AuthMode::Off => AllowedOrigins::Any,
                 AuthMode::Required => AllowedOrigins::SameOrigin,
@@ -101,13 +170,13 @@ impl Config {
                 AllowedOrigins::List(origins)
             }
         };
-        if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
+        if auth.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
             return Err(invalid("API_KEY", "at least 16 characters"));
         }
         Ok(AuthConfig {
             mode,
             tokens: tokens.map(Arc::new),
-            api_key: self.api_key.as_ref().map(|k| k.0.clone()),
+            api_key: auth.api_key.as_ref().map(|k| k.0.clone()),
             allowed_origins,
         })
     }

@@ -30,10 +30,10 @@ fn secrets_stay_out_of_debug_output() {
 #[test]
 fn flags_override_and_validate() {
     let c = parse(&["--port", "9001", "--database-url", "sqlite::memory:"]).unwrap();
-    assert_eq!(c.port, 9001);
+    assert_eq!(c.listener.port, 9001);
     assert_eq!(c.database_url(), "sqlite::memory:");
     let c = parse(&["serve", "--port", "9002"]).unwrap();
-    assert_eq!(c.port, 9002);
+    assert_eq!(c.listener.port, 9002);
 }
 
 #[test]

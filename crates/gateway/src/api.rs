@@ -1,0 +1,164 @@
+//! The HTTP API on rooms: reading history, and the server-side publish.
+//! Both apply the same rules as a socket: with `AUTH=required` history
+//! needs a token whose `rooms` claim allows the room (or the API key), and
+//! a publish needs the API key and goes through the client send path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use switchboard_protocol::{ClientFrame, PlainValue, Request, RoomName, validate_name};
+use uuid::Uuid;
+
+use crate::Gateway;
+use crate::admit::Reader;
+use crate::error::ApiError;
+
+/// The room of a `/api/rooms/{room}/...` path; a path that is not UTF-8
+/// or not a room name is a `bad_room`.
+fn room_of(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
+    let Path(room) = path.map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_room",
+            "the room in the path is not a valid UTF-8 room name",
+        )
+    })?;
+    RoomName::parse(&room).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_room", e))
+}
+
+fn query_of(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    query.map(|q| q.0).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the query string does not parse",
+        )
+    })
+}
+
+/// `GET /api/rooms/{room}/messages?limit=50&before=<id>`: oldest first.
+pub(crate) async fn room_messages(
+    State(gateway): State<Arc<Gateway>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = room_of(path)?;
+    let query = query_of(query)?;
+    let token = crate::auth::request_token(query.get("token").map(String::as_str), &headers);
+    if let Reader::Client(identity) = gateway.reader(token)? {
+        identity
+            .check_join(&room)
+            .map_err(ApiError::forbidden_room)?;
+    }
+    let limits = &gateway.config.limits;
+    let limit = match query.get("limit") {
+        None => limits.history_default,
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(n) if (1..=limits.history_max).contains(&n) => n,
+            _ => {
+                let msg = format!("limit must be an integer from 1 to {}", limits.history_max);
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_limit", msg));
+            }
+        },
+    };
+    let before = match query.get("before") {
+        None => None,
+        Some(raw) => Some(Uuid::try_parse(raw).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_before",
+                "before must be a message id (UUID)",
+            )
+        })?),
+    };
+    let read = tokio::time::timeout(
+        gateway.config.ack_timeout,
+        gateway.store.history(&room, limit, before),
+    );
+    match read
+        .await
+        .unwrap_or(Err(switchboard_store::StoreError::Timeout))
+    {
+        Ok(messages) => Ok(axum::Json(messages).into_response()),
+        Err(e) => {
+            tracing::error!(error = %e, %room, "history read failed");
+            Err(ApiError::unavailable("history is unavailable; retry later"))
+        }
+    }
+}
+
+/// `POST /api/rooms/{room}/messages` with `{"text": .., "from": .., "id"?: ..}`
+/// and `Authorization: Bearer <API_KEY>`: a server-side send, on the same
+/// path as a client's (fan-out on every node, journal), answered once the
+/// message is durable: 201 with the message, or 503 `unavailable` with the
+/// id to retry with. Without `API_KEY` configured the route does not exist.
+pub(crate) async fn publish(
+    State(gateway): State<Arc<Gateway>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let auth = &gateway.config.auth;
+    if auth.api_key.is_none() {
+        return Err(ApiError::not_found());
+    }
+    if !crate::auth::bearer(&headers).is_some_and(|key| auth.api_key_matches(key)) {
+        metrics::counter!("switchboard_auth_refusals_total", "reason" => "api_key").increment(1);
+        return Err(ApiError::credentials_required(
+            "a valid API key is required: Authorization: Bearer <API_KEY>",
+        ));
+    }
+    let room = room_of(path)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let limit = gateway.config.max_body_bytes;
+            ApiError::new(
+                e.status(),
+                "too_large",
+                format!("the body is over {limit} bytes"),
+            )
+        } else {
+            ApiError::new(e.status(), "bad_request", e.body_text())
+        }
+    })?;
+    // Parsed as `PlainValue`, like every other document a client sends.
+    let mut fields = match serde_json::from_slice::<PlainValue>(&body) {
+        Ok(PlainValue(Value::Object(fields))) => fields,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_frame",
+                "the body must be a JSON object: {\"text\": .., \"from\": .., \"id\"?: ..}",
+            ));
+        }
+    };
+    let from = match fields.remove("from") {
+        Some(Value::String(from)) => validate_name(&from).map_err(ApiError::bad_name)?,
+        _ => return Err(ApiError::bad_name("`from` must be a string")),
+    };
+    // The same checks as a client's `send` (room, text size, id).
+    fields.insert("room".into(), Value::String(room.as_str().to_owned()));
+    let request = Request::from_event("send", &Value::Object(fields), &gateway.config.limits)
+        .map_err(ApiError::frame)?;
+    let ClientFrame::Send { room, text, id } = request.frame else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_frame",
+            "not a send",
+        ));
+    };
+    let (message, durable) = gateway.accept(&from, room, text, id);
+    match durable.await {
+        Ok(()) => Ok((StatusCode::CREATED, axum::Json(message)).into_response()),
+        Err(e) => Err(ApiError::unavailable(e.0).with_id(message.id)),
+    }
+}
