@@ -211,6 +211,7 @@ fn check_answers(request: &Request) {
         ClientFrame::Join { room, .. } => ServerFrame::Joined {
             room: room.clone(),
             history: vec![],
+            truncated: false,
             r#ref: r#ref.clone(),
         },
         ClientFrame::Leave { room } => ServerFrame::Left {

@@ -16,7 +16,9 @@ export async function freePort() {
   });
 }
 
-export async function startServer(extraEnv = {}) {
+// With `{ capture: true }` the node's output is kept (not shown), and
+// `logs()` returns it.
+export async function startServer(extraEnv = {}, { capture = false } = {}) {
   const bin = process.env.SWITCHBOARD_BIN ?? '../../target/debug/switchboard';
   const port = await freePort();
   const child = spawn(bin, ['serve'], {
@@ -28,14 +30,20 @@ export async function startServer(extraEnv = {}) {
       RUST_LOG: process.env.SWITCHBOARD_LOG ?? 'warn',
       ...extraEnv,
     },
-    stdio: ['ignore', 'inherit', 'inherit'],
+    stdio: ['ignore', capture ? 'pipe' : 'inherit', capture ? 'pipe' : 'inherit'],
   });
+  const output = [];
+  if (capture) {
+    child.stdout.on('data', (chunk) => output.push(chunk));
+    child.stderr.on('data', (chunk) => output.push(chunk));
+  }
+  const logs = () => Buffer.concat(output).toString('utf8');
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) throw new Error(`switchboard exited with ${child.exitCode}`);
     try {
       const res = await fetch(`${url}/healthz`);
-      if (res.ok) return { url, port, stop: () => stop(child) };
+      if (res.ok) return { url, port, logs, stop: () => stop(child) };
     } catch {}
     await sleep(100);
   }

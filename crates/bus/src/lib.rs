@@ -28,7 +28,7 @@ pub fn sampled(counter: &std::sync::atomic::AtomicU64) -> Option<u64> {
     let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     n.is_power_of_two().then_some(n)
 }
-pub use redis::{RedisBus, RedisOptions, RedisUrlError};
+pub use redis::{RedisBus, RedisOptions, RedisSetupError, valid_prefix};
 
 /// Where a bus puts the messages other nodes published; the node's fan-out
 /// task drains it.

@@ -56,8 +56,24 @@ pub struct RedisOptions {
 
 /// The bus could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid Redis URL: {0}")]
-pub struct RedisUrlError(String);
+pub enum RedisSetupError {
+    #[error("invalid Redis URL: {0}")]
+    Url(String),
+    #[error("invalid channel prefix `{0}`: 1-64 characters from A-Z a-z 0-9 _ . - (no `:`)")]
+    Prefix(String),
+}
+
+/// Whether `prefix` keeps channel names apart: it may not contain `:`, so
+/// the first `:` of `{prefix}:room:{room}` always ends the prefix, and two
+/// deployments (`chat` and `chat:room`, say) can never name one channel
+/// for two rooms (`chat` + `room:lobby` and `chat:room` + `lobby`).
+pub fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
 
 enum Command {
     Subscribe(String),
@@ -92,9 +108,12 @@ impl RedisBus {
         options: RedisOptions,
         inbox: Inbox,
         shutdown: &CancellationToken,
-    ) -> Result<Self, RedisUrlError> {
-        let client =
-            redis::Client::open(options.url.as_str()).map_err(|e| RedisUrlError(e.to_string()))?;
+    ) -> Result<Self, RedisSetupError> {
+        if !valid_prefix(&options.prefix) {
+            return Err(RedisSetupError::Prefix(options.prefix));
+        }
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| RedisSetupError::Url(e.to_string()))?;
         let stop = shutdown.child_token();
         let health = Arc::new(Health::default());
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);

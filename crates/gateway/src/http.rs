@@ -10,8 +10,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use tower_http::timeout::RequestBodyTimeoutLayer;
-
 use crate::Gateway;
 use crate::error::ApiError;
 
@@ -43,9 +41,9 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
             gateway.clone(),
             crate::sio::guard,
         ))
-        // A body trickled slower than this is cut like a slow head.
-        .layer(RequestBodyTimeoutLayer::new(
-            gateway.config.handshake_timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            whole_body_in_time,
         ))
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -60,6 +58,43 @@ pub(crate) fn operators_router(gateway: &Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(gateway.clone())
+}
+
+/// Reads a request's whole body within the handshake deadline (a body
+/// trickled a byte at a time is cut like a slow head; a per-read timeout
+/// would not cut it) and at most the largest body any route takes, then
+/// hands it on in one piece.
+async fn whole_body_in_time(
+    State(gateway): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::body::{Body, HttpBody};
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let config = &gateway.config;
+    let most = config.max_body_bytes.max(config.max_frame_bytes);
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(config.handshake_timeout, axum::body::to_bytes(body, most));
+    match read.await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is over {most} bytes"),
+        )
+        .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )
+        .into_response(),
+    }
 }
 
 /// Headers on every answer: the page may not be framed by another site

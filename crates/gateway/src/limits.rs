@@ -76,14 +76,18 @@ impl Slots {
 pub(crate) struct HttpConnections {
     all: Slots,
     per_address: usize,
-    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    by_address: ByAddress,
     trusted: TrustedProxies,
 }
+
+/// Open HTTP connections per client address (addresses with none are
+/// removed, so the table holds only who is connected).
+type ByAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 /// One HTTP connection's place; given back when dropped.
 pub(crate) struct HttpSlot {
     _all: ConnectionSlot,
-    address: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    address: Option<(IpAddr, ByAddress)>,
 }
 
 impl Drop for HttpSlot {

@@ -20,7 +20,7 @@ use crate::mailbox::Mailbox;
 
 /// Messages each room remembers, so that a `join` racing a send neither
 /// misses a message nor depends on the store having committed it yet.
-const RECENT_PER_ROOM: usize = 32;
+pub(crate) const RECENT_PER_ROOM: usize = 32;
 
 /// One frame queued for a `/ws` connection. `id` is set for `message`
 /// frames so a fresh join can drop what its history already contains.

@@ -510,7 +510,8 @@ async fn handle(
                     ack,
                     ServerFrame::Joined {
                         room,
-                        history,
+                        history: history.messages,
+                        truncated: history.truncated,
                         r#ref,
                     },
                 ),

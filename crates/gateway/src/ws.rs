@@ -6,7 +6,7 @@
 //! not one per message. The socket lives in one heap box that every state
 //! of the task points to, so an idle connection's task stays small.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::Gateway;
 use crate::admit::Handshake;
@@ -27,6 +26,7 @@ use crate::auth::{Identity, request_token};
 use crate::error::ApiError;
 use crate::limits::{ConnectionSlot, FrameBudget, Verdict};
 use crate::mailbox::{Mailbox, Ready};
+use crate::recent::IdWindow;
 use crate::registry::{Sink, WsSink};
 
 /// Frames written per flush at most, so one busy connection cannot starve
@@ -90,7 +90,9 @@ struct Conn {
     /// Ids just sent as join history, with when to forget them: in cluster
     /// mode a message can reach the store before it arrives live from
     /// another node, and must then not be delivered twice.
-    recent_history: HashSet<Uuid>,
+    /// Bounded (a connection joining and leaving rooms with long histories
+    /// must not grow it), and its memory is given back once the window ends.
+    recent_history: IdWindow,
     forget_history_at: Instant,
     /// Frames per second this client may send; `None` when unlimited.
     budget: Option<Box<FrameBudget>>,
@@ -98,6 +100,13 @@ struct Conn {
 
 /// How long ids sent as join history are kept to drop live duplicates.
 const HISTORY_DEDUPE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Ids a connection remembers from its joins: the longest history one
+/// join may send, plus the room's recent messages merged into it, twice
+/// (two joins in quick succession).
+fn dedupe_capacity(config: &crate::GatewayConfig) -> usize {
+    2 * (config.limits.history_max as usize + crate::registry::RECENT_PER_ROOM)
+}
 
 /// How the loop ended: with a close frame to send, or with nothing to say.
 enum End {
@@ -116,13 +125,14 @@ async fn run(
     async move {
         let sink = Mailbox::new(gateway.config.client_queue_frames);
         let budget = FrameBudget::new(gateway.config.send_rate);
+        let recent_history = IdWindow::new(dedupe_capacity(&gateway.config));
         let mut conn = Conn {
             gateway,
             id,
             identity,
             sink,
             rooms: Vec::new(),
-            recent_history: HashSet::new(),
+            recent_history,
             forget_history_at: Instant::now(),
             budget,
         };
@@ -322,14 +332,17 @@ impl Conn {
                 }
                 match self.gateway.history(&room, history, recent).await {
                     Ok(history) => {
-                        tracing::debug!(%room, history = history.len(), "joined");
-                        self.recent_history.extend(history.iter().map(|m| m.id));
+                        tracing::debug!(%room, history = history.messages.len(), truncated = history.truncated, "joined");
                         self.forget_history_at = Instant::now() + HISTORY_DEDUPE_WINDOW;
+                        for m in &history.messages {
+                            self.recent_history.insert(m.id);
+                        }
                         send(
                             socket,
                             &ServerFrame::Joined {
                                 room,
-                                history,
+                                history: history.messages,
+                                truncated: history.truncated,
                                 r#ref,
                             },
                         )
@@ -402,7 +415,7 @@ async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), axum::E
 async fn feed_batch(
     socket: &mut WebSocket,
     mailbox: &Mailbox,
-    skip: Option<&HashSet<Uuid>>,
+    skip: Option<&IdWindow>,
 ) -> Result<(), axum::Error> {
     let mut written = 0;
     while written < WRITE_BATCH {
@@ -420,7 +433,7 @@ async fn feed_batch(
 async fn flush_queued(
     socket: &mut WebSocket,
     mailbox: &Mailbox,
-    seen: &HashSet<Uuid>,
+    seen: &IdWindow,
 ) -> Result<(), axum::Error> {
     loop {
         feed_batch(socket, mailbox, Some(seen)).await?;

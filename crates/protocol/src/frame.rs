@@ -132,12 +132,15 @@ fn decode_fields(
                     "text must not be empty",
                 ));
             }
-            if text.len() > limits.max_message_bytes {
+            // What the text costs on the wire, escaped as every frame,
+            // history page and record carries it: a control character is
+            // six bytes there, not one.
+            let cost = json_string_len(text);
+            if cost > limits.max_message_bytes {
                 return Err(FrameError::new(
                     ErrorCode::TooLarge,
                     format!(
-                        "text is {} bytes, the limit is {}",
-                        text.len(),
+                        "text is {cost} bytes as JSON, the limit is {}",
                         limits.max_message_bytes
                     ),
                 ));
@@ -161,6 +164,20 @@ fn decode_fields(
             format!("unknown type `{other}`"),
         )),
     }
+}
+
+/// The length of `s` as the contents of a JSON string (without the
+/// quotes), escaped as serde_json writes it: `"`, `\` and the characters
+/// with a short escape (`\n`, `\t`, ...) take two bytes, other control
+/// characters six (`\u001f`), everything else its UTF-8 bytes.
+pub fn json_string_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 fn read_ref(map: &Map<String, Value>) -> Result<Option<Value>, FrameError> {
@@ -269,6 +286,10 @@ impl<'de> Visitor<'de> for PlainVisitor {
     }
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Everything the server sends on `/ws`, one JSON object per text frame.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -277,6 +298,11 @@ pub enum ServerFrame {
     Joined {
         room: RoomName,
         history: Vec<Message>,
+        /// The history was cut (oldest messages left out) so the frame
+        /// stays within the server's frame budget; the client pages the
+        /// rest with the history API (`before` = the oldest id it got).
+        #[serde(skip_serializing_if = "is_false")]
+        truncated: bool,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<Value>,
     },
@@ -359,6 +385,41 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         decode(text).unwrap_err().code
+    }
+
+    #[test]
+    fn wire_length_is_what_serde_json_writes() {
+        let samples = [
+            String::new(),
+            "plain".into(),
+            "quote \" and back\\slash / é 名前 🎉".into(),
+            "\n\r\t\u{8}\u{c}".into(),
+            (0u8..0x20).map(char::from).collect::<String>(),
+            "\u{7f}\u{2028}".into(),
+        ];
+        for s in samples {
+            let encoded = serde_json::to_string(&s).unwrap();
+            assert_eq!(json_string_len(&s), encoded.len() - 2, "{encoded}");
+        }
+    }
+
+    #[test]
+    fn the_size_limit_is_the_escaped_size() {
+        let limits = Limits {
+            max_message_bytes: 60,
+            ..Limits::default()
+        };
+        let send =
+            |text: &str| Request::from_event("send", &json!({"room": "r", "text": text}), &limits);
+        assert!(send(&"a".repeat(60)).is_ok());
+        assert!(
+            send(&"\u{1}".repeat(10)).is_ok(),
+            "ten controls are 60 bytes"
+        );
+        let err = send(&"\u{1}".repeat(11)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert!(err.message.contains("66 bytes"), "{}", err.message);
+        assert!(send(&"\"".repeat(31)).is_err());
     }
 
     #[test]
@@ -560,6 +621,7 @@ mod tests {
             &ServerFrame::Joined {
                 room: RoomName::parse("r").unwrap(),
                 history: vec![m],
+                truncated: false,
                 r#ref: None,
             }
             .encode(),

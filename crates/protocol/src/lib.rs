@@ -11,5 +11,7 @@ mod frame;
 mod message;
 
 pub use error::{ErrorCode, FrameError};
-pub use frame::{ClientFrame, Limits, PlainValue, Request, ServerFrame};
+pub use frame::{
+    ClientFrame, Limits, MAX_REF_LEN, PlainValue, Request, ServerFrame, json_string_len,
+};
 pub use message::{Message, RoomName, validate_name};

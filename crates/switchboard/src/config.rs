@@ -251,16 +251,10 @@ impl Config {
                 }
             }
         }
-        let prefix_ok = !self.redis_prefix.is_empty()
-            && self.redis_prefix.len() <= 64
-            && self
-                .redis_prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-        if !prefix_ok {
+        if !switchboard_bus::valid_prefix(&self.redis_prefix) {
             return Err(invalid(
                 "REDIS_PREFIX",
-                "1-64 characters from A-Z a-z 0-9 _ . : -",
+                "1-64 characters from A-Z a-z 0-9 _ . - (no `:`, so channel names of two deployments cannot collide)",
             ));
         }
         if let Some(brokers) = self.kafka_brokers() {

@@ -280,3 +280,262 @@ async fn silent_connections_are_pinged_then_closed_and_live_ones_stay() {
     live.join(&room).await;
     node.stop().await;
 }
+
+/// Whether the server closed `tcp` (EOF or reset) within `within`.
+async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tcp.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_sockets_and_http2_prefaces_are_cut_at_the_handshake_deadline() {
+    let node = start(GatewayConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let started = Instant::now();
+    let mut sockets = Vec::new();
+    for i in 0..30 {
+        let mut tcp = TcpStream::connect(node.addr).await.unwrap();
+        match i % 3 {
+            // Nothing at all.
+            0 => {}
+            // The first bytes of an HTTP/2 preface.
+            1 => tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap(),
+            // A whole preface and SETTINGS: h2c with prior knowledge.
+            _ => tcp
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                .await
+                .unwrap(),
+        }
+        sockets.push(tcp);
+    }
+    for (i, tcp) in sockets.iter_mut().enumerate() {
+        assert!(
+            closed_within(tcp, Duration::from_secs(3)).await,
+            "socket {i} (kind {}) still open after {:?}",
+            i % 3,
+            started.elapsed()
+        );
+    }
+    println!(
+        "30 silent or HTTP/2 sockets all closed after {:?}",
+        started.elapsed()
+    );
+    // A keep-alive connection idle between requests is cut the same way.
+    let mut idle = TcpStream::connect(node.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(closed_within(&mut idle, Duration::from_secs(3)).await);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_body_trickled_slowly_is_cut() {
+    let node = start(GatewayConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(node.addr).await.unwrap();
+    tcp.write_all(
+        b"POST /api/rooms/lobby/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n{\"te",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut answer = Vec::new();
+    let closed = loop {
+        tokio::select! {
+            read = tcp.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break true,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            },
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if started.elapsed() > Duration::from_secs(5) {
+                    break false;
+                }
+                if tcp.write_all(b"x").await.is_err() {
+                    break true;
+                }
+            }
+        }
+    };
+    println!(
+        "a trickled body was cut after {:?}: {:?}",
+        started.elapsed(),
+        String::from_utf8_lossy(&answer).lines().next()
+    );
+    assert!(closed, "the slow body was not cut");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn http_connections_are_capped_per_address_and_the_node_keeps_serving_others() {
+    let node = start(GatewayConfig {
+        http_connections_per_ip: 10,
+        max_http_connections: 50,
+        ..GatewayConfig::default()
+    })
+    .await;
+    // Fifteen silent sockets from 127.0.0.1: ten are held (until their
+    // deadline), five are closed at once.
+    let mut held = Vec::new();
+    for _ in 0..15 {
+        held.push(TcpStream::connect(node.addr).await.unwrap());
+    }
+    let mut closed_at_once = 0;
+    for tcp in &mut held {
+        closed_at_once += usize::from(closed_within(tcp, Duration::from_millis(200)).await);
+    }
+    assert_eq!(closed_at_once, 5);
+    // Another address is served meanwhile.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut tcp = other.connect(node.addr).await.unwrap();
+    tcp.write_all(b"GET /api/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let stats: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        stats["http_connections"], 11,
+        "every held socket is counted"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_joined_frame_always_fits_and_the_rest_is_paged() {
+    let node = start(GatewayConfig {
+        limits: switchboard_protocol::Limits {
+            max_message_bytes: 4096,
+            history_default: 50,
+            history_max: 500,
+        },
+        ..GatewayConfig::default()
+    })
+    .await;
+    let room = unique("big");
+    let mut sender = node.client("sender").await;
+    sender.join(&room).await;
+    // Control characters cost six bytes each on the wire: 4,096 of them
+    // are far over a 4,096-byte limit.
+    sender
+        .send(json!({"type": "send", "room": room, "text": "\u{1}".repeat(4096), "ref": "ctl"}))
+        .await;
+    let refused = sender.recv_type("error").await;
+    assert_eq!(refused["code"], "too_large", "{refused}");
+    // 300 messages as large as allowed: 1.2 MB of history.
+    let text = "x".repeat(4096);
+    for i in 0..300 {
+        sender
+            .send(json!({"type": "send", "room": room, "text": text, "ref": i}))
+            .await;
+    }
+    for _ in 0..300 {
+        sender.recv_type("ack").await;
+    }
+    let mut reader = node.client("reader").await;
+    reader
+        .send(json!({"type": "join", "room": room, "history": 300}))
+        .await;
+    let joined = reader.recv_type("joined").await;
+    let got = joined["history"].as_array().unwrap().len();
+    let bytes = joined.to_string().len();
+    println!("joined with history 300: {got} messages in {bytes} bytes, truncated");
+    assert_eq!(joined["truncated"], true);
+    assert!(got > 50 && got < 300, "{got}");
+    assert!(bytes <= 600 * 1024, "{bytes}");
+    // The connection is alive, and the rest pages out over HTTP.
+    reader.send(json!({"type": "ping", "ref": "p"})).await;
+    assert_eq!(reader.recv_type("pong").await["ref"], "p");
+    let oldest = joined["history"][0]["id"].as_str().unwrap();
+    let older: Vec<serde_json::Value> = reqwest::get(node.http(&format!(
+        "/api/rooms/{room}/messages?limit=500&before={oldest}"
+    )))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(older.len() + got, 300);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn join_churn_does_not_grow_a_connection() {
+    // The node in a process of its own, so its memory is its own.
+    let node = common::process::NodeProcess::start(
+        &[("RATE_LIMIT_PER_SEC", "0"), ("CONNECT_RATE_PER_IP", "0")],
+        None,
+    )
+    .await;
+    // Forty rooms with 500 messages each: 20,000 distinct ids.
+    let rooms: Vec<String> = (0..40).map(|i| unique(&format!("churn{i}"))).collect();
+    let mut sender = Client::connect(node.addr, "sender").await;
+    for room in &rooms {
+        sender.send(json!({"type": "join", "room": room})).await;
+        sender.recv_type("joined").await;
+        for i in 0..500 {
+            sender
+                .send(json!({"type": "send", "room": room, "text": format!("m{i}"), "ref": i}))
+                .await;
+        }
+        for _ in 0..500 {
+            sender.recv_type("ack").await;
+        }
+        sender.send(json!({"type": "leave", "room": room})).await;
+        sender.recv_type("left").await;
+    }
+    // Each connection joins and leaves every room, 500 messages of history
+    // a time, faster than the dedupe window lapses.
+    let churn = async |c: &mut Client| {
+        for room in &rooms {
+            c.send(json!({"type": "join", "room": room, "history": 500}))
+                .await;
+            c.recv_type("joined").await;
+            c.send(json!({"type": "leave", "room": room})).await;
+            c.recv_type("left").await;
+        }
+    };
+    // One round on a connection of its own warms the allocator up.
+    churn(&mut Client::connect(node.addr, "warm").await).await;
+    let mut churners = Vec::new();
+    for i in 0..10 {
+        churners.push(Client::connect(node.addr, &format!("churn{i}")).await);
+    }
+    let before = node.rss_kib();
+    for c in &mut churners {
+        churn(c).await;
+    }
+    let grown = node.rss_kib().saturating_sub(before);
+    println!(
+        "10 connections x 40 joins of 500 messages: the node grew {grown} KiB ({} KiB per connection)",
+        grown / 10
+    );
+    // Unbounded, each connection kept the 20,000 ids it was sent (about
+    // 700 KiB each); bounded, about 1,000 ids and its write buffer (about
+    // 200 KiB).
+    assert!(grown < 4608, "grew {grown} KiB");
+    drop(churners);
+    assert!(node.stop().success());
+}

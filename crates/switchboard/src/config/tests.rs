@@ -57,6 +57,18 @@ fn invalid_values_name_the_variable() {
     assert!(e.contains("DATABASE_URL"), "{e}");
     let e = parse(&["--redis-prefix", "has space"]).unwrap_err();
     assert!(e.contains("REDIS_PREFIX"), "{e}");
+    // `chat` + room `room:lobby` and `chat:room` + `lobby` would share
+    // the channel `chat:room:room:lobby`: a prefix may not contain `:`.
+    let e = parse(&["--redis-prefix", "chat:room"]).unwrap_err();
+    assert!(e.contains("REDIS_PREFIX"), "{e}");
+    assert!(parse(&["--redis-prefix", "chat.prod-1"]).is_ok());
+    let e = parse(&["--trusted-proxies", "10.0.0.0/8,nginx"]).unwrap_err();
+    assert!(e.contains("TRUSTED_PROXIES") && e.contains("nginx"), "{e}");
+    assert!(parse(&["--trusted-proxies", "10.0.0.0/8, ::1"]).is_ok());
+    let e = parse(&["--jwt-audience", "chat"]).unwrap_err();
+    assert!(e.contains("JWT_AUDIENCE"), "{e}");
+    let e = parse(&["--metrics-addr", "nowhere"]).unwrap_err();
+    assert!(e.contains("METRICS_ADDR"), "{e}");
     let e = parse(&["--kafka-brokers", "nohostport"]).unwrap_err();
     assert!(e.contains("KAFKA_BROKERS"), "{e}");
     let e = parse(&["--kafka-config", "novalue"]).unwrap_err();
@@ -75,6 +87,29 @@ fn invalid_values_name_the_variable() {
     assert!(e.contains("MAX_FRAME_BYTES"), "{e}");
     let e = parse(&["--client-queue-frames", "0"]).unwrap_err();
     assert!(e.contains("CLIENT_QUEUE_FRAMES"), "{e}");
+}
+
+#[test]
+fn metrics_are_public_only_without_auth_unless_told() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    assert!(parse(&[]).unwrap().metrics_public());
+    let required = parse(&["--auth", "required", "--jwt-secret", secret]).unwrap();
+    assert!(!required.metrics_public());
+    let told = parse(&[
+        "--auth",
+        "required",
+        "--jwt-secret",
+        secret,
+        "--metrics-public",
+        "true",
+    ])
+    .unwrap();
+    assert!(told.metrics_public());
+    assert!(
+        !parse(&["--metrics-public", "false"])
+            .unwrap()
+            .metrics_public()
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pipeline;
+pub mod process;
 pub mod redis;
 
 use std::net::SocketAddr;
@@ -219,4 +220,13 @@ impl Client {
 
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Waits until something listens on `addr`.
+pub async fn wait_for_port(addr: SocketAddr) {
+    let started = std::time::Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(started.elapsed() < WAIT, "nothing listens on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
