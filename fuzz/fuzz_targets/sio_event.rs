@@ -62,7 +62,7 @@ fn check_legacy_message(data: &Value) {
     for limits in all_limits() {
         let r = Request::from_event("send", &request, &limits);
         check_result(&r, &limits);
-        if text.is_empty() || text.len() > limits.max_message_bytes {
+        if text.is_empty() || switchboard_protocol::json_string_len(text) > limits.max_message_bytes {
             assert_eq!(r.expect_err("refused").code, ErrorCode::TooLarge);
         } else {
             let r = r.expect("accepted");

@@ -9,7 +9,8 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
 use switchboard_protocol::{
-    ClientFrame, ErrorCode, FrameError, Limits, Message, Request, RoomName, ServerFrame,
+    ClientFrame, ErrorCode, FrameError, Limits, MAX_REF_LEN, Message, Request, RoomName,
+    ServerFrame, json_string_len,
 };
 use uuid::Uuid;
 
@@ -24,9 +25,6 @@ pub const STABLE_CODES: [&str; 8] = [
     "forbidden",
     "rate_limited",
 ];
-
-/// Longest `ref` string the protocol echoes.
-const MAX_REF_LEN: usize = 128;
 
 /// The server's default limits.
 pub fn default_limits() -> Limits {
@@ -72,10 +70,11 @@ pub fn check_request(request: &Request, limits: &Limits) {
         ClientFrame::Send { room, text, .. } => {
             check_room(room);
             assert!(!text.is_empty(), "an empty text was accepted");
+            // The limit is on the escaped size, what the text costs on the wire.
             assert!(
-                text.len() <= limits.max_message_bytes,
-                "a text of {} bytes passed the limit of {}",
-                text.len(),
+                json_string_len(text) <= limits.max_message_bytes,
+                "a text of {} bytes as JSON passed the limit of {}",
+                json_string_len(text),
                 limits.max_message_bytes
             );
         }
@@ -173,7 +172,10 @@ pub fn check_limits_agree(
             assert_eq!(t.code, ErrorCode::TooLarge, "{what}: {t}");
             match &d.frame {
                 ClientFrame::Send { text, .. } => {
-                    assert!(text.len() > tiny_limits.max_message_bytes, "{what}: {t}")
+                    assert!(
+                        json_string_len(text) > tiny_limits.max_message_bytes,
+                        "{what}: {t}"
+                    )
                 }
                 other => panic!("{what}: {other:?} refused only by the tiny limits: {t}"),
             }

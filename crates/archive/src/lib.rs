@@ -29,6 +29,16 @@ use tokio_util::sync::CancellationToken;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// First wait after a failed attempt.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a group member may go without its heartbeat before the
+/// coordinator drops it.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle archiver looks at its group membership.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// How long past the session timeout a member waits for an assignment
+/// before it leaves and joins again (see [`Membership`]).
+const REJOIN_MARGIN: Duration = Duration::from_secs(3);
+/// The longest wait between two rejoins of a member without partitions.
+const MAX_REJOIN_WAIT: Duration = Duration::from_secs(300);
 
 /// Settings of the archiver.
 #[derive(Debug, Clone)]
@@ -110,8 +120,59 @@ impl Batch {
     }
 }
 
+/// The archiver's group consumer.
+pub type ArchiveConsumer = StreamConsumer;
+
+/// Watches whether the consumer holds partitions, and says when to leave
+/// the group and join it again.
+///
+/// A member restarted right after a crash joins a group that still lists
+/// its dead predecessor. Kafka's coordinator expires the dead member on a
+/// timer and rebalances. The bundled broker (tansu 0.6) expires members
+/// only when a request arrives, and when that request is the new member's
+/// SyncGroup it settles the group with an empty assignment: the restarted
+/// archiver held no partition, for good (docs/reliability.md). So a member
+/// without partitions for the session timeout plus a margin leaves and
+/// joins again; that JoinGroup comes after the dead member's session
+/// ended, and the group rebalances. An archiver that has no partition
+/// because the group has more members than the topic has partitions would
+/// rejoin in vain; the wait doubles each time (up to five minutes) so such
+/// a member disturbs the group rarely.
+struct Membership {
+    unassigned_since: Option<Instant>,
+    patience: Duration,
+    first_patience: Duration,
+}
+
+impl Membership {
+    fn new(session_timeout: Duration) -> Self {
+        let first_patience = session_timeout + REJOIN_MARGIN;
+        Self {
+            unassigned_since: Some(Instant::now()),
+            patience: first_patience,
+            first_patience,
+        }
+    }
+
+    /// Whether to rejoin now, given how many partitions the consumer holds.
+    fn should_rejoin(&mut self, partitions: usize) -> bool {
+        if partitions > 0 {
+            self.unassigned_since = None;
+            self.patience = self.first_patience;
+            return false;
+        }
+        let since = *self.unassigned_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.patience {
+            return false;
+        }
+        self.unassigned_since = Some(Instant::now());
+        self.patience = (self.patience * 2).min(MAX_REJOIN_WAIT);
+        true
+    }
+}
+
 /// Creates the group consumer for `options`.
-pub fn consumer(options: &ArchiveOptions) -> Result<StreamConsumer, ArchiveError> {
+pub fn consumer(options: &ArchiveOptions) -> Result<ArchiveConsumer, ArchiveError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &options.brokers)
@@ -123,12 +184,15 @@ pub fn consumer(options: &ArchiveOptions) -> Result<StreamConsumer, ArchiveError
         // A database outage holds the loop away from the consumer; stay in
         // the group through one of reasonable length.
         .set("max.poll.interval.ms", "600000")
-        .set("session.timeout.ms", "10000")
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
         .set("socket.keepalive.enable", "true");
     for (key, value) in &options.overrides {
         config.set(key, value);
     }
-    let consumer: StreamConsumer = config.create()?;
+    let consumer: ArchiveConsumer = config.create()?;
     consumer.subscribe(&[&options.topic])?;
     Ok(consumer)
 }
@@ -163,14 +227,26 @@ pub async fn run(
             }
         }
     }
-    let consumer = consumer(&options)?;
+    let mut consumer = consumer(&options)?;
     tracing::info!(topic = %options.topic, group = %options.group, batch = options.batch, "archiver started");
+    let mut membership = Membership::new(session_timeout(&options));
     loop {
         let batch = tokio::select! {
             () = shutdown.cancelled() => break,
             batch = read_batch(&consumer, &options) => batch,
         };
         if batch.len() == 0 {
+            // Idle for a second (never in the middle of a batch: records
+            // read are always written): does the consumer hold partitions?
+            let partitions = consumer.assignment().map_or(0, |a| a.count());
+            if membership.should_rejoin(partitions) {
+                tracing::warn!(
+                    "no partitions assigned for longer than the session timeout; leaving and joining the group again"
+                );
+                consumer.unsubscribe();
+                drop(consumer);
+                consumer = self::consumer(&options)?;
+            }
             continue;
         }
         if !write_with_retry(store.as_ref(), &batch, &shutdown).await {
@@ -201,19 +277,26 @@ pub async fn run(
     Ok(())
 }
 
+/// `session.timeout.ms` as configured (KAFKA_CONFIG may override ours).
+fn session_timeout(options: &ArchiveOptions) -> Duration {
+    options
+        .overrides
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "session.timeout.ms")
+        .and_then(|(_, value)| value.parse().ok())
+        .map_or(SESSION_TIMEOUT, Duration::from_millis)
+}
+
 /// Reads up to `options.batch` records, waiting at most `options.linger`
-/// after the first one.
-async fn read_batch(consumer: &StreamConsumer, options: &ArchiveOptions) -> Batch {
+/// after the first one; empty after a second without any.
+async fn read_batch(consumer: &ArchiveConsumer, options: &ArchiveOptions) -> Batch {
     let mut batch = Batch::default();
     let mut deadline: Option<Instant> = None;
     while batch.len() < options.batch {
         let next = async {
-            match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, consumer.recv())
-                    .await
-                    .ok(),
-                None => Some(consumer.recv().await),
-            }
+            let until = deadline.unwrap_or_else(|| Instant::now() + IDLE_CHECK);
+            tokio::time::timeout_at(until, consumer.recv()).await.ok()
         };
         match next.await {
             None => break,
@@ -257,5 +340,31 @@ async fn write_with_retry(store: &dyn Store, batch: &Batch, shutdown: &Cancellat
                 attempt += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_without_partitions_rejoins_after_the_session_timeout_then_less_often() {
+        let mut m = Membership::new(Duration::from_secs(10));
+        assert!(!m.should_rejoin(0));
+        tokio::time::advance(Duration::from_secs(12)).await;
+        assert!(!m.should_rejoin(0), "within the session timeout and margin");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(m.should_rejoin(0), "13 s without partitions");
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert!(!m.should_rejoin(0), "the second wait is twice as long");
+        tokio::time::advance(Duration::from_secs(13)).await;
+        assert!(m.should_rejoin(0));
+        // Partitions reset it.
+        assert!(!m.should_rejoin(6));
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(!m.should_rejoin(3));
+        assert!(!m.should_rejoin(0), "the clock starts again when they go");
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert!(m.should_rejoin(0));
     }
 }

@@ -16,7 +16,9 @@
 
   const $ = (id) => document.getElementById(id);
   const encoder = new TextEncoder();
-  const bytes = (s) => encoder.encode(s).length;
+  // What a text costs against the server's limit: its size escaped as a
+  // JSON string (a control character counts six bytes, a quote two).
+  const bytes = (s) => encoder.encode(JSON.stringify(s)).length - 2;
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
     if (cls) e.className = cls;

@@ -233,6 +233,40 @@ async fn an_archiver_killed_mid_stream_and_a_second_in_the_group_lose_and_duplic
 }
 
 #[tokio::test]
+async fn an_archiver_restarted_one_second_after_a_kill_resumes_within_the_session_timeout() {
+    let s = setup().await;
+    let node = kafka_node(&kafka(), &s, "n1", None, Duration::from_secs(10)).await;
+    await_ready(&node).await;
+    let room = unique("restart");
+    let mut c = Client::connect(node.addr, "c").await;
+    c.join(&room).await;
+    let first = Archiver::start(&kafka(), &s.topic, &s.group, &s.db);
+    let (before, _) = send_all(&mut c, &room, "before", 20).await;
+    await_rows(&s.schema, before.len() as i64, Duration::from_secs(60)).await;
+    // What a supervisor does: the crashed archiver is back a second later,
+    // while the broker still lists the dead member in the group.
+    first.kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restarted = Archiver::start(&kafka(), &s.topic, &s.group, &s.db);
+    let started = std::time::Instant::now();
+    let (after, _) = send_all(&mut c, &room, "after", 20).await;
+    let total = (before.len() + after.len()) as i64;
+    assert_eq!(
+        await_rows(&s.schema, total, Duration::from_secs(60)).await,
+        (total, total)
+    );
+    let resumed = started.elapsed();
+    println!("an archiver restarted 1 s after kill -9 archived again after {resumed:?}");
+    // The session timeout is 10 s; a few seconds more to rejoin and fetch.
+    assert!(
+        resumed < Duration::from_secs(18),
+        "resumed after {resumed:?}"
+    );
+    drop(restarted);
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn the_archiver_rides_out_a_database_outage() {
     let s = setup().await;
     let node = kafka_node(&kafka(), &s, "n1", None, Duration::from_secs(10)).await;
