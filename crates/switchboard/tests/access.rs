@@ -6,10 +6,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::jwt::{API_KEY, SECRET, hs256, now};
 use common::{Node, unique};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use switchboard::NodeOptions;
 use switchboard_gateway::{
@@ -19,25 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, http};
-
-const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
-const API_KEY: &str = "test-api-key-0123456789";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
 
 fn required() -> GatewayConfig {
     GatewayConfig {
@@ -89,7 +70,7 @@ async fn history_needs_a_token_that_allows_the_room_when_auth_is_required() {
     let node = Node::start("sqlite::memory:", required()).await;
     let room = unique("team-a");
     let other = unique("secret");
-    let holder = token(json!({"sub": "u1", "exp": now() + 600, "rooms": ["team-*"]}));
+    let holder = hs256(json!({"sub": "u1", "exp": now() + 600, "rooms": ["team-*"]}));
     let mut member = common::Client::from_stream(
         tokio_tungstenite::connect_async(format!("ws://{}/ws?token={holder}", node.addr))
             .await
@@ -157,7 +138,7 @@ async fn metrics_and_stats_are_private_when_auth_is_required_and_served_on_the_o
             (401, Some("unauthorized")),
             "{path}"
         );
-        let user = token(json!({"sub": "u1", "exp": now() + 600}));
+        let user = hs256(json!({"sub": "u1", "exp": now() + 600}));
         let (status, _) = get(format!("http://{addr}{path}"), Some(&user)).await;
         assert_eq!(status, 401, "a user token is not enough for {path}");
     }
@@ -189,12 +170,12 @@ async fn metrics_and_stats_are_private_when_auth_is_required_and_served_on_the_o
 #[tokio::test]
 async fn tokens_from_the_future_are_refused_and_audiences_are_checked_only_when_configured() {
     let node = Node::start("sqlite::memory:", required()).await;
-    let later = token(json!({"sub": "u", "exp": now() + 86_400, "nbf": now() + 3_600}));
+    let later = hs256(json!({"sub": "u", "exp": now() + 86_400, "nbf": now() + 3_600}));
     assert_eq!(
         upgrade_status(&node, &format!("/ws?token={later}"), &[]).await,
         401
     );
-    let with_aud = token(json!({"sub": "u", "exp": now() + 600, "aud": "chat"}));
+    let with_aud = hs256(json!({"sub": "u", "exp": now() + 600, "aud": "chat"}));
     assert_eq!(
         upgrade_status(&node, &format!("/ws?token={with_aud}"), &[]).await,
         101
@@ -208,13 +189,13 @@ async fn tokens_from_the_future_are_refused_and_audiences_are_checked_only_when_
     ));
     let node = Node::start("sqlite::memory:", config).await;
     let good =
-        token(json!({"sub": "u", "exp": now() + 600, "aud": "chat", "iss": "https://id.example"}));
+        hs256(json!({"sub": "u", "exp": now() + 600, "aud": "chat", "iss": "https://id.example"}));
     assert_eq!(
         upgrade_status(&node, &format!("/ws?token={good}"), &[]).await,
         101
     );
     let other =
-        token(json!({"sub": "u", "exp": now() + 600, "aud": "mail", "iss": "https://id.example"}));
+        hs256(json!({"sub": "u", "exp": now() + 600, "aud": "mail", "iss": "https://id.example"}));
     assert_eq!(
         upgrade_status(&node, &format!("/ws?token={other}"), &[]).await,
         401
@@ -227,7 +208,7 @@ async fn same_origin_compares_the_scheme_and_believes_it_only_from_a_trusted_pro
     let mut config = required();
     config.trusted_proxies = TrustedProxies::parse("127.0.0.1").unwrap();
     let node = Node::start("sqlite::memory:", config).await;
-    let t = token(json!({"sub": "u", "exp": now() + 600}));
+    let t = hs256(json!({"sub": "u", "exp": now() + 600}));
     let path = format!("/ws?token={t}");
     let host = node.addr.to_string();
     let http_origin = format!("http://{host}");

@@ -5,8 +5,8 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::jwt::{API_KEY, SECRET, hs256, now};
 use common::redis::shared_url;
 use common::{Client, Node, unique};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
@@ -14,25 +14,6 @@ use serde_json::{Value, json};
 use switchboard_gateway::{AllowedOrigins, AuthConfig, AuthMode, GatewayConfig, TokenVerifier};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, http};
-
-const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
-const API_KEY: &str = "test-api-key-0123456789";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn hs256(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
 
 fn required(verifier: TokenVerifier) -> GatewayConfig {
     GatewayConfig {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod jwt;
 pub mod pipeline;
 pub mod process;
 pub mod redis;

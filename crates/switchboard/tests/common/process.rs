@@ -59,20 +59,22 @@ impl NodeProcess {
 
     /// SIGTERM, then its exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        terminate(&mut self.child, "the node")
+    }
+}
+
+/// Sends SIGTERM to `child` and waits (up to 15 s) for its exit status.
+pub fn terminate(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
+        assert!(Instant::now() < deadline, "{what} did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
