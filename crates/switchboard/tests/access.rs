@@ -17,8 +17,6 @@ use switchboard_gateway::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{Error as WsError, http};
 
 fn required() -> GatewayConfig {
     GatewayConfig {
@@ -49,19 +47,9 @@ async fn get(url: String, bearer: Option<&str>) -> (u16, Value) {
 
 /// Opens `/ws` with `headers`; the status of a refusal, or 101.
 async fn upgrade_status(node: &Node, path: &str, headers: &[(&str, &str)]) -> u16 {
-    let mut request = format!("ws://{}{path}", node.addr)
-        .into_client_request()
-        .unwrap();
-    for (k, v) in headers {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    match tokio_tungstenite::connect_async(request).await {
+    match common::open_ws(node.addr, path, headers).await {
         Ok(_) => 101,
-        Err(WsError::Http(response)) => response.status().as_u16(),
-        Err(e) => panic!("unexpected failure: {e}"),
+        Err((status, _)) => status,
     }
 }
 

@@ -12,8 +12,6 @@ use common::{Client, Node, unique};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use switchboard_gateway::{AllowedOrigins, AuthConfig, AuthMode, GatewayConfig, TokenVerifier};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{Error as WsError, http};
 
 fn required(verifier: TokenVerifier) -> GatewayConfig {
     GatewayConfig {
@@ -31,27 +29,8 @@ async fn start(config: GatewayConfig) -> Node {
     Node::start("sqlite::memory:", config).await
 }
 
-/// Opens `/ws` with a request built from `path` plus `headers`; the HTTP
-/// status and JSON body of a refusal, or the connected client.
 async fn open(node: &Node, path: &str, headers: &[(&str, &str)]) -> Result<Client, (u16, Value)> {
-    let mut request = format!("ws://{}{path}", node.addr)
-        .into_client_request()
-        .unwrap();
-    for (k, v) in headers {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(Client::from_stream(ws)),
-        Err(WsError::Http(response)) => {
-            let status = response.status().as_u16();
-            let body = response.body().clone().unwrap_or_default();
-            Err((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
-        }
-        Err(e) => panic!("unexpected failure: {e}"),
-    }
+    common::open_ws(node.addr, path, headers).await
 }
 
 fn refused(result: Result<Client, (u16, Value)>) -> (u16, Value) {

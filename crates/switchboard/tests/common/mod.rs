@@ -231,3 +231,30 @@ pub async fn wait_for_port(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Opens `/ws` at `path` with extra request `headers`; the HTTP status and
+/// JSON body of a refusal, or the connected client.
+pub async fn open_ws(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Client, (u16, Value)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Error as WsError, http};
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(Client::from_stream(ws)),
+        Err(WsError::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response.body().clone().unwrap_or_default();
+            Err((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+        }
+        Err(e) => panic!("unexpected failure: {e}"),
+    }
+}
