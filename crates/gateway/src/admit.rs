@@ -84,17 +84,18 @@ impl Gateway {
     }
 
     /// The identity of a client presenting `token` and asking for `name`:
-    /// the token's when there is one (a bad requested name does not matter
-    /// then, the token names the client), else anonymous under `name`.
+    /// the token's when it is verified (a bad requested name does not
+    /// matter then, the token names the client), else anonymous under
+    /// `name` (with `AUTH=off` and no keys configured a token is not
+    /// checked, and the name asked for stands).
     pub(crate) fn identify(
         &self,
         token: Option<&str>,
         name: Option<&str>,
     ) -> Result<Identity, ApiError> {
-        let requested = match (token, name) {
-            (None, Some(name)) => {
-                Some(switchboard_protocol::validate_name(name).map_err(ApiError::bad_name)?)
-            }
+        let requested = match (name.map(switchboard_protocol::validate_name), token) {
+            (Some(Err(e)), None) => return Err(ApiError::bad_name(e)),
+            (Some(Ok(name)), _) => Some(name),
             _ => None,
         };
         self.config
