@@ -10,7 +10,29 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use crate::registry::Outbound;
+use axum::extract::ws::Utf8Bytes;
+use uuid::Uuid;
+
+/// One frame queued for a `/ws` connection. `id` is set for `message`
+/// frames so a fresh join can drop what its history already contains.
+#[derive(Debug)]
+pub(crate) struct QueuedFrame {
+    pub frame: Utf8Bytes,
+    pub id: Option<Uuid>,
+}
+
+/// What sits in a connection's queue: one pointer, shared by every
+/// recipient of a broadcast (so a queue slot is 8 bytes, and a delivery is
+/// one reference-count increment).
+pub(crate) type Outbound = Arc<QueuedFrame>;
+
+/// A queued frame that is not a room message.
+pub(crate) fn reply(frame: String) -> Outbound {
+    Arc::new(QueuedFrame {
+        frame: Utf8Bytes::from(frame),
+        id: None,
+    })
+}
 
 /// Queue capacity kept after a burst drains; more is given back.
 const KEEP_CAPACITY: usize = 64;
@@ -139,7 +161,7 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::reply;
+
     use std::task::Waker;
 
     fn poll(m: &Mailbox) -> Poll<Ready> {

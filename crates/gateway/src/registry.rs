@@ -16,32 +16,11 @@ use switchboard_bus::Bus;
 use switchboard_protocol::{Message, RoomName, ServerFrame};
 use uuid::Uuid;
 
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Outbound, QueuedFrame};
 
 /// Messages each room remembers, so that a `join` racing a send neither
 /// misses a message nor depends on the store having committed it yet.
 pub(crate) const RECENT_PER_ROOM: usize = 32;
-
-/// One frame queued for a `/ws` connection. `id` is set for `message`
-/// frames so a fresh join can drop what its history already contains.
-#[derive(Debug)]
-pub(crate) struct QueuedFrame {
-    pub frame: Utf8Bytes,
-    pub id: Option<Uuid>,
-}
-
-/// What sits in a connection's queue: one pointer, shared by every
-/// recipient of a broadcast (so a queue slot is 8 bytes, and a delivery is
-/// one reference-count increment).
-pub(crate) type Outbound = Arc<QueuedFrame>;
-
-/// A queued frame that is not a room message.
-pub(crate) fn reply(frame: String) -> Outbound {
-    Arc::new(QueuedFrame {
-        frame: Utf8Bytes::from(frame),
-        id: None,
-    })
-}
 
 /// How to reach a `/ws` connection from other tasks.
 pub(crate) type WsSink = Arc<Mailbox>;

@@ -285,7 +285,7 @@ impl Conn {
                             let err = FrameError::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
                             let reply = ServerFrame::error(err).encode();
                             // Through the queue: never a write outside the select.
-                            self.sink.push(crate::registry::reply(reply));
+                            self.sink.push(crate::mailbox::reply(reply));
                         }
                         // Control frames count too: a ping flood makes us write pongs.
                         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {
@@ -399,7 +399,7 @@ impl Conn {
                             id: Some(id),
                         },
                     };
-                    sink.push(crate::registry::reply(frame.encode()));
+                    sink.push(crate::mailbox::reply(frame.encode()));
                 });
                 Ok(())
             }
