@@ -71,7 +71,9 @@ pub struct GatewayConfig {
     pub client_queue_frames: usize,
     /// How long a sender waits for durability before `unavailable`.
     pub ack_timeout: Duration,
-    /// How long shutdown waits for connections to close.
+    /// How long shutdown waits for connections to close, all phases
+    /// together (HTTP requests in flight, Socket.IO, `/ws`); the journal's
+    /// flush comes after, within the process's 10 s.
     pub shutdown_grace: Duration,
     /// Tokens, the publish API key and allowed origins.
     pub auth: AuthConfig,
@@ -239,23 +241,25 @@ impl Gateway {
                 io.close().await;
             }
         });
-        let grace = self.config.shutdown_grace;
-        // The HTTP side drains only once Socket.IO let go of its long polls;
-        // both are bounded by the grace period.
-        listen::serve_http(
+        // One budget for every phase of closing connections, counted from
+        // the moment shutdown began, so the journal's flush after them is
+        // never cut short by the process's own deadline.
+        let deadline = listen::serve_http(
             listener,
             app,
             self.config.handshake_timeout,
             &self.http_connections,
             self.shutdown.clone(),
-            grace,
+            self.config.shutdown_grace,
         )
         .await;
-        if tokio::time::timeout(grace, closer).await.is_err() {
+        // Socket.IO lets go of its long polls, and `/ws` connections send
+        // their 1001, within what is left of it.
+        if tokio::time::timeout_at(deadline, closer).await.is_err() {
             tracing::warn!("socket.io clients still open after the shutdown grace period");
         }
         self.connections.close();
-        if tokio::time::timeout(self.config.shutdown_grace, self.connections.wait())
+        if tokio::time::timeout_at(deadline, self.connections.wait())
             .await
             .is_err()
         {

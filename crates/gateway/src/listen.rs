@@ -30,7 +30,8 @@ use crate::limits::HttpConnections;
 
 /// Serves `app` on `listener` until `shutdown`, then waits up to `grace`
 /// for HTTP requests in flight (upgraded WebSockets are the gateway's own
-/// tasks and are not waited for here).
+/// tasks and are not waited for here). Returns when the grace period ends,
+/// counted from the shutdown, for the caller's later phases to share.
 pub(crate) async fn serve_http(
     listener: TcpListener,
     app: Router,
@@ -38,7 +39,7 @@ pub(crate) async fn serve_http(
     sockets: &HttpConnections,
     shutdown: CancellationToken,
     grace: Duration,
-) {
+) -> tokio::time::Instant {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -95,9 +96,14 @@ pub(crate) async fn serve_http(
             }
         });
     }
+    let deadline = tokio::time::Instant::now() + grace;
     drop(listener);
     tasks.close();
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("HTTP connections still open after the shutdown grace period");
     }
+    deadline
 }

@@ -14,7 +14,6 @@ use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 use switchboard_bus::Bus;
 use switchboard_protocol::{Message, RoomName, ServerFrame};
-use uuid::Uuid;
 
 use crate::mailbox::{Mailbox, Outbound, QueuedFrame};
 
@@ -188,6 +187,7 @@ impl Registry {
 mod tests {
     use super::*;
     use switchboard_bus::MemoryHub;
+    use uuid::Uuid;
 
     fn room(name: &str) -> RoomName {
         RoomName::parse(name).unwrap()
