@@ -9,8 +9,8 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
 use switchboard_protocol::{
-    ClientFrame, ErrorCode, FrameError, Limits, MAX_REF_LEN, Message, Request, RoomName,
-    ServerFrame, json_string_len,
+    ClientFrame, ErrorCode, FrameError, Limits, MAX_REF_LEN, MAX_ROOM_LEN, Message, Request,
+    RoomName, ServerFrame, json_string_len,
 };
 use uuid::Uuid;
 
@@ -201,7 +201,7 @@ fn check_ref(r#ref: &Option<Value>) {
 
 fn check_room(room: &RoomName) {
     let s = room.as_str();
-    assert!(!s.is_empty() && s.len() <= 64, "room {s:?}");
+    assert!(!s.is_empty() && s.len() <= MAX_ROOM_LEN, "room {s:?}");
     assert_eq!(RoomName::parse(s).as_ref(), Ok(room), "room {s:?}");
 }
 

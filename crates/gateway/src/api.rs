@@ -29,7 +29,8 @@ fn room_of(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiErr
             "the room in the path is not a valid UTF-8 room name",
         )
     })?;
-    RoomName::parse(&room).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_room", e))
+    RoomName::parse(&room)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_room", e.to_string()))
 }
 
 fn query_of(

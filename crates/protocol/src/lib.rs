@@ -7,11 +7,13 @@
 //! frames share one set of validation rules.
 
 mod error;
-mod frame;
 mod message;
+mod plain;
+mod request;
+mod server;
 
 pub use error::{ErrorCode, FrameError};
-pub use frame::{
-    ClientFrame, Limits, MAX_REF_LEN, PlainValue, Request, ServerFrame, json_string_len,
-};
-pub use message::{Message, RoomName, validate_name};
+pub use message::{MAX_NAME_CHARS, MAX_ROOM_LEN, Message, RoomName, RoomNameError, validate_name};
+pub use plain::PlainValue;
+pub use request::{ClientFrame, Limits, MAX_REF_LEN, Request, json_string_len};
+pub use server::ServerFrame;

@@ -18,17 +18,26 @@ pub const MAX_NAME_CHARS: usize = 32;
 #[serde(transparent)]
 pub struct RoomName(String);
 
+/// Why a room name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoomNameError {
+    #[error("room name must be 1-{MAX_ROOM_LEN} characters")]
+    Length,
+    #[error("room name may only contain A-Z a-z 0-9 _ . : -")]
+    Characters,
+}
+
 impl RoomName {
-    /// Validates `name`, returning why it is refused.
-    pub fn parse(name: &str) -> Result<Self, String> {
+    /// Validates `name`, saying why it is refused.
+    pub fn parse(name: &str) -> Result<Self, RoomNameError> {
         if name.is_empty() || name.len() > MAX_ROOM_LEN {
-            return Err(format!("room name must be 1-{MAX_ROOM_LEN} characters"));
+            return Err(RoomNameError::Length);
         }
         if !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
         {
-            return Err("room name may only contain A-Z a-z 0-9 _ . : -".into());
+            return Err(RoomNameError::Characters);
         }
         Ok(Self(name.to_owned()))
     }
@@ -98,9 +107,9 @@ mod tests {
         assert!(RoomName::parse("lobby").is_ok());
         assert!(RoomName::parse("team-a.b:c_d").is_ok());
         assert!(RoomName::parse(&"a".repeat(64)).is_ok());
-        assert!(RoomName::parse(&"a".repeat(65)).is_err());
-        assert!(RoomName::parse("").is_err());
-        assert!(RoomName::parse("has space").is_err());
+        assert_eq!(RoomName::parse(&"a".repeat(65)), Err(RoomNameError::Length));
+        assert_eq!(RoomName::parse(""), Err(RoomNameError::Length));
+        assert_eq!(RoomName::parse("has space"), Err(RoomNameError::Characters));
         assert!(RoomName::parse("émoji").is_err());
         assert!(RoomName::parse("a/b").is_err());
     }

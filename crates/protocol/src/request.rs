@@ -1,13 +1,10 @@
-//! Client requests and server frames of the `/ws` protocol (see
-//! docs/protocol.md), and the mapping of Socket.IO events onto the same
-//! requests.
+//! What a client asks for: `/ws` text frames and Socket.IO events decoded
+//! into one [`Request`] type with one set of rules (see docs/protocol.md).
 
-use serde::Serialize;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::{ErrorCode, FrameError, Message, RoomName};
+use crate::{ErrorCode, FrameError, PlainValue, RoomName};
 
 /// Longest accepted `ref`, in bytes, when it is a string.
 pub const MAX_REF_LEN: usize = 128;
@@ -195,7 +192,7 @@ fn read_ref(map: &Map<String, Value>) -> Result<Option<Value>, FrameError> {
 fn room(map: &Map<String, Value>) -> Result<RoomName, FrameError> {
     match map.get("room") {
         Some(Value::String(s)) => {
-            RoomName::parse(s).map_err(|e| FrameError::new(ErrorCode::BadRoom, e))
+            RoomName::parse(s).map_err(|e| FrameError::new(ErrorCode::BadRoom, e.to_string()))
         }
         Some(_) => Err(bad_field("room", "a string")),
         None => Err(missing("room")),
@@ -211,167 +208,6 @@ fn bad_field(field: &str, expected: &str) -> FrameError {
         ErrorCode::BadFrame,
         format!("field `{field}` must be {expected}"),
     )
-}
-
-/// A `Value` parsed without serde_json's `raw_value` magic; use it for
-/// every JSON document a client sends.
-///
-/// With that feature on (this crate, axum and sqlx enable it, so every
-/// build has it), `Value`'s own `Deserialize` replaces an object whose first
-/// key is `$serde_json::private::RawValue` by its value, a string parsed as a
-/// new JSON document with a fresh recursion limit: a client could smuggle a
-/// frame inside a string and, chaining such strings, nest far past the limit
-/// of 128 and overflow the stack. This visitor builds the same `Value`s,
-/// with that key an ordinary key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlainValue(pub Value);
-
-impl<'de> Deserialize<'de> for PlainValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(PlainVisitor).map(PlainValue)
-    }
-}
-
-struct PlainVisitor;
-
-impl<'de> Visitor<'de> for PlainVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
-        Ok(Value::Bool(b))
-    }
-
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Value, E> {
-        Ok(Value::Number(n.into()))
-    }
-
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Value, E> {
-        Ok(Value::Number(n.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::String(s.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
-        Ok(Value::String(s))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(PlainValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut fields = Map::new();
-        while let Some((key, PlainValue(value))) = map.next_entry::<String, PlainValue>()? {
-            fields.insert(key, value);
-        }
-        Ok(Value::Object(fields))
-    }
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-/// Everything the server sends on `/ws`, one JSON object per text frame.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerFrame {
-    /// The room was joined; `history` is oldest first.
-    Joined {
-        room: RoomName,
-        history: Vec<Message>,
-        /// The history was cut (oldest messages left out) so the frame
-        /// stays within the server's frame budget; the client pages the
-        /// rest with the history API (`before` = the oldest id it got).
-        #[serde(skip_serializing_if = "is_false")]
-        truncated: bool,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        r#ref: Option<Value>,
-    },
-    /// The room was left.
-    Left {
-        room: RoomName,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        r#ref: Option<Value>,
-    },
-    /// A message of a joined room, delivered once to every member.
-    Message(Message),
-    /// The sender's message `id` is durable.
-    Ack {
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        r#ref: Option<Value>,
-        id: Uuid,
-    },
-    /// Answer to `ping`.
-    Pong {
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        r#ref: Option<Value>,
-    },
-    /// A refused request; the connection stays open.
-    Error {
-        code: ErrorCode,
-        message: String,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        r#ref: Option<Value>,
-        /// For `unavailable`: the message id to resend with.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<Uuid>,
-    },
-}
-
-impl ServerFrame {
-    /// Encodes the frame as JSON text.
-    pub fn encode(&self) -> String {
-        // Every field is a string, number, UUID or nested struct of those:
-        // serialization cannot fail.
-        serde_json::to_string(self)
-            .unwrap_or_else(|_| unreachable!("server frames always serialize"))
-    }
-
-    /// Encodes `ServerFrame::Message` from a borrowed message: the fan-out
-    /// path encodes each message once per node without cloning it.
-    pub fn encode_message(m: &Message) -> String {
-        #[derive(Serialize)]
-        struct MessageFrame<'a> {
-            #[serde(rename = "type")]
-            ty: &'static str,
-            #[serde(flatten)]
-            message: &'a Message,
-        }
-        serde_json::to_string(&MessageFrame {
-            ty: "message",
-            message: m,
-        })
-        .unwrap_or_else(|_| unreachable!("messages always serialize"))
-    }
-
-    /// The error frame for a refused request.
-    pub fn error(err: FrameError) -> Self {
-        ServerFrame::Error {
-            code: err.code,
-            message: err.message,
-            r#ref: err.r#ref,
-            id: None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -579,54 +415,5 @@ mod tests {
                 .code,
             ErrorCode::BadRoom
         );
-    }
-
-    #[test]
-    fn encodes_server_frames() {
-        let id = Uuid::nil();
-        let m = Message {
-            id,
-            room: RoomName::parse("r").unwrap(),
-            from: "a".into(),
-            text: "t".into(),
-            ts: 5,
-        };
-        let v: Value = serde_json::from_str(&ServerFrame::Message(m.clone()).encode()).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"message","id":id.to_string(),"room":"r","from":"a","text":"t","ts":5})
-        );
-        assert_eq!(
-            ServerFrame::encode_message(&m),
-            ServerFrame::Message(m.clone()).encode()
-        );
-        let v: Value = serde_json::from_str(
-            &ServerFrame::Ack {
-                r#ref: Some(json!("c1")),
-                id,
-            }
-            .encode(),
-        )
-        .unwrap();
-        assert_eq!(v, json!({"type":"ack","ref":"c1","id":id.to_string()}));
-        let v: Value = serde_json::from_str(&ServerFrame::Pong { r#ref: None }.encode()).unwrap();
-        assert_eq!(v, json!({"type":"pong"}));
-        let err = FrameError::new(ErrorCode::NotJoined, "join first").with_ref(Some(json!(1)));
-        let v: Value = serde_json::from_str(&ServerFrame::error(err).encode()).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"error","code":"not_joined","message":"join first","ref":1})
-        );
-        let v: Value = serde_json::from_str(
-            &ServerFrame::Joined {
-                room: RoomName::parse("r").unwrap(),
-                history: vec![m],
-                truncated: false,
-                r#ref: None,
-            }
-            .encode(),
-        )
-        .unwrap();
-        assert_eq!(v["history"][0]["text"], "t");
     }
 }

@@ -1,0 +1,153 @@
+//! Everything the server sends: `/ws` frames, also the acknowledgement
+//! objects of Socket.IO events.
+
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{ErrorCode, FrameError, Message, RoomName};
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Everything the server sends on `/ws`, one JSON object per text frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The room was joined; `history` is oldest first.
+    Joined {
+        room: RoomName,
+        history: Vec<Message>,
+        /// The history was cut (oldest messages left out) so the frame
+        /// stays within the server's frame budget; the client pages the
+        /// rest with the history API (`before` = the oldest id it got).
+        #[serde(skip_serializing_if = "is_false")]
+        truncated: bool,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+    },
+    /// The room was left.
+    Left {
+        room: RoomName,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+    },
+    /// A message of a joined room, delivered once to every member.
+    Message(Message),
+    /// The sender's message `id` is durable.
+    Ack {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+        id: Uuid,
+    },
+    /// Answer to `ping`.
+    Pong {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+    },
+    /// A refused request; the connection stays open.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+        /// For `unavailable`: the message id to resend with.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
+    },
+}
+
+impl ServerFrame {
+    /// Encodes the frame as JSON text.
+    pub fn encode(&self) -> String {
+        // Every field is a string, number, UUID or nested struct of those:
+        // serialization cannot fail.
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| unreachable!("server frames always serialize"))
+    }
+
+    /// Encodes `ServerFrame::Message` from a borrowed message: the fan-out
+    /// path encodes each message once per node without cloning it.
+    pub fn encode_message(m: &Message) -> String {
+        #[derive(Serialize)]
+        struct MessageFrame<'a> {
+            #[serde(rename = "type")]
+            ty: &'static str,
+            #[serde(flatten)]
+            message: &'a Message,
+        }
+        serde_json::to_string(&MessageFrame {
+            ty: "message",
+            message: m,
+        })
+        .unwrap_or_else(|_| unreachable!("messages always serialize"))
+    }
+
+    /// The error frame for a refused request.
+    pub fn error(err: FrameError) -> Self {
+        ServerFrame::Error {
+            code: err.code,
+            message: err.message,
+            r#ref: err.r#ref,
+            id: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorCode, FrameError, Message, RoomName};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    #[test]
+    fn encodes_server_frames() {
+        let id = Uuid::nil();
+        let m = Message {
+            id,
+            room: RoomName::parse("r").unwrap(),
+            from: "a".into(),
+            text: "t".into(),
+            ts: 5,
+        };
+        let v: Value = serde_json::from_str(&ServerFrame::Message(m.clone()).encode()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"message","id":id.to_string(),"room":"r","from":"a","text":"t","ts":5})
+        );
+        assert_eq!(
+            ServerFrame::encode_message(&m),
+            ServerFrame::Message(m.clone()).encode()
+        );
+        let v: Value = serde_json::from_str(
+            &ServerFrame::Ack {
+                r#ref: Some(json!("c1")),
+                id,
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert_eq!(v, json!({"type":"ack","ref":"c1","id":id.to_string()}));
+        let v: Value = serde_json::from_str(&ServerFrame::Pong { r#ref: None }.encode()).unwrap();
+        assert_eq!(v, json!({"type":"pong"}));
+        let err = FrameError::new(ErrorCode::NotJoined, "join first").with_ref(Some(json!(1)));
+        let v: Value = serde_json::from_str(&ServerFrame::error(err).encode()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"error","code":"not_joined","message":"join first","ref":1})
+        );
+        let v: Value = serde_json::from_str(
+            &ServerFrame::Joined {
+                room: RoomName::parse("r").unwrap(),
+                history: vec![m],
+                truncated: false,
+                r#ref: None,
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert_eq!(v["history"][0]["text"], "t");
+    }
+}
