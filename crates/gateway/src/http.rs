@@ -39,7 +39,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         .layer(sio)
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
-            crate::sio::guard,
+            crate::engineio::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),

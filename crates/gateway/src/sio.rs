@@ -18,9 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Query, Request, State as AxumState};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, Query};
 use serde_json::{Value, json};
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
@@ -35,7 +33,7 @@ use tokio::sync::watch;
 use crate::Gateway;
 use crate::auth::{Identity, request_token};
 use crate::error::ApiError;
-use crate::limits::{ConnectionSlot, FrameBudget, Verdict};
+use crate::limits::{FrameBudget, Verdict};
 use crate::registry::{Registry, Sink};
 
 /// How long a kicked slow consumer may take to accept its DISCONNECT before
@@ -67,13 +65,6 @@ struct Rooms {
     /// Disconnected or kicked: no more joins or sends.
     closed: bool,
 }
-
-/// An engine.io session's place under the node's connection cap, taken
-/// when the session opens (see [`guard`]) and kept in the handshake
-/// request's extensions, which the session holds until it ends, however it
-/// ends.
-#[derive(Clone)]
-struct SessionSlot(#[allow(dead_code, reason = "held for its Drop")] Arc<ConnectionSlot>);
 
 fn lobby() -> RoomName {
     RoomName::parse(crate::LOBBY).unwrap_or_else(|_| unreachable!("`lobby` is a valid room name"))
@@ -115,79 +106,6 @@ pub(crate) fn layer(gateway: &Arc<Gateway>) -> socketioxide::layer::SocketIoLaye
     layer
 }
 
-/// In front of the Socket.IO layer, for every request under `/socket.io`:
-/// the browser origin is checked on each request (not only the first of a
-/// session), and a request that opens an engine.io session (no `sid`) is
-/// admitted like a `/ws` upgrade: per-address connect rate and a slot
-/// under `MAX_CONNECTIONS`, which the session then holds until it ends.
-/// A polling POST may carry at most the frame budget's burst of packets.
-pub(crate) async fn guard(
-    AxumState(gateway): AxumState<Arc<Gateway>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
-    if !(path == "/socket.io" || path.starts_with("/socket.io/")) {
-        return next.run(request).await;
-    }
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-    let opens_session = !request
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")));
-    if opens_session {
-        match gateway.admit_transport(peer, request.headers()) {
-            Ok(slot) => {
-                request.extensions_mut().insert(SessionSlot(Arc::new(slot)));
-            }
-            Err(e) => return e.into_response(),
-        }
-    } else if let Err(e) = gateway.check_origin(peer, request.headers()) {
-        return e.into_response();
-    }
-    if request.method() == axum::http::Method::POST {
-        request = match packets_within_budget(&gateway, request).await {
-            Ok(request) => request,
-            Err(e) => return e.into_response(),
-        };
-    }
-    next.run(request).await
-}
-
-/// Counts the packets of a polling POST body (records separated by 0x1e)
-/// against ten times the send burst, the most a connection's frame budget
-/// lets through at once; with no send rate, against the client queue.
-async fn packets_within_budget(gateway: &Gateway, request: Request) -> Result<Request, ApiError> {
-    let config = &gateway.config;
-    let most = match config.send_rate.burst.max(config.send_rate.per_second) {
-        0 => config.client_queue_frames,
-        burst => burst as usize * 10,
-    };
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, config.max_frame_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the polling body is over MAX_FRAME_BYTES",
-            )
-        })?;
-    let packets = body.split(|b| *b == 0x1e).count();
-    if packets > most {
-        metrics::counter!("switchboard_limit_refusals_total", "limit" => "frame_rate").increment(1);
-        return Err(ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("{packets} packets in one request; at most {most}"),
-        ));
-    }
-    Ok(Request::from_parts(parts, axum::body::Body::from(body)))
-}
-
 /// The display name asked for in the handshake: `auth.name`, else `?name=`.
 fn handshake_name(socket: &SocketRef, auth: &Option<Value>) -> Result<Option<String>, ApiError> {
     if let Some(name) = auth.as_ref().and_then(|a| a.get("name")) {
@@ -220,7 +138,7 @@ fn handshake_token(socket: &SocketRef, auth: &Option<Value>) -> Option<String> {
 }
 
 /// Checks a socket before socketioxide answers its CONNECT (the session
-/// itself was admitted when it opened, see [`guard`]): a refused origin,
+/// itself was admitted when it opened, see [`crate::engineio::guard`]): a refused origin,
 /// a bad token or an invalid name refuses the connection with a
 /// `connect_error` whose message starts with a code. Its handlers are
 /// registered here, since the client may emit as soon as it is connected;
