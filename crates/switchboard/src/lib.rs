@@ -37,18 +37,14 @@ impl NodeOptions {
     /// The node options a validated configuration describes.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let gateway = config.gateway()?;
-        let redis = config.redis_url.clone().map(|url| RedisOptions {
-            url,
-            prefix: config.redis_prefix.clone(),
-            node_id: gateway.node_id.clone(),
-        });
-        let kafka = config.kafka_bootstrap().map(|brokers| KafkaOptions {
+        let redis = config.cluster.redis_options(&gateway.node_id);
+        let kafka = config.kafka.kafka_bootstrap().map(|brokers| KafkaOptions {
             brokers,
-            topic: config.kafka_topic.clone(),
-            partitions: config.kafka_partitions,
-            replication: config.kafka_replication,
+            topic: config.kafka.kafka_topic.clone(),
+            partitions: config.kafka.kafka_partitions,
+            replication: config.kafka.kafka_replication,
             node_id: gateway.node_id.clone(),
-            overrides: config.kafka_overrides(),
+            overrides: config.kafka.kafka_overrides(),
         });
         Ok(Self {
             gateway,

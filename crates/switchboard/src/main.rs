@@ -58,7 +58,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Archive => {
-            let Some(brokers) = cli.config.kafka_bootstrap() else {
+            let Some(options) = cli.config.kafka.archive_options() else {
                 anyhow::bail!(
                     "`switchboard archive` needs KAFKA_BROKERS (the journal topic to read)"
                 );
@@ -68,22 +68,12 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                     .await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            let options = switchboard_archive::ArchiveOptions {
-                brokers,
-                topic: cli.config.kafka_topic.clone(),
-                partitions: cli.config.kafka_partitions,
-                replication: cli.config.kafka_replication,
-                group: cli.config.archive_group.clone(),
-                batch: cli.config.archive_batch,
-                linger: Duration::from_millis(cli.config.archive_linger_ms),
-                overrides: cli.config.kafka_extra(),
-            };
             tracing::info!(store = store.kind(), "switchboard archive starting");
             switchboard_archive::run(options, store, shutdown).await?;
             Ok(())
         }
         Command::Serve => {
-            if cli.config.kafka_brokers().is_some()
+            if cli.config.kafka.kafka_brokers().is_some()
                 && !cli.config.database_url().starts_with("postgres")
             {
                 tracing::warn!(

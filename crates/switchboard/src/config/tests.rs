@@ -41,7 +41,7 @@ fn aliases_apply_when_the_main_name_is_unset() {
     let c = parse(&["--postgres-url", "sqlite://alias.db"]).unwrap();
     assert_eq!(c.database_url(), "sqlite://alias.db");
     let c = parse(&["--kafka-broker-url", "localhost:9092"]).unwrap();
-    assert_eq!(c.kafka_brokers().as_deref(), Some("localhost:9092"));
+    assert_eq!(c.kafka.kafka_brokers().as_deref(), Some("localhost:9092"));
 }
 
 #[test]
