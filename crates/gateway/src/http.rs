@@ -30,6 +30,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
             get(crate::api::room_messages).post(crate::api::publish),
         )
         .route("/api/stats", get(stats))
+        .route("/api/config", get(client_config))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -143,6 +144,25 @@ async fn app_js() -> impl IntoResponse {
 
 pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found()
+}
+
+/// `GET /api/config`: the rules a client should check before sending, so
+/// the page (and any client) need not hard-code them. No secrets.
+async fn client_config(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    let config = &gateway.config;
+    axum::Json(json!({
+        "max_message_bytes": config.limits.max_message_bytes,
+        "max_frame_bytes": config.max_frame_bytes,
+        "history_default": config.limits.history_default,
+        "history_max": config.limits.history_max,
+        "max_rooms_per_connection": config.max_rooms_per_connection,
+        "room_pattern": switchboard_protocol::ROOM_PATTERN,
+        "max_name_chars": switchboard_protocol::MAX_NAME_CHARS,
+        "auth": match config.auth.mode {
+            crate::AuthMode::Off => "off",
+            crate::AuthMode::Required => "required",
+        },
+    }))
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -2,9 +2,11 @@
   'use strict';
 
   // ---------- constants ----------
-  const ROOM_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
-  const MAX_TEXT_BYTES = 4096;
-  const HISTORY = 50;
+  // The server's rules: these defaults until GET /api/config answers.
+  let ROOM_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+  let MAX_TEXT_BYTES = 4096;
+  let HISTORY = 50;
+  let MAX_NAME_CHARS = 32;
   const MAX_KEPT = 1000;              // messages kept per room
   const PING_EVERY = 25000;
   const PONG_TIMEOUT = 10000;
@@ -13,6 +15,17 @@
   const SEND_TRIES = 4;               // automatic attempts after `unavailable`
   const GROUP_GAP = 5 * 60 * 1000;    // consecutive messages of one sender within this are grouped
   const NAME_KEY = 'switchboard.name';
+
+  fetch('/api/config')
+    .then((r) => (r.ok ? r.json() : null))
+    .then((c) => {
+      if (!c) return;
+      ROOM_RE = new RegExp(c.room_pattern);
+      MAX_TEXT_BYTES = c.max_message_bytes;
+      HISTORY = Math.min(c.history_default, c.history_max);
+      MAX_NAME_CHARS = c.max_name_chars;
+    })
+    .catch(() => {});
 
   const $ = (id) => document.getElementById(id);
   const encoder = new TextEncoder();
@@ -61,7 +74,7 @@
     const name = raw.trim();
     const n = [...name].length;
     if (n < 1) return { error: 'Please enter a display name.' };
-    if (n > 32) return { error: 'Display names can be at most 32 characters.' };
+    if (n > MAX_NAME_CHARS) return { error: `Display names can be at most ${MAX_NAME_CHARS} characters.` };
     if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return { error: 'Display names cannot contain control characters.' };
     return { name };
   }

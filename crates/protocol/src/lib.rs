@@ -13,7 +13,9 @@ mod request;
 mod server;
 
 pub use error::{ErrorCode, FrameError};
-pub use message::{MAX_NAME_CHARS, MAX_ROOM_LEN, Message, RoomName, RoomNameError, validate_name};
+pub use message::{
+    MAX_NAME_CHARS, MAX_ROOM_LEN, Message, ROOM_PATTERN, RoomName, RoomNameError, validate_name,
+};
 pub use plain::PlainValue;
 pub use request::{ClientFrame, Limits, MAX_REF_LEN, Request, json_string_len};
 pub use server::ServerFrame;

@@ -9,6 +9,9 @@ use uuid::Uuid;
 pub const MAX_ROOM_LEN: usize = 64;
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
+/// The room-name rule as a regular expression, for clients that check
+/// names before sending them (`GET /api/config`).
+pub const ROOM_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,64}$";
 
 /// A validated room name: 1-64 characters from `[A-Za-z0-9_.:-]`.
 ///
@@ -112,6 +115,18 @@ mod tests {
         assert_eq!(RoomName::parse("has space"), Err(RoomNameError::Characters));
         assert!(RoomName::parse("émoji").is_err());
         assert!(RoomName::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn the_published_pattern_is_the_rule() {
+        assert!(ROOM_PATTERN.ends_with(&format!("{{1,{MAX_ROOM_LEN}}}$")));
+        for name in ["a", "team-a.b:c_d", "Z9"] {
+            assert!(RoomName::parse(name).is_ok(), "{name}");
+        }
+        // Every character the pattern lists is accepted, one more is not.
+        let listed = "ABCXYZabcxyz0189_.:-";
+        assert!(RoomName::parse(listed).is_ok());
+        assert!(RoomName::parse("a/b").is_err() && !ROOM_PATTERN.contains('/'));
     }
 
     #[test]

@@ -355,3 +355,20 @@ async fn malformed_requests_get_json_errors_and_pages_get_security_headers() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn the_client_config_gives_the_servers_rules_and_no_secret() {
+    let mut config = required();
+    config.limits.max_message_bytes = 1234;
+    config.limits.history_default = 7;
+    let node = Node::start("sqlite::memory:", config).await;
+    let (status, body) = get(node.http("/api/config"), None).await;
+    assert_eq!(status, 200, "public even with AUTH=required");
+    assert_eq!(body["max_message_bytes"], 1234);
+    assert_eq!(body["history_default"], 7);
+    assert_eq!(body["room_pattern"], "^[A-Za-z0-9_.:-]{1,64}$");
+    assert_eq!(body["auth"], "required");
+    let text = body.to_string();
+    assert!(!text.contains(API_KEY) && !text.contains(SECRET), "{text}");
+    node.stop().await;
+}
