@@ -21,6 +21,7 @@ mod origin;
 pub mod peer;
 mod recent;
 mod registry;
+mod session;
 mod sio;
 mod ws;
 

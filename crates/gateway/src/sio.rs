@@ -12,7 +12,7 @@
 //! before touching rooms or accepting a message: a socket's events take
 //! effect in the order it sent them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,6 +35,7 @@ use crate::auth::{Identity, request_token};
 use crate::error::ApiError;
 use crate::limits::{FrameBudget, Verdict};
 use crate::registry::{Registry, Sink};
+use crate::session::{self, Rooms, lobby};
 
 /// How long a kicked slow consumer may take to accept its DISCONNECT before
 /// the engine's own heartbeat timeout is left to close it.
@@ -47,27 +48,21 @@ struct SioConn {
     name: Arc<str>,
     /// Rooms its token allows (`None`: any).
     identity: Arc<Identity>,
-    state: Arc<Mutex<Rooms>>,
+    state: Arc<Mutex<SocketState>>,
     next_ticket: Arc<AtomicU64>,
     serving: Arc<watch::Sender<u64>>,
     /// Frames per second it may send; `None` when unlimited.
     budget: Option<Arc<FrameBudget>>,
 }
 
-#[derive(Default)]
-struct Rooms {
-    /// Rooms joined with `join`.
-    joined: HashSet<RoomName>,
-    /// Still in `lobby` the original way (`event:listen`).
-    legacy_lobby: bool,
+/// What a socket's events change, under one lock.
+struct SocketState {
+    /// Its rooms (`lobby` the original way from the start, when allowed).
+    rooms: Rooms,
     /// Its CONNECT was answered: it is counted and may be in rooms.
     opened: bool,
     /// Disconnected or kicked: no more joins or sends.
     closed: bool,
-}
-
-fn lobby() -> RoomName {
-    RoomName::parse(crate::LOBBY).unwrap_or_else(|_| unreachable!("`lobby` is a valid room name"))
 }
 
 /// Builds the Socket.IO layer for `gateway`.
@@ -172,9 +167,10 @@ async fn setup(
         id: gateway.next_conn_id(),
         name: identity.name.as_str().into(),
         identity: Arc::new(identity),
-        state: Arc::new(Mutex::new(Rooms {
-            legacy_lobby: in_lobby,
-            ..Rooms::default()
+        state: Arc::new(Mutex::new(SocketState {
+            rooms: Rooms::new(in_lobby),
+            opened: false,
+            closed: false,
         })),
         next_ticket: Arc::new(AtomicU64::new(0)),
         serving: Arc::new(watch::Sender::new(0)),
@@ -222,12 +218,12 @@ async fn on_connect(socket: SocketRef, State(gateway): State<Arc<Gateway>>) {
     {
         // Under the state lock: a disconnect racing this sees either
         // nothing joined or everything.
-        let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if rooms.closed {
+        let mut state = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
             return;
         }
-        rooms.opened = true;
-        if rooms.legacy_lobby {
+        state.opened = true;
+        if state.rooms.in_legacy_lobby() {
             gateway.registry.join(
                 &lobby(),
                 conn.id,
@@ -391,26 +387,17 @@ async fn handle(
     let r#ref = request.r#ref;
     match request.frame {
         ClientFrame::Join { room, history } => {
-            if let Err(err) = conn.identity.check_join(&room) {
-                return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
-            }
             let (recent, newly) = {
-                let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
-                if rooms.closed {
+                let mut state = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.closed {
                     return;
                 }
                 let max = gateway.config.max_rooms_per_connection;
-                if !rooms.joined.contains(&room) && rooms.joined.len() >= max {
-                    drop(rooms);
-                    let err = FrameError::new(
-                        ErrorCode::TooManyRooms,
-                        format!("at most {max} rooms per connection"),
-                    );
+                if let Err(err) = state.rooms.may_join(&conn.identity, &room, max) {
+                    drop(state);
                     return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
                 }
-                let newly = rooms.joined.insert(room.clone());
-                let was_legacy =
-                    room.as_str() == crate::LOBBY && std::mem::take(&mut rooms.legacy_lobby);
+                let newly = state.rooms.join(&room);
                 let recent = gateway.registry.join(
                     &room,
                     conn.id,
@@ -419,7 +406,7 @@ async fn handle(
                         legacy: false,
                     },
                 );
-                (recent, newly && !was_legacy)
+                (recent, newly)
             };
             drop(turn);
             match gateway.history(&room, history, recent).await {
@@ -436,25 +423,20 @@ async fn handle(
                 Err(e) => {
                     tracing::warn!(error = %e, %room, "history read failed");
                     if newly {
-                        let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
-                        if rooms.joined.remove(&room) {
+                        let mut state = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+                        if state.rooms.leave(&room) {
                             gateway.registry.leave(&room, conn.id);
                         }
                     }
-                    let err = FrameError::new(
-                        ErrorCode::Unavailable,
-                        "history is unavailable; retry the join",
-                    );
+                    let err = session::history_unavailable();
                     reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
                 }
             }
         }
         ClientFrame::Leave { room } => {
             {
-                let mut rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
-                let was_member = rooms.joined.remove(&room)
-                    || (room.as_str() == crate::LOBBY && std::mem::take(&mut rooms.legacy_lobby));
-                if was_member {
+                let mut state = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.rooms.leave(&room) {
                     gateway.registry.leave(&room, conn.id);
                 }
             }
@@ -479,20 +461,13 @@ async fn send(
     id: Option<uuid::Uuid>,
     r#ref: Option<Value>,
 ) {
-    let member = {
-        let rooms = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
-        !rooms.closed
-            && (rooms.joined.contains(&room)
-                || (rooms.legacy_lobby && room.as_str() == crate::LOBBY))
-    };
-    if !member {
-        let err = FrameError::new(
-            ErrorCode::NotJoined,
-            format!("join `{room}` before sending to it"),
-        );
-        return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
-    }
-    if let Err(err) = FrameBudget::check_send(conn.budget.as_deref()) {
+    let allowed = conn
+        .state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .rooms
+        .may_send(&room, conn.budget.as_deref());
+    if let Err(err) = allowed {
         return reply(socket, ack, ServerFrame::error(err.with_ref(r#ref)));
     }
     let (message, durable) = gateway.accept(&conn.name, room, text, id);
@@ -531,22 +506,16 @@ fn within_frame_budget(socket: &SocketRef, conn: &SioConn) -> bool {
 /// Removes `conn` from every room it is in, once; true the first time.
 /// It stays closed: no later event joins anything.
 fn leave_everything(registry: &Registry, conn: &SioConn) -> bool {
-    let (joined, legacy_lobby) = {
+    let rooms = {
         let mut state = conn.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.closed {
             return false;
         }
         state.closed = true;
-        (
-            std::mem::take(&mut state.joined),
-            std::mem::take(&mut state.legacy_lobby),
-        )
+        state.rooms.take_all()
     };
-    for room in joined.iter() {
+    for room in &rooms {
         registry.leave(room, conn.id);
-    }
-    if legacy_lobby {
-        registry.leave(&lobby(), conn.id);
     }
     true
 }

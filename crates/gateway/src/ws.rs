@@ -18,7 +18,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
-use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame};
+use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, ServerFrame};
 use tracing::Instrument;
 
 use crate::Gateway;
@@ -29,6 +29,7 @@ use crate::limits::{ConnectionSlot, FrameBudget, Verdict};
 use crate::mailbox::{Mailbox, Ready};
 use crate::recent::IdWindow;
 use crate::registry::{Sink, WsSink};
+use crate::session::{self, Rooms};
 
 /// Frames written per flush at most, so one busy connection cannot starve
 /// its own reads.
@@ -89,7 +90,7 @@ struct Conn {
     id: u64,
     identity: Identity,
     sink: WsSink,
-    rooms: Vec<RoomName>,
+    rooms: Rooms,
     /// Ids just sent as join history, with when to forget them: in cluster
     /// mode a message can reach the store before it arrives live from
     /// another node, and must then not be delivered twice.
@@ -134,7 +135,7 @@ async fn run(
             id,
             identity,
             sink,
-            rooms: Vec::new(),
+            rooms: Rooms::new(false),
             recent_history,
             forget_history_at: Instant::now(),
             budget,
@@ -142,7 +143,7 @@ async fn run(
         tracing::info!("connection opened");
         metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
         let end = conn.serve(&mut socket).await;
-        for room in conn.rooms.drain(..) {
+        for room in conn.rooms.take_all() {
             conn.gateway.registry.leave(&room, conn.id);
         }
         conn.sink.close();
@@ -310,29 +311,15 @@ impl Conn {
         match request.frame {
             ClientFrame::Ping => send(socket, &ServerFrame::Pong { r#ref }).await,
             ClientFrame::Join { room, history } => {
-                if let Err(err) = self.identity.check_join(&room) {
-                    return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
-                }
-                if !self.rooms.contains(&room)
-                    && self.rooms.len() >= self.gateway.config.max_rooms_per_connection
-                {
-                    let err = FrameError::new(
-                        ErrorCode::TooManyRooms,
-                        format!(
-                            "at most {} rooms per connection",
-                            self.gateway.config.max_rooms_per_connection
-                        ),
-                    );
+                let max = self.gateway.config.max_rooms_per_connection;
+                if let Err(err) = self.rooms.may_join(&self.identity, &room, max) {
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
                 let recent =
                     self.gateway
                         .registry
                         .join(&room, self.id, Sink::Ws(self.sink.clone()));
-                let newly = !self.rooms.contains(&room);
-                if newly {
-                    self.rooms.push(room.clone());
-                }
+                let newly = self.rooms.join(&room);
                 match self.gateway.history(&room, history, recent).await {
                     Ok(history) => {
                         tracing::debug!(%room, history = history.messages.len(), truncated = history.truncated, "joined");
@@ -356,34 +343,22 @@ impl Conn {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, %room, "history read failed");
-                        if newly {
-                            self.rooms.retain(|r| *r != room);
+                        if newly && self.rooms.leave(&room) {
                             self.gateway.registry.leave(&room, self.id);
                         }
-                        let err = FrameError::new(
-                            ErrorCode::Unavailable,
-                            "history is unavailable; retry the join",
-                        );
+                        let err = session::history_unavailable();
                         send(socket, &ServerFrame::error(err.with_ref(r#ref))).await
                     }
                 }
             }
             ClientFrame::Leave { room } => {
-                if let Some(at) = self.rooms.iter().position(|r| *r == room) {
-                    self.rooms.swap_remove(at);
+                if self.rooms.leave(&room) {
                     self.gateway.registry.leave(&room, self.id);
                 }
                 send(socket, &ServerFrame::Left { room, r#ref }).await
             }
             ClientFrame::Send { room, text, id } => {
-                if !self.rooms.contains(&room) {
-                    let err = FrameError::new(
-                        ErrorCode::NotJoined,
-                        format!("join `{room}` before sending to it"),
-                    );
-                    return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
-                }
-                if let Err(err) = FrameBudget::check_send(self.budget.as_deref()) {
+                if let Err(err) = self.rooms.may_send(&room, self.budget.as_deref()) {
                     return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
                 }
                 let (message, durable) = self.gateway.accept(&self.identity.name, room, text, id);
