@@ -59,8 +59,8 @@ impl Gateway {
         peer: SocketAddr,
         headers: &HeaderMap,
     ) -> Result<ConnectionSlot, ApiError> {
-        self.check_origin(peer, headers)?;
         let client = self.client_of(peer, headers);
+        self.origin_allowed(client, headers)?;
         self.admission.admit(client.rate_key())
     }
 
@@ -70,7 +70,10 @@ impl Gateway {
         peer: SocketAddr,
         headers: &HeaderMap,
     ) -> Result<(), ApiError> {
-        let client = self.client_of(peer, headers);
+        self.origin_allowed(self.client_of(peer, headers), headers)
+    }
+
+    fn origin_allowed(&self, client: Client, headers: &HeaderMap) -> Result<(), ApiError> {
         if self.config.auth.allowed_origins.allows(headers, client.tls) {
             return Ok(());
         }

@@ -48,6 +48,20 @@ impl Gateway {
 /// whatever `HISTORY_MAX` and `MAX_MESSAGE_BYTES` allow.
 pub(crate) const JOINED_MAX_BYTES: usize = 512 * 1024;
 
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A join's history, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct History {
@@ -62,8 +76,11 @@ impl History {
         let mut used = 0;
         let mut keep = 0;
         for m in messages.iter().rev() {
-            // The message object plus its comma.
-            let size = serde_json::to_string(m).map_or(usize::MAX, |s| s.len() + 1);
+            // The message object plus its comma, counted as it would be
+            // written, without writing it anywhere.
+            let mut counted = ByteCount(0);
+            let size =
+                serde_json::to_writer(&mut counted, m).map_or(usize::MAX, |()| counted.0 + 1);
             if used + size > budget {
                 break;
             }

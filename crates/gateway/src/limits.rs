@@ -121,11 +121,7 @@ impl HttpConnections {
             refused("max_http_connections");
             return None;
         };
-        let key = crate::peer::Client {
-            ip: peer,
-            tls: false,
-        }
-        .rate_key();
+        let key = crate::peer::rate_key(peer);
         let address = if self.per_address == 0 || self.trusted.trusts(peer) {
             None
         } else {

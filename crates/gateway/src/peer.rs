@@ -89,12 +89,18 @@ impl Client {
     /// subscriber usually holds a whole /64, so per-address keys would give
     /// each of them 2^64 buckets).
     pub fn rate_key(&self) -> IpAddr {
-        match self.ip {
-            IpAddr::V4(v4) => IpAddr::V4(v4),
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(bits))
-            }
+        rate_key(self.ip)
+    }
+}
+
+/// The key of per-address limits for `ip`: IPv4 as it is (an IPv4-mapped
+/// IPv6 address as the IPv4 it is), IPv6 by its /64.
+pub fn rate_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
         }
     }
 }

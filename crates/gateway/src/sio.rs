@@ -13,12 +13,11 @@
 //! effect in the order it sent them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Query};
+use axum::extract::Query;
 use serde_json::{Value, json};
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
@@ -133,8 +132,9 @@ fn handshake_token(socket: &SocketRef, auth: &Option<Value>) -> Option<String> {
 }
 
 /// Checks a socket before socketioxide answers its CONNECT (the session
-/// itself was admitted when it opened, see [`crate::engineio::guard`]): a refused origin,
-/// a bad token or an invalid name refuses the connection with a
+/// itself was admitted, origin included, when it opened, see
+/// [`crate::engineio::guard`]): a bad token or an invalid name refuses the
+/// connection with a
 /// `connect_error` whose message starts with a code. Its handlers are
 /// registered here, since the client may emit as soon as it is connected;
 /// nothing that must be undone is done before [`on_connect`].
@@ -146,14 +146,8 @@ async fn setup(
     // Parsed as `PlainValue`: serde_json's `raw_value` key gets no special
     // treatment in anything a client sends (see `PlainValue`).
     let auth = auth.ok().map(|a| a.0);
-    let parts = socket.req_parts();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-    gateway
-        .check_origin(peer, &parts.headers)
-        .map_err(|e| e.connect_error())?;
+    // The origin is not checked again: these are the parts of the request
+    // that opened the session, which the guard checked then.
     let token = handshake_token(&socket, &auth);
     let name = match (&token, handshake_name(&socket, &auth)) {
         (None, Err(e)) => return Err(e.connect_error()),
