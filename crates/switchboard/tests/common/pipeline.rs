@@ -1,7 +1,8 @@
 //! The durable pipeline's real services for tests: the shared tansu broker
 //! and PostgreSQL (the test script starts both), private tansu brokers a test
 //! may kill, archivers as real `switchboard archive` processes, and a TCP
-//! proxy that can cut a client off from PostgreSQL.
+//! proxy that can cut a client off from PostgreSQL; and nodes journaling to
+//! Kafka, each test with its own topic, group and schema.
 
 #![allow(dead_code)]
 
@@ -17,7 +18,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::redis::free_port;
+use serde_json::{Value, json};
+use switchboard::NodeOptions;
+use switchboard_bus::RedisOptions;
+use switchboard_gateway::GatewayConfig;
+use switchboard_journal::KafkaOptions;
+
+use super::redis::{free_port, shared_url};
+use super::{Node, unique};
 
 pub fn kafka() -> String {
     std::env::var("SWITCHBOARD_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -256,5 +264,84 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
+    }
+}
+
+/// One test's own topic, consumer group and schema.
+pub struct Setup {
+    pub topic: String,
+    pub group: String,
+    pub schema: String,
+    pub db: String,
+}
+
+/// A fresh topic, group and schema.
+pub async fn setup() -> Setup {
+    let (schema, db) = pg_schema().await;
+    Setup {
+        topic: unique("topic"),
+        group: unique("group"),
+        schema,
+        db,
+    }
+}
+
+/// A node journaling to `brokers` and storing in the setup's schema,
+/// optionally clustered over the shared Redis with `redis_prefix`.
+pub async fn kafka_node(
+    brokers: &str,
+    s: &Setup,
+    node_id: &str,
+    redis_prefix: Option<&str>,
+    ack_timeout: Duration,
+) -> Node {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = GatewayConfig {
+        node_id: node_id.into(),
+        ack_timeout,
+        ..GatewayConfig::default()
+    };
+    let kafka = KafkaOptions {
+        brokers: brokers.into(),
+        topic: s.topic.clone(),
+        partitions: 3,
+        replication: 1,
+        node_id: node_id.into(),
+        overrides: vec![],
+    };
+    let redis = redis_prefix.map(|prefix| RedisOptions {
+        url: shared_url(),
+        prefix: prefix.into(),
+        node_id: node_id.into(),
+    });
+    let options = NodeOptions {
+        gateway,
+        database_url: s.db.clone(),
+        migrate: true,
+        redis,
+        kafka: Some(kafka),
+    };
+    Node::start_with(listener, options).await
+}
+
+/// Waits until the node's journal reports ready (topic created).
+pub async fn await_ready(node: &Node) {
+    await_status(node, 200).await;
+}
+
+/// Waits until `/readyz` answers `status`.
+pub async fn await_status(node: &Node, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = reqwest::get(node.http("/readyz")).await.unwrap();
+        if res.status() == status {
+            if status == 503 {
+                let body: Value = res.json().await.unwrap();
+                assert_eq!(body["down"], json!(["kafka"]));
+            }
+            return;
+        }
+        assert!(Instant::now() < deadline, "/readyz never answered {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
