@@ -132,7 +132,7 @@ pub(crate) async fn publish(
         }
     })?;
     // Parsed as `PlainValue`, like every other document a client sends.
-    let mut fields = match serde_json::from_slice::<PlainValue>(&body) {
+    let fields = match serde_json::from_slice::<PlainValue>(&body) {
         Ok(PlainValue(Value::Object(fields))) => fields,
         _ => {
             return Err(ApiError::new(
@@ -142,14 +142,13 @@ pub(crate) async fn publish(
             ));
         }
     };
-    let from = match fields.remove("from") {
-        Some(Value::String(from)) => validate_name(&from).map_err(ApiError::bad_name)?,
+    let from = match fields.get("from") {
+        Some(Value::String(from)) => validate_name(from).map_err(ApiError::bad_name)?,
         _ => return Err(ApiError::bad_name("`from` must be a string")),
     };
-    // The same checks as a client's `send` (room, text size, id).
-    fields.insert("room".into(), Value::String(room.as_str().to_owned()));
-    let request = Request::from_event("send", &Value::Object(fields), &gateway.config.limits)
-        .map_err(ApiError::frame)?;
+    // The same checks as a client's `send` (text size, id).
+    let request =
+        Request::send_to(room, &fields, &gateway.config.limits).map_err(ApiError::frame)?;
     let ClientFrame::Send { room, text, id } = request.frame else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -276,10 +276,7 @@ impl Gateway {
     /// Local fan-out, then the cuts it asks for.
     fn deliver(&self, message: &Message) {
         for cut in self.registry.deliver(message) {
-            match cut {
-                registry::Cut::Slow(socket) => sio::kick_slow(&self.registry, socket),
-                registry::Cut::Gone(socket) => sio::drop_gone(&self.registry, &socket),
-            }
+            sio::cut(&self.registry, cut);
         }
     }
 

@@ -1,12 +1,204 @@
-//! A connection's rooms and the rules of joining, leaving and sending,
-//! written once for every protocol: `/ws` owns its [`Rooms`], a Socket.IO
-//! socket keeps its own behind a lock (its events run in tasks of their
-//! own); both ask the same questions and get the same typed answers.
+//! A connection's session, written once for every protocol: who it is,
+//! the rooms it is in, its frame budget, and what each request does. `/ws`
+//! and Socket.IO are adapters around it: they decode their wire format into
+//! a [`Request`], call [`Session::handle`], and encode the [`Answer`]. A new
+//! request type is added here and reaches both.
+//!
+//! `/ws` owns its [`Rooms`]; a Socket.IO socket keeps its own behind a lock
+//! (its events, its disconnect and the fan-out that cuts it run in tasks of
+//! their own): both lend them through [`HoldsRooms`].
 
-use switchboard_protocol::{ErrorCode, FrameError, RoomName};
+use std::pin::Pin;
+
+use serde_json::Value;
+use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame};
+use uuid::Uuid;
 
 use crate::auth::Identity;
-use crate::limits::FrameBudget;
+use crate::limits::{FrameBudget, Verdict};
+use crate::registry::Sink;
+use crate::{Gateway, Unavailable};
+
+/// Who a connection is and what it may spend.
+pub(crate) struct Session {
+    /// The node-local connection id (logs, room membership).
+    pub id: u64,
+    pub identity: Identity,
+    /// Frames per second it may send; `None` when unlimited.
+    budget: Option<Box<FrameBudget>>,
+}
+
+/// Lends a connection's rooms to the session for one step.
+pub(crate) trait HoldsRooms {
+    fn with_rooms<R>(&mut self, f: impl FnOnce(&mut Rooms) -> R) -> R;
+}
+
+impl HoldsRooms for Rooms {
+    fn with_rooms<R>(&mut self, f: impl FnOnce(&mut Rooms) -> R) -> R {
+        f(self)
+    }
+}
+
+/// What to say to a request.
+pub(crate) enum Answer {
+    /// This frame, now.
+    Now(ServerFrame),
+    /// The message was accepted: its `ack`, or `unavailable`, once durable.
+    Durable(PendingAck),
+    /// Nothing: the connection closed while the request waited.
+    Silent,
+}
+
+/// A `send` accepted and not yet durable.
+pub(crate) struct PendingAck {
+    id: Uuid,
+    r#ref: Option<Value>,
+    durable: Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send>>,
+}
+
+impl PendingAck {
+    /// The answer once the journal has the message (or has given up).
+    pub async fn frame(self) -> ServerFrame {
+        match self.durable.await {
+            Ok(()) => ServerFrame::Ack {
+                r#ref: self.r#ref,
+                id: self.id,
+            },
+            Err(Unavailable(message)) => ServerFrame::Error {
+                code: ErrorCode::Unavailable,
+                message,
+                r#ref: self.r#ref,
+                id: Some(self.id),
+            },
+        }
+    }
+}
+
+impl Session {
+    pub fn new(gateway: &Gateway, identity: Identity) -> Self {
+        Self {
+            id: gateway.next_conn_id(),
+            identity,
+            budget: FrameBudget::new(gateway.config.send_rate),
+        }
+    }
+
+    /// Takes one incoming frame (or event, or control frame) from the
+    /// budget; false past ten times the rate: the connection must end.
+    pub fn frame_allowed(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_none_or(|b| b.frame() == Verdict::Allow)
+    }
+
+    /// Does what `request` asks. `turn` is held while the connection's rooms
+    /// change or a message is accepted, and let go before waiting for the
+    /// store or the journal, so the connection's next request may start
+    /// (Socket.IO's event order; `/ws` passes `()`). `sink` is how the
+    /// room reaches this connection, made only when it joins.
+    pub async fn handle<T>(
+        &self,
+        gateway: &Gateway,
+        rooms: &mut impl HoldsRooms,
+        sink: impl FnOnce() -> Sink,
+        request: Request,
+        turn: T,
+    ) -> Answer {
+        let Request { r#ref, frame } = request;
+        match frame {
+            ClientFrame::Ping => Answer::Now(ServerFrame::Pong { r#ref }),
+            ClientFrame::Join { room, history } => {
+                let joined = rooms.with_rooms(|rooms| self.join(gateway, rooms, &room, sink));
+                drop(turn);
+                let (recent, newly) = match joined {
+                    Ok(Some(joined)) => joined,
+                    Ok(None) => return Answer::Silent,
+                    Err(err) => return Answer::Now(ServerFrame::error(err.with_ref(r#ref))),
+                };
+                match gateway.history(&room, history, recent).await {
+                    Ok(history) => {
+                        tracing::debug!(conn_id = self.id, %room, history = history.messages.len(), truncated = history.truncated, "joined");
+                        Answer::Now(ServerFrame::Joined {
+                            room,
+                            history: history.messages,
+                            truncated: history.truncated,
+                            r#ref,
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, %room, "history read failed");
+                        if newly {
+                            rooms.with_rooms(|rooms| self.leave(gateway, rooms, &room));
+                        }
+                        let err = history_unavailable().with_ref(r#ref);
+                        Answer::Now(ServerFrame::error(err))
+                    }
+                }
+            }
+            ClientFrame::Leave { room } => {
+                rooms.with_rooms(|rooms| self.leave(gateway, rooms, &room));
+                Answer::Now(ServerFrame::Left { room, r#ref })
+            }
+            ClientFrame::Send { room, text, id } => {
+                let budget = self.budget.as_deref();
+                if let Err(err) = rooms.with_rooms(|rooms| rooms.may_send(&room, budget)) {
+                    return Answer::Now(ServerFrame::error(err.with_ref(r#ref)));
+                }
+                let (message, durable) = gateway.accept(&self.identity.name, room, text, id);
+                // Accepted in order; the next request need not wait for
+                // durability.
+                drop(turn);
+                Answer::Durable(PendingAck {
+                    id: message.id,
+                    r#ref,
+                    durable: Box::pin(durable),
+                })
+            }
+        }
+    }
+
+    /// Joins `room` (the registry and the connection's list at once):
+    /// the room's recent messages and whether the connection is new to
+    /// it, or `None` when the connection has closed.
+    fn join(
+        &self,
+        gateway: &Gateway,
+        rooms: &mut Rooms,
+        room: &RoomName,
+        sink: impl FnOnce() -> Sink,
+    ) -> Result<Option<(Vec<switchboard_protocol::Message>, bool)>, FrameError> {
+        if rooms.closed {
+            return Ok(None);
+        }
+        rooms.may_join(
+            &self.identity,
+            room,
+            gateway.config.max_rooms_per_connection,
+        )?;
+        let newly = rooms.join(room);
+        let recent = gateway.registry.join(room, self.id, sink());
+        Ok(Some((recent, newly)))
+    }
+
+    /// Leaves `room` if the connection is in it.
+    fn leave(&self, gateway: &Gateway, rooms: &mut Rooms, room: &RoomName) {
+        if rooms.leave(room) {
+            gateway.registry.leave(room, self.id);
+        }
+    }
+
+    /// Leaves every room, once, and joins nothing afterwards; true the
+    /// first time.
+    pub fn close(&self, registry: &crate::registry::Registry, rooms: &mut Rooms) -> bool {
+        let Some(all) = rooms.close() else {
+            return false;
+        };
+        for room in &all {
+            registry.leave(room, self.id);
+        }
+        true
+    }
+}
 
 /// The rooms a connection is in. A list, not a set: connections are in
 /// few rooms (at most `MAX_ROOMS_PER_CONNECTION`), and an idle one should
@@ -17,6 +209,8 @@ pub(crate) struct Rooms {
     /// In `lobby` the original Socket.IO way (`event:listen` strings), not
     /// by a `join`; such a socket is in `lobby` without counting a room.
     legacy_lobby: bool,
+    /// The connection has ended (or was cut): it joins nothing more.
+    closed: bool,
 }
 
 impl Rooms {
@@ -26,6 +220,7 @@ impl Rooms {
         Self {
             joined: Vec::new(),
             legacy_lobby,
+            closed: false,
         }
     }
 
@@ -96,13 +291,22 @@ impl Rooms {
         self.legacy_lobby
     }
 
-    /// Every room it is in, emptied (the connection is ending).
-    pub fn take_all(&mut self) -> Vec<RoomName> {
+    /// Whether it has closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Every room it is in, emptied, and closed for good; `None` when it
+    /// was closed already.
+    pub fn close(&mut self) -> Option<Vec<RoomName>> {
+        if std::mem::replace(&mut self.closed, true) {
+            return None;
+        }
         let mut all = std::mem::take(&mut self.joined);
         if std::mem::take(&mut self.legacy_lobby) {
             all.push(lobby());
         }
-        all
+        Some(all)
     }
 
     fn is_lobby(&self, room: &RoomName) -> bool {
@@ -112,7 +316,7 @@ impl Rooms {
 
 /// The answer to a join whose history could not be read (the join is
 /// undone; the client retries).
-pub(crate) fn history_unavailable() -> FrameError {
+fn history_unavailable() -> FrameError {
     FrameError::new(
         ErrorCode::Unavailable,
         "history is unavailable; retry the join",
@@ -156,7 +360,9 @@ mod tests {
         assert_eq!(refused.code, ErrorCode::Forbidden);
         assert!(rooms.leave(&room("a")));
         assert!(!rooms.leave(&room("a")));
-        assert_eq!(rooms.take_all(), vec![room("b")]);
+        assert_eq!(rooms.close(), Some(vec![room("b")]));
+        assert_eq!(rooms.close(), None, "closed once");
+        assert!(rooms.is_closed());
     }
 
     #[test]
@@ -178,6 +384,6 @@ mod tests {
         let mut legacy = Rooms::new(true);
         assert!(legacy.leave(&lobby()));
         assert!(!legacy.contains(&lobby()));
-        assert_eq!(Rooms::new(true).take_all(), vec![lobby()]);
+        assert_eq!(Rooms::new(true).close(), Some(vec![lobby()]));
     }
 }

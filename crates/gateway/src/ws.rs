@@ -18,18 +18,18 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
-use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, ServerFrame};
+use switchboard_protocol::{ErrorCode, FrameError, Request, ServerFrame};
 use tracing::Instrument;
 
 use crate::Gateway;
 use crate::admit::Handshake;
 use crate::auth::{Identity, request_token};
 use crate::error::ApiError;
-use crate::limits::{ConnectionSlot, FrameBudget, Verdict};
+use crate::limits::ConnectionSlot;
 use crate::mailbox::{Mailbox, Ready};
 use crate::recent::IdWindow;
 use crate::registry::{Sink, WsSink};
-use crate::session::{self, Rooms};
+use crate::session::{Answer, Rooms, Session};
 
 /// Frames written per flush at most, so one busy connection cannot starve
 /// its own reads.
@@ -87,8 +87,7 @@ pub(crate) async fn upgrade(
 
 struct Conn {
     gateway: Arc<Gateway>,
-    id: u64,
-    identity: Identity,
+    session: Session,
     sink: WsSink,
     rooms: Rooms,
     /// Ids just sent as join history, with when to forget them: in cluster
@@ -98,8 +97,6 @@ struct Conn {
     /// must not grow it), and its memory is given back once the window ends.
     recent_history: IdWindow,
     forget_history_at: Instant,
-    /// Frames per second this client may send; `None` when unlimited.
-    budget: Option<Box<FrameBudget>>,
 }
 
 /// How long ids sent as join history are kept to drop live duplicates.
@@ -124,28 +121,23 @@ async fn run(
     identity: Identity,
     _slot: ConnectionSlot,
 ) {
-    let id = gateway.next_conn_id();
-    let span = tracing::info_span!("conn", conn_id = id, user = %identity.name, protocol = "ws");
+    let session = Session::new(&gateway, identity);
+    let span = tracing::info_span!("conn", conn_id = session.id, user = %session.identity.name, protocol = "ws");
     async move {
         let sink = Mailbox::new(gateway.config.client_queue_frames);
-        let budget = FrameBudget::new(gateway.config.send_rate);
         let recent_history = IdWindow::new(dedupe_capacity(&gateway.config));
         let mut conn = Conn {
             gateway,
-            id,
-            identity,
+            session,
             sink,
             rooms: Rooms::new(false),
             recent_history,
             forget_history_at: Instant::now(),
-            budget,
         };
         tracing::info!("connection opened");
         metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
         let end = conn.serve(&mut socket).await;
-        for room in conn.rooms.take_all() {
-            conn.gateway.registry.leave(&room, conn.id);
-        }
+        conn.session.close(&conn.gateway.registry, &mut conn.rooms);
         conn.sink.close();
         metrics::gauge!("switchboard_connections", "protocol" => "ws").decrement(1.0);
         if let End::Close(code, reason) = &end {
@@ -264,13 +256,10 @@ impl Conn {
                 incoming = socket.recv() => {
                     last_heard = Instant::now();
                     pinged = false;
-                    let frame_allowed = |budget: &Option<Box<FrameBudget>>| {
-                        budget.as_ref().is_none_or(|b| b.frame() == Verdict::Allow)
-                    };
                     match incoming {
                         None | Some(Ok(WsMessage::Close(_))) => break End::Gone,
                         Some(Ok(WsMessage::Text(text))) => {
-                            if !frame_allowed(&self.budget) {
+                            if !self.session.frame_allowed() {
                                 break rate_exceeded();
                             }
                             // Boxed: the request path's states would otherwise
@@ -280,7 +269,7 @@ impl Conn {
                             }
                         }
                         Some(Ok(WsMessage::Binary(_))) => {
-                            if !frame_allowed(&self.budget) {
+                            if !self.session.frame_allowed() {
                                 break rate_exceeded();
                             }
                             let err = FrameError::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
@@ -290,7 +279,7 @@ impl Conn {
                         }
                         // Control frames count too: a ping flood makes us write pongs.
                         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {
-                            if !frame_allowed(&self.budget) {
+                            if !self.session.frame_allowed() {
                                 break rate_exceeded();
                             }
                         }
@@ -307,77 +296,41 @@ impl Conn {
             Ok(request) => request,
             Err(err) => return send(socket, &ServerFrame::error(err)).await,
         };
-        let r#ref = request.r#ref;
-        match request.frame {
-            ClientFrame::Ping => send(socket, &ServerFrame::Pong { r#ref }).await,
-            ClientFrame::Join { room, history } => {
-                let max = self.gateway.config.max_rooms_per_connection;
-                if let Err(err) = self.rooms.may_join(&self.identity, &room, max) {
-                    return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
-                }
-                let recent =
-                    self.gateway
-                        .registry
-                        .join(&room, self.id, Sink::Ws(self.sink.clone()));
-                let newly = self.rooms.join(&room);
-                match self.gateway.history(&room, history, recent).await {
-                    Ok(history) => {
-                        tracing::debug!(%room, history = history.messages.len(), truncated = history.truncated, "joined");
-                        self.forget_history_at = Instant::now() + HISTORY_DEDUPE_WINDOW;
-                        for m in &history.messages {
-                            self.recent_history.insert(m.id);
-                        }
-                        send(
-                            socket,
-                            &ServerFrame::Joined {
-                                room,
-                                history: history.messages,
-                                truncated: history.truncated,
-                                r#ref,
-                            },
-                        )
-                        .await?;
-                        // Live messages queued while history was read may
-                        // already be in it: drop those, keep the rest in order.
-                        flush_queued(socket, &self.sink, &self.recent_history).await
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, %room, "history read failed");
-                        if newly && self.rooms.leave(&room) {
-                            self.gateway.registry.leave(&room, self.id);
-                        }
-                        let err = session::history_unavailable();
-                        send(socket, &ServerFrame::error(err.with_ref(r#ref))).await
+        let mailbox = &self.sink;
+        let answer = self
+            .session
+            .handle(
+                &self.gateway,
+                &mut self.rooms,
+                || Sink::Ws(mailbox.clone()),
+                request,
+                (),
+            )
+            .await;
+        match answer {
+            Answer::Now(joined @ ServerFrame::Joined { .. }) => {
+                if let ServerFrame::Joined { history, .. } = &joined {
+                    self.forget_history_at = Instant::now() + HISTORY_DEDUPE_WINDOW;
+                    for m in history {
+                        self.recent_history.insert(m.id);
                     }
                 }
+                send(socket, &joined).await?;
+                // Live messages queued while history was read may already
+                // be in it: drop those, keep the rest in order.
+                flush_queued(socket, &self.sink, &self.recent_history).await
             }
-            ClientFrame::Leave { room } => {
-                if self.rooms.leave(&room) {
-                    self.gateway.registry.leave(&room, self.id);
-                }
-                send(socket, &ServerFrame::Left { room, r#ref }).await
-            }
-            ClientFrame::Send { room, text, id } => {
-                if let Err(err) = self.rooms.may_send(&room, self.budget.as_deref()) {
-                    return send(socket, &ServerFrame::error(err.with_ref(r#ref))).await;
-                }
-                let (message, durable) = self.gateway.accept(&self.identity.name, room, text, id);
+            Answer::Now(frame) => send(socket, &frame).await,
+            Answer::Durable(ack) => {
+                // The ack goes through the queue once durable: the loop
+                // never waits for the journal.
                 let sink = self.sink.clone();
-                let id = message.id;
                 tokio::spawn(async move {
-                    let frame = match durable.await {
-                        Ok(()) => ServerFrame::Ack { r#ref, id },
-                        Err(e) => ServerFrame::Error {
-                            code: ErrorCode::Unavailable,
-                            message: e.0,
-                            r#ref,
-                            id: Some(id),
-                        },
-                    };
-                    sink.push(crate::mailbox::reply(frame.encode()));
+                    sink.push(crate::mailbox::reply(ack.frame().await.encode()));
                 });
                 Ok(())
             }
+            Answer::Silent => Ok(()),
         }
     }
 }

@@ -77,6 +77,33 @@ impl Request {
         Ok(Self { r#ref, frame })
     }
 
+    /// A `send` to `room` built from a document's `text` and optional `id`
+    /// fields, with a `send` frame's rules (the publish API's body).
+    pub fn send_to(
+        room: RoomName,
+        fields: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Result<Self, FrameError> {
+        Ok(Self {
+            r#ref: None,
+            frame: send_fields(room, fields, limits)?,
+        })
+    }
+
+    /// A `send` of `text` to `room` with a `send` frame's rules and no
+    /// `id` or `ref` (the original `event:message`).
+    pub fn send_text(room: RoomName, text: String, limits: &Limits) -> Result<Self, FrameError> {
+        check_text(&text, limits)?;
+        Ok(Self {
+            r#ref: None,
+            frame: ClientFrame::Send {
+                room,
+                text,
+                id: None,
+            },
+        })
+    }
+
     /// Maps a Socket.IO event (`join`, `leave`, `send`) with its data object
     /// onto the same request a `/ws` client would send, with the same rules.
     pub fn from_event(event: &str, data: &Value, limits: &Limits) -> Result<Self, FrameError> {
@@ -116,51 +143,63 @@ fn decode_fields(
             Ok(ClientFrame::Join { room, history })
         }
         "leave" => Ok(ClientFrame::Leave { room: room(map)? }),
-        "send" => {
-            let room = room(map)?;
-            let text = match map.get("text") {
-                Some(Value::String(t)) => t,
-                Some(_) => return Err(bad_field("text", "a string")),
-                None => return Err(missing("text")),
-            };
-            if text.is_empty() {
-                return Err(FrameError::new(
-                    ErrorCode::TooLarge,
-                    "text must not be empty",
-                ));
-            }
-            // What the text costs on the wire, escaped as every frame,
-            // history page and record carries it: a control character is
-            // six bytes there, not one.
-            let cost = json_string_len(text);
-            if cost > limits.max_message_bytes {
-                return Err(FrameError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "text is {cost} bytes as JSON, the limit is {}",
-                        limits.max_message_bytes
-                    ),
-                ));
-            }
-            let id = match map.get("id") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => {
-                    Some(Uuid::try_parse(s).map_err(|_| bad_field("id", "a UUID string"))?)
-                }
-                Some(_) => return Err(bad_field("id", "a UUID string")),
-            };
-            Ok(ClientFrame::Send {
-                room,
-                text: text.clone(),
-                id,
-            })
-        }
+        "send" => send_fields(room(map)?, map, limits),
         "ping" => Ok(ClientFrame::Ping),
         other => Err(FrameError::new(
             ErrorCode::BadFrame,
             format!("unknown type `{other}`"),
         )),
     }
+}
+
+/// A `send` to `room` from the fields `text` and optional `id` of `map`.
+fn send_fields(
+    room: RoomName,
+    map: &Map<String, Value>,
+    limits: &Limits,
+) -> Result<ClientFrame, FrameError> {
+    let text = match map.get("text") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(bad_field("text", "a string")),
+        None => return Err(missing("text")),
+    };
+    check_text(text, limits)?;
+    let id = match map.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            Some(Uuid::try_parse(s).map_err(|_| bad_field("id", "a UUID string"))?)
+        }
+        Some(_) => return Err(bad_field("id", "a UUID string")),
+    };
+    Ok(ClientFrame::Send {
+        room,
+        text: text.clone(),
+        id,
+    })
+}
+
+/// The rules a message text follows: not empty, and at most
+/// `max_message_bytes` as it costs on the wire, escaped as every frame,
+/// history page and record carries it (a control character is six bytes
+/// there, not one).
+fn check_text(text: &str, limits: &Limits) -> Result<(), FrameError> {
+    if text.is_empty() {
+        return Err(FrameError::new(
+            ErrorCode::TooLarge,
+            "text must not be empty",
+        ));
+    }
+    let cost = json_string_len(text);
+    if cost > limits.max_message_bytes {
+        return Err(FrameError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "text is {cost} bytes as JSON, the limit is {}",
+                limits.max_message_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The length of `s` as the contents of a JSON string (without the
@@ -415,5 +454,53 @@ mod tests {
                 .code,
             ErrorCode::BadRoom
         );
+    }
+
+    #[test]
+    fn typed_sends_follow_the_send_frame_rules() {
+        let limits = Limits {
+            max_message_bytes: 10,
+            ..Limits::default()
+        };
+        let room = RoomName::parse("lobby").unwrap();
+        let sent = Request::send_text(room.clone(), "hi".into(), &limits).unwrap();
+        assert_eq!(
+            sent.frame,
+            ClientFrame::Send {
+                room: room.clone(),
+                text: "hi".into(),
+                id: None
+            }
+        );
+        for bad in ["", "\u{1}\u{1}", "eleven byte"] {
+            let err = Request::send_text(room.clone(), bad.into(), &limits).unwrap_err();
+            assert_eq!(err.code, ErrorCode::TooLarge, "{bad:?}");
+        }
+        let id = Uuid::now_v7();
+        let fields = json!({"text": "hey", "id": id.to_string()});
+        let Value::Object(fields) = fields else {
+            unreachable!()
+        };
+        let sent = Request::send_to(room.clone(), &fields, &limits).unwrap();
+        assert_eq!(
+            sent.frame,
+            ClientFrame::Send {
+                room: room.clone(),
+                text: "hey".into(),
+                id: Some(id)
+            }
+        );
+        for (doc, code) in [
+            (json!({"text": 5}), ErrorCode::BadFrame),
+            (json!({}), ErrorCode::BadFrame),
+            (json!({"text": "x", "id": "no"}), ErrorCode::BadFrame),
+            (json!({"text": "x".repeat(11)}), ErrorCode::TooLarge),
+        ] {
+            let Value::Object(fields) = doc else {
+                unreachable!()
+            };
+            let err = Request::send_to(room.clone(), &fields, &limits).unwrap_err();
+            assert_eq!(err.code, code, "{fields:?}");
+        }
     }
 }
