@@ -6,8 +6,11 @@
 //! not one per message. The socket lives in one heap box that every state
 //! of the task points to, so an idle connection's task stays small.
 
+mod clocks;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use switchboard_protocol::{ErrorCode, FrameError, Request, ServerFrame};
+use tokio::time::Sleep;
 use tracing::Instrument;
 
 use crate::Gateway;
@@ -30,6 +34,7 @@ use crate::mailbox::{Mailbox, Ready};
 use crate::recent::IdWindow;
 use crate::registry::{Sink, WsSink};
 use crate::session::{Answer, Rooms, Session};
+use clocks::{Clocks, Due};
 
 /// Frames written per flush at most, so one busy connection cannot starve
 /// its own reads.
@@ -183,110 +188,114 @@ impl Conn {
             }
         };
         tokio::pin!(stop);
-        // Write coalescing: a connection that has been quiet for
-        // FLUSH_INTERVAL flushes at once (low latency when idle); a busy one
-        // gathers frames and flushes at most once per FLUSH_INTERVAL, so a
-        // room at high rate costs one syscall per connection per interval,
-        // not one per message.
-        let mut last_flush = Instant::now() - FLUSH_INTERVAL;
-        let mut flush_due: Option<Instant> = None;
-        // Keepalive: a client silent for `ping_interval` is pinged, and one
-        // silent for `idle_timeout` (a half-open TCP connection, say) is
-        // closed. Hearing anything counts; the clock is read per frame but
-        // the one timer below is only re-armed when it fires.
-        let (ping_after, idle_after) = (
-            self.gateway.config.ping_interval,
-            self.gateway.config.idle_timeout,
-        );
-        let mut last_heard = Instant::now();
-        let mut pinged = false;
-        let timer = tokio::time::sleep(ping_after);
+        let mut clocks = Clocks::new(&self.gateway.config);
+        let timer = tokio::time::sleep(clocks.ping_after);
         tokio::pin!(timer);
         // Every write stalls on a client that stopped reading once its
         // socket buffers are full, so each one runs `guarded`: racing `stop`.
         loop {
-            tokio::select! {
+            let ended = tokio::select! {
                 biased;
-                end = &mut stop => break end,
+                end = &mut stop => Some(end),
                 () = &mut timer => {
-                    let now = Instant::now();
-                    if flush_due.is_some_and(|due| now >= due) {
-                        flush_due = None;
-                        last_flush = now;
-                        if let Some(end) = guarded(stop.as_mut(), socket.flush()).await {
-                            break end;
-                        }
-                    }
-                    if now >= last_heard + idle_after {
-                        break End::Close(1001, "idle timeout");
-                    }
-                    if !pinged && now >= last_heard + ping_after {
-                        pinged = true;
-                        let ping = socket.send(WsMessage::Ping(axum::body::Bytes::new()));
-                        if let Some(end) = guarded(stop.as_mut(), ping).await {
-                            break end;
-                        }
-                    }
-                    let check = last_heard + if pinged { idle_after } else { ping_after };
-                    timer.as_mut().reset(flush_due.map_or(check, |due| due.min(check)).into());
+                    let due = clocks.fired(timer.as_mut());
+                    self.on_timer(socket, due, stop.as_mut()).await
                 }
                 Ready::Frames = std::future::poll_fn(|cx| self.sink.poll_ready(cx)) => {
-                    if !self.recent_history.is_empty() && Instant::now() >= self.forget_history_at {
-                        self.recent_history.clear();
-                    }
-                    let skip = (!self.recent_history.is_empty()).then_some(&self.recent_history);
-                    if let Some(end) = guarded(stop.as_mut(), feed_batch(socket, &self.sink, skip)).await {
-                        break end;
-                    }
-                    let now = Instant::now();
-                    if now.duration_since(last_flush) >= FLUSH_INTERVAL {
-                        flush_due = None;
-                        last_flush = now;
-                        if let Some(end) = guarded(stop.as_mut(), socket.flush()).await {
-                            break end;
-                        }
-                    } else if flush_due.is_none() {
-                        let due = last_flush + FLUSH_INTERVAL;
-                        flush_due = Some(due);
-                        if due < timer.deadline().into_std() {
-                            timer.as_mut().reset(due.into());
-                        }
-                    }
+                    self.write_queued(socket, &mut clocks, timer.as_mut(), stop.as_mut()).await
                 }
                 incoming = socket.recv() => {
-                    last_heard = Instant::now();
-                    pinged = false;
-                    match incoming {
-                        None | Some(Ok(WsMessage::Close(_))) => break End::Gone,
-                        Some(Ok(WsMessage::Text(text))) => {
-                            if !self.session.frame_allowed() {
-                                break rate_exceeded();
-                            }
-                            // Boxed: the request path's states would otherwise
-                            // be part of every idle connection's task.
-                            if let Some(end) = guarded(stop.as_mut(), Box::pin(self.handle(socket, text.as_str()))).await {
-                                break end;
-                            }
-                        }
-                        Some(Ok(WsMessage::Binary(_))) => {
-                            if !self.session.frame_allowed() {
-                                break rate_exceeded();
-                            }
-                            let err = FrameError::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
-                            let reply = ServerFrame::error(err).encode();
-                            // Through the queue: never a write outside the select.
-                            self.sink.push(crate::mailbox::reply(reply));
-                        }
-                        // Control frames count too: a ping flood makes us write pongs.
-                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {
-                            if !self.session.frame_allowed() {
-                                break rate_exceeded();
-                            }
-                        }
-                        Some(Err(e)) => break classify(e),
-                    }
+                    clocks.heard();
+                    self.on_incoming(socket, incoming, stop.as_mut()).await
                 }
+            };
+            if let Some(end) = ended {
+                return end;
             }
+        }
+    }
+
+    /// Flushes, pings or closes as the timer says.
+    async fn on_timer(
+        &mut self,
+        socket: &mut WebSocket,
+        due: Due,
+        mut stop: Pin<&mut impl Future<Output = End>>,
+    ) -> Option<End> {
+        if due.flush {
+            if let Some(end) = guarded(stop.as_mut(), socket.flush()).await {
+                return Some(end);
+            }
+        }
+        if due.idle {
+            return Some(End::Close(1001, "idle timeout"));
+        }
+        if due.ping {
+            let ping = socket.send(WsMessage::Ping(axum::body::Bytes::new()));
+            if let Some(end) = guarded(stop, ping).await {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// Writes a batch of what is queued, flushing it now or soon.
+    async fn write_queued(
+        &mut self,
+        socket: &mut WebSocket,
+        clocks: &mut Clocks,
+        timer: Pin<&mut Sleep>,
+        mut stop: Pin<&mut impl Future<Output = End>>,
+    ) -> Option<End> {
+        if !self.recent_history.is_empty() && Instant::now() >= self.forget_history_at {
+            self.recent_history.clear();
+        }
+        let skip = (!self.recent_history.is_empty()).then_some(&self.recent_history);
+        if let Some(end) = guarded(stop.as_mut(), feed_batch(socket, &self.sink, skip)).await {
+            return Some(end);
+        }
+        if clocks.flush_now(timer) {
+            if let Some(end) = guarded(stop, socket.flush()).await {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// Answers what the client sent.
+    async fn on_incoming(
+        &mut self,
+        socket: &mut WebSocket,
+        incoming: Option<Result<WsMessage, axum::Error>>,
+        stop: Pin<&mut impl Future<Output = End>>,
+    ) -> Option<End> {
+        let message = match incoming {
+            None | Some(Ok(WsMessage::Close(_))) => return Some(End::Gone),
+            Some(Err(e)) => return Some(classify(e)),
+            Some(Ok(message)) => message,
+        };
+        // Every frame counts, control frames too: a ping flood makes us
+        // write pongs.
+        if !self.session.frame_allowed() {
+            return Some(rate_exceeded());
+        }
+        match message {
+            WsMessage::Text(text) => {
+                // Boxed: the request path's states would otherwise be part
+                // of every idle connection's task.
+                guarded(stop, Box::pin(self.handle(socket, text.as_str()))).await
+            }
+            WsMessage::Binary(_) => {
+                let err = FrameError::new(
+                    ErrorCode::BadFrame,
+                    "binary frames are not supported; send JSON text",
+                );
+                let reply = ServerFrame::error(err).encode();
+                // Through the queue: never a write outside the select.
+                self.sink.push(crate::mailbox::reply(reply));
+                None
+            }
+            _ => None,
         }
     }
 
