@@ -222,19 +222,17 @@ impl Conn {
         due: Due,
         mut stop: Pin<&mut impl Future<Output = End>>,
     ) -> Option<End> {
-        if due.flush {
-            if let Some(end) = guarded(stop.as_mut(), socket.flush()).await {
-                return Some(end);
-            }
+        if due.flush
+            && let Some(end) = guarded(stop.as_mut(), socket.flush()).await
+        {
+            return Some(end);
         }
         if due.idle {
             return Some(End::Close(1001, "idle timeout"));
         }
         if due.ping {
             let ping = socket.send(WsMessage::Ping(axum::body::Bytes::new()));
-            if let Some(end) = guarded(stop, ping).await {
-                return Some(end);
-            }
+            return guarded(stop, ping).await;
         }
         None
     }
@@ -255,9 +253,7 @@ impl Conn {
             return Some(end);
         }
         if clocks.flush_now(timer) {
-            if let Some(end) = guarded(stop, socket.flush()).await {
-                return Some(end);
-            }
+            return guarded(stop, socket.flush()).await;
         }
         None
     }
