@@ -1,0 +1,259 @@
+//! Decoding client requests: every field rule, the escaped size limit,
+//! and the typed sends (docs/protocol.md).
+
+use serde_json::Value;
+use serde_json::json;
+use switchboard_protocol::{
+    ClientFrame, ErrorCode, FrameError, Limits, Request, RoomName, json_string_len,
+};
+use uuid::Uuid;
+
+fn decode(text: &str) -> Result<Request, FrameError> {
+    Request::decode(text, &Limits::default())
+}
+
+fn code(text: &str) -> ErrorCode {
+    decode(text).unwrap_err().code
+}
+
+#[test]
+fn wire_length_is_what_serde_json_writes() {
+    let samples = [
+        String::new(),
+        "plain".into(),
+        "quote \" and back\\slash / é 名前 🎉".into(),
+        "\n\r\t\u{8}\u{c}".into(),
+        (0u8..0x20).map(char::from).collect::<String>(),
+        "\u{7f}\u{2028}".into(),
+    ];
+    for s in samples {
+        let encoded = serde_json::to_string(&s).unwrap();
+        assert_eq!(json_string_len(&s), encoded.len() - 2, "{encoded}");
+    }
+}
+
+#[test]
+fn the_size_limit_is_the_escaped_size() {
+    let limits = Limits {
+        max_message_bytes: 60,
+        ..Limits::default()
+    };
+    let send =
+        |text: &str| Request::from_event("send", &json!({"room": "r", "text": text}), &limits);
+    assert!(send(&"a".repeat(60)).is_ok());
+    assert!(
+        send(&"\u{1}".repeat(10)).is_ok(),
+        "ten controls are 60 bytes"
+    );
+    let err = send(&"\u{1}".repeat(11)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge);
+    assert!(err.message.contains("66 bytes"), "{}", err.message);
+    assert!(send(&"\"".repeat(31)).is_err());
+}
+
+#[test]
+fn decodes_every_request() {
+    let r = decode(r#"{"type":"join","room":"lobby","history":10}"#).unwrap();
+    assert_eq!(
+        r.frame,
+        ClientFrame::Join {
+            room: RoomName::parse("lobby").unwrap(),
+            history: 10
+        }
+    );
+    let r = decode(r#"{"type":"join","room":"lobby"}"#).unwrap();
+    assert_eq!(
+        r.frame,
+        ClientFrame::Join {
+            room: RoomName::parse("lobby").unwrap(),
+            history: 50
+        }
+    );
+    let r = decode(r#"{"type":"join","room":"lobby","history":100000}"#).unwrap();
+    assert_eq!(
+        r.frame,
+        ClientFrame::Join {
+            room: RoomName::parse("lobby").unwrap(),
+            history: 500
+        }
+    );
+    let r = decode(r#"{"type":"leave","room":"x","ref":7}"#).unwrap();
+    assert_eq!(r.r#ref, Some(json!(7)));
+    assert_eq!(
+        r.frame,
+        ClientFrame::Leave {
+            room: RoomName::parse("x").unwrap()
+        }
+    );
+    let id = Uuid::now_v7();
+    let r = decode(&format!(
+        r#"{{"type":"send","room":"x","text":"hi","ref":"c1","id":"{id}"}}"#
+    ))
+    .unwrap();
+    assert_eq!(r.r#ref, Some(json!("c1")));
+    assert_eq!(
+        r.frame,
+        ClientFrame::Send {
+            room: RoomName::parse("x").unwrap(),
+            text: "hi".into(),
+            id: Some(id)
+        }
+    );
+    assert_eq!(
+        decode(r#"{"type":"ping"}"#).unwrap().frame,
+        ClientFrame::Ping
+    );
+    assert_eq!(
+        decode(r#"{"type":"ping","extra":true}"#).unwrap().frame,
+        ClientFrame::Ping
+    );
+}
+
+#[test]
+fn bad_frames() {
+    assert_eq!(code("not json"), ErrorCode::BadFrame);
+    assert_eq!(code("[1,2]"), ErrorCode::BadFrame);
+    assert_eq!(code("\"send\""), ErrorCode::BadFrame);
+    assert_eq!(code("{}"), ErrorCode::BadFrame);
+    assert_eq!(code(r#"{"type":5}"#), ErrorCode::BadFrame);
+    assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::BadFrame);
+    assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::BadFrame);
+    assert_eq!(code(r#"{"type":"join","room":5}"#), ErrorCode::BadFrame);
+    assert_eq!(
+        code(r#"{"type":"join","room":"a","history":-1}"#),
+        ErrorCode::BadFrame
+    );
+    assert_eq!(
+        code(r#"{"type":"join","room":"a","history":"5"}"#),
+        ErrorCode::BadFrame
+    );
+    assert_eq!(code(r#"{"type":"send","room":"a"}"#), ErrorCode::BadFrame);
+    assert_eq!(
+        code(r#"{"type":"send","room":"a","text":1}"#),
+        ErrorCode::BadFrame
+    );
+    assert_eq!(
+        code(r#"{"type":"send","room":"a","text":"x","id":"nope"}"#),
+        ErrorCode::BadFrame
+    );
+    assert_eq!(
+        code(r#"{"type":"send","room":"a","text":"x","id":3}"#),
+        ErrorCode::BadFrame
+    );
+    assert_eq!(
+        code(r#"{"type":"ping","ref":{"a":1}}"#),
+        ErrorCode::BadFrame
+    );
+    assert_eq!(
+        code(&format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(129))),
+        ErrorCode::BadFrame
+    );
+}
+
+#[test]
+fn bad_room_and_size() {
+    assert_eq!(
+        code(r#"{"type":"join","room":"no spaces"}"#),
+        ErrorCode::BadRoom
+    );
+    assert_eq!(code(r#"{"type":"join","room":""}"#), ErrorCode::BadRoom);
+    assert_eq!(
+        code(r#"{"type":"send","room":"a","text":""}"#),
+        ErrorCode::TooLarge
+    );
+    let limits = Limits {
+        max_message_bytes: 4,
+        ..Limits::default()
+    };
+    assert!(Request::decode(r#"{"type":"send","room":"a","text":"four"}"#, &limits).is_ok());
+    let err = Request::decode(
+        r#"{"type":"send","room":"a","text":"fives","ref":"r"}"#,
+        &limits,
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge);
+    assert_eq!(err.r#ref, Some(json!("r")));
+    // Bytes, not characters: "éé" is four bytes.
+    assert!(Request::decode(r#"{"type":"send","room":"a","text":"ééé"}"#, &limits).is_err());
+}
+
+#[test]
+fn errors_echo_the_ref() {
+    let err = decode(r#"{"type":"join","room":"bad room","ref":"j1"}"#).unwrap_err();
+    assert_eq!(err.r#ref, Some(json!("j1")));
+    let err = decode(r#"{"type":"nope","ref":3}"#).unwrap_err();
+    assert_eq!(err.r#ref, Some(json!(3)));
+}
+
+#[test]
+fn socket_io_events_share_the_rules() {
+    let limits = Limits::default();
+    let r = Request::from_event("send", &json!({"room":"lobby","text":"hi"}), &limits).unwrap();
+    assert!(matches!(r.frame, ClientFrame::Send { .. }));
+    assert_eq!(
+        Request::from_event("ping", &json!({}), &limits)
+            .unwrap_err()
+            .code,
+        ErrorCode::BadFrame
+    );
+    assert_eq!(
+        Request::from_event("join", &json!("lobby"), &limits)
+            .unwrap_err()
+            .code,
+        ErrorCode::BadFrame
+    );
+    assert_eq!(
+        Request::from_event("join", &json!({"room":"a b"}), &limits)
+            .unwrap_err()
+            .code,
+        ErrorCode::BadRoom
+    );
+}
+
+#[test]
+fn typed_sends_follow_the_send_frame_rules() {
+    let limits = Limits {
+        max_message_bytes: 10,
+        ..Limits::default()
+    };
+    let room = RoomName::parse("lobby").unwrap();
+    let sent = Request::send_text(room.clone(), "hi".into(), &limits).unwrap();
+    assert_eq!(
+        sent.frame,
+        ClientFrame::Send {
+            room: room.clone(),
+            text: "hi".into(),
+            id: None
+        }
+    );
+    for bad in ["", "\u{1}\u{1}", "eleven byte"] {
+        let err = Request::send_text(room.clone(), bad.into(), &limits).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge, "{bad:?}");
+    }
+    let id = Uuid::now_v7();
+    let fields = json!({"text": "hey", "id": id.to_string()});
+    let Value::Object(fields) = fields else {
+        unreachable!()
+    };
+    let sent = Request::send_to(room.clone(), &fields, &limits).unwrap();
+    assert_eq!(
+        sent.frame,
+        ClientFrame::Send {
+            room: room.clone(),
+            text: "hey".into(),
+            id: Some(id)
+        }
+    );
+    for (doc, code) in [
+        (json!({"text": 5}), ErrorCode::BadFrame),
+        (json!({}), ErrorCode::BadFrame),
+        (json!({"text": "x", "id": "no"}), ErrorCode::BadFrame),
+        (json!({"text": "x".repeat(11)}), ErrorCode::TooLarge),
+    ] {
+        let Value::Object(fields) = doc else {
+            unreachable!()
+        };
+        let err = Request::send_to(room.clone(), &fields, &limits).unwrap_err();
+        assert_eq!(err.code, code, "{fields:?}");
+    }
+}
