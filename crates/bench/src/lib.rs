@@ -141,6 +141,13 @@ pub struct Report {
     /// Offered deliveries per second (sends scheduled x room members).
     pub offered_per_second: f64,
     pub latency_ms: Latency,
+    /// With several targets: the delivery latency of the connections on
+    /// each target, in `targets` order (connection `i` is on target
+    /// `i % targets`; in `broadcast` the senders are the first
+    /// connections), so a delivery within a node and one across nodes can
+    /// be told apart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_by_target_ms: Vec<Latency>,
     /// For `idle`: server memory per connection, KiB (first pid).
     pub rss_kib_per_connection: Option<f64>,
     pub servers: Vec<ProcessUse>,
@@ -172,6 +179,12 @@ impl Report {
             l.p999,
             l.max,
         );
+        for (i, l) in self.latency_by_target_ms.iter().enumerate() {
+            s.push_str(&format!(
+                "  on target {i}: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ({} deliveries)\n",
+                l.p50, l.p90, l.p99, l.p999, l.max, l.count
+            ));
+        }
         for p in &self.servers {
             s.push_str(&format!(
                 "server pid {}: cpu {:.0}%, rss {} KiB (peak {} KiB)\n",

@@ -24,6 +24,8 @@ struct Counters {
 
 struct Done {
     room: usize,
+    /// The index of the target it was connected to.
+    target: usize,
     sent: u64,
     tally: Tally,
     acks: Samples,
@@ -146,6 +148,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             room_index: room,
             payload: opts.payload,
             ack: opts.scenario == Scenario::Ack,
+            target: i % opts.targets.len(),
         };
         tasks.spawn(drive(conn, plan, stop.clone(), counters.clone()));
     }
@@ -194,11 +197,13 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     }
 
     let mut total = Totals::default();
+    let mut by_target: Vec<_> = opts.targets.iter().map(|_| histogram()).collect();
     let mut acks = histogram();
     let mut sent_per_room = vec![0u64; room_names.len()];
     while let Some(done) = tasks.join_next().await {
         let Ok(done) = done else { continue };
         total.merge(&done.tally);
+        done.tally.latency.add_to(&mut by_target[done.target]);
         done.acks.add_to(&mut acks);
         sent_per_room[done.room] += done.sent;
     }
@@ -237,6 +242,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         deliveries_per_second: total.delivered as f64 / opts.duration.as_secs_f64().max(1e-6),
         offered_per_second: offered,
         latency_ms: latency,
+        latency_by_target_ms: if opts.targets.len() > 1 && opts.scenario != Scenario::Ack {
+            by_target.iter().map(Latency::of).collect()
+        } else {
+            Vec::new()
+        },
         rss_kib_per_connection: None,
         servers,
         client_cpu_percent,
@@ -252,6 +262,7 @@ struct Plan {
     room_index: usize,
     payload: usize,
     ack: bool,
+    target: usize,
 }
 
 async fn drive(conn: Conn, plan: Plan, stop: CancellationToken, counters: Arc<Counters>) -> Done {
@@ -330,6 +341,7 @@ async fn drive(conn: Conn, plan: Plan, stop: CancellationToken, counters: Arc<Co
     let _ = sink.close().await;
     Done {
         room: plan.room_index,
+        target: plan.target,
         sent: seq,
         tally,
         acks,
@@ -422,6 +434,7 @@ async fn idle(
         deliveries_per_second: 0.0,
         offered_per_second: 0.0,
         latency_ms: Latency::default(),
+        latency_by_target_ms: Vec::new(),
         rss_kib_per_connection: per_conn,
         servers,
         client_cpu_percent: { client_meter }.finish().map_or(0.0, |m| m.0),

@@ -56,6 +56,27 @@ async fn broadcast_over_ws_and_socket_io_accounts_for_every_delivery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_is_split_by_target() {
+    let (a, b) = (Node::memory().await, Node::memory().await);
+    let mut o = options(&a, Protocol::Ws, Scenario::Broadcast);
+    // Two nodes that share no bus: each connection hears only the senders
+    // on its own node (connections 0 and 2 on the first, 1 and 3 on the
+    // second), and its deliveries count for its own target.
+    o.targets = vec![a.addr, b.addr];
+    let r = run(o).await.unwrap();
+    assert_eq!(r.latency_by_target_ms.len(), 2);
+    let counts: Vec<u64> = r.latency_by_target_ms.iter().map(|l| l.count).collect();
+    assert_eq!(counts.iter().sum::<u64>(), r.delivered, "{counts:?}");
+    assert!(counts[0] > 0 && counts[1] > 0, "{counts:?}");
+    let one = run(options(&a, Protocol::Ws, Scenario::Broadcast))
+        .await
+        .unwrap();
+    assert!(one.latency_by_target_ms.is_empty(), "one target, no split");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_scenario_counts_per_room() {
     let node = Node::memory().await;
     let r = run(options(&node, Protocol::Ws, Scenario::Rooms))
