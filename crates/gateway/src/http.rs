@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +16,17 @@ use crate::error::ApiError;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_CSS: &str = include_str!("../web/app.css");
-const APP_JS: &str = include_str!("../web/app.js");
+/// The page's ES modules, served as they are (`web/js/`).
+const SCRIPTS: &[(&str, &str)] = &[
+    ("app.js", include_str!("../web/js/app.js")),
+    ("chat.js", include_str!("../web/js/chat.js")),
+    ("connection.js", include_str!("../web/js/connection.js")),
+    ("dom.js", include_str!("../web/js/dom.js")),
+    ("format.js", include_str!("../web/js/format.js")),
+    ("limits.js", include_str!("../web/js/limits.js")),
+    ("state.js", include_str!("../web/js/state.js")),
+    ("view.js", include_str!("../web/js/view.js")),
+];
 
 /// Every route of a node, Socket.IO included.
 pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
@@ -23,7 +34,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/app.css", get(app_css))
-        .route("/app.js", get(app_js))
+        .route("/js/{file}", get(script))
         .route("/ws", get(crate::ws::upgrade))
         .route(
             "/api/rooms/{room}/messages",
@@ -132,14 +143,22 @@ async fn app_css() -> impl IntoResponse {
     )
 }
 
-async fn app_js() -> impl IntoResponse {
-    (
+async fn script(file: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let Ok(Path(file)) = file else {
+        return Err(ApiError::not_found());
+    };
+    let (_, source) = SCRIPTS
+        .iter()
+        .find(|(name, _)| *name == file)
+        .ok_or_else(ApiError::not_found)?;
+    Ok((
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        APP_JS,
+        *source,
     )
+        .into_response())
 }
 
 pub(crate) async fn not_found() -> ApiError {

@@ -377,13 +377,38 @@ async fn health_and_page() {
     assert_eq!(res.status(), 200);
     let page = reqwest::get(node.http("/")).await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("/app.js"));
-    let script = reqwest::get(node.http("/app.js")).await.unwrap();
-    assert_eq!(
-        script.headers()["content-type"],
-        "text/javascript; charset=utf-8"
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains(r#"<script type="module" src="/js/app.js">"#)
     );
-    assert!(script.text().await.unwrap().contains("/ws?name="));
+    // Every module the page imports, from app.js on, is served as it is.
+    let mut pending = vec!["app.js".to_owned()];
+    let mut sources = HashMap::new();
+    while let Some(file) = pending.pop() {
+        if sources.contains_key(&file) {
+            continue;
+        }
+        let script = reqwest::get(node.http(&format!("/js/{file}"))).await.unwrap();
+        assert_eq!(script.status(), 200, "{file}");
+        assert_eq!(
+            script.headers()["content-type"],
+            "text/javascript; charset=utf-8"
+        );
+        let text = script.text().await.unwrap();
+        for import in text.split("from './").skip(1) {
+            pending.push(import.split('\'').next().unwrap().to_owned());
+        }
+        sources.insert(file, text);
+    }
+    assert!(sources.len() >= 5, "{:?}", sources.keys());
+    assert!(sources["connection.js"].contains("/ws?name="));
+    for bad in ["/js/nope.js", "/js/%FF", "/js/..%2Fapp.css"] {
+        let res = reqwest::get(node.http(bad)).await.unwrap();
+        assert_eq!(res.status(), 404, "{bad}");
+        assert_eq!(res.json::<Value>().await.unwrap()["code"], "not_found");
+    }
     let style = reqwest::get(node.http("/app.css")).await.unwrap();
     assert_eq!(style.status(), 200);
     let missing = reqwest::get(node.http("/nope")).await.unwrap();
