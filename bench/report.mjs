@@ -8,6 +8,8 @@ const systems = [
   ['socketio', 'Socket.IO 4 + @socket.io/redis-adapter (2 nodes)', '#dc2626'],
   ['ws', 'ws + Redis Pub/Sub (2 nodes)', '#16a34a'],
 ];
+const baseline = existsSync(`${dir}/baseline.txt`) ? readFileSync(`${dir}/baseline.txt`, 'utf8').trim() : null;
+if (baseline) systems.splice(1, 0, ['baseline', `switchboard, ${baseline.replace(/^baseline: /, '')} (the same setup)`, '#7c3aed']);
 const load = (name) => (existsSync(`${dir}/${name}.json`) ? JSON.parse(readFileSync(`${dir}/${name}.json`, 'utf8')) : null);
 const fmt = (n, d = 0) => (n === null || n === undefined ? '-' : Number(n).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
 
@@ -24,6 +26,7 @@ const ours = best.switchboard;
 
 const lines = [];
 lines.push('# Benchmarks', '');
+if (baseline) lines.push(`This run measured an earlier commit beside the current one (\`BASELINE\`): ${baseline}.`, '');
 lines.push(`Made by \`scripts/bench\` on ${new Date().toISOString().slice(0, 10)}: each system runs as two nodes sharing one local Redis, one system after the other, on the same 2-core machine as the load generator (\`switchboard bench\`, whose own CPU is reported). Numbers move between runs on a shared machine; compare the ratios within one run.`, '');
 lines.push(`## Broadcast: ${connections} connections in one room, ${senders} senders, 64-byte payloads`, '');
 lines.push(`The offered load steps through ${steps.split(',').length} rates (deliveries/s); a step *holds* when p99 <= ${p99Limit} ms with nothing lost or duplicated.`, '');
