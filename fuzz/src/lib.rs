@@ -228,6 +228,8 @@ fn check_answers(request: &Request) {
                 from: "fuzz".into(),
                 text: text.clone(),
                 ts: 0,
+                seq: 0,
+                epoch: String::new(),
             };
             let encoded = ServerFrame::encode_message(&m);
             assert_eq!(encoded, ServerFrame::Message(m.clone()).encode());

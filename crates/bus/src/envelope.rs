@@ -53,6 +53,8 @@ mod tests {
             from: "a".into(),
             text: "t".into(),
             ts: 1,
+            seq: 0,
+            epoch: String::new(),
         };
         let bytes = encode("n1", &m);
         assert_eq!(decode(&bytes).unwrap(), ("n1".to_owned(), m));

@@ -15,6 +15,8 @@ fn msg(room: &str, text: &str) -> Message {
         from: "a".into(),
         text: text.into(),
         ts: 1,
+        seq: 0,
+        epoch: String::new(),
     }
 }
 

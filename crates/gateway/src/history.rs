@@ -111,6 +111,8 @@ mod tests {
                 from: "a".into(),
                 text: format!("{i:0>1000}"),
                 ts: i,
+                seq: 0,
+                epoch: String::new(),
             })
             .collect();
         let one = serde_json::to_string(&messages[0]).unwrap().len() + 1;

@@ -324,6 +324,8 @@ impl Gateway {
             from: from.to_owned(),
             text,
             ts,
+            seq: 0,
+            epoch: String::new(),
         };
         let fresh = self.recent_ids.first_sighting(message.id);
         if fresh {

@@ -200,6 +200,8 @@ mod tests {
             from: "a".into(),
             text: text.into(),
             ts: 1,
+            seq: 0,
+            epoch: String::new(),
         }
     }
 

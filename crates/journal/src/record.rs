@@ -13,6 +13,14 @@ struct Out<'a> {
     text: &'a str,
     ts: i64,
     node: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    seq: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    epoch: &'a str,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Deserialize)]
@@ -23,6 +31,10 @@ struct In {
     text: String,
     ts: i64,
     node: Option<String>,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    epoch: String,
 }
 
 /// Encodes `message`, accepted by `node`, as a journal record value.
@@ -34,6 +46,8 @@ pub fn encode(node: &str, m: &Message) -> Vec<u8> {
         text: &m.text,
         ts: m.ts,
         node,
+        seq: m.seq,
+        epoch: &m.epoch,
     };
     serde_json::to_vec(&out).unwrap_or_else(|_| unreachable!("messages always serialize"))
 }
@@ -48,6 +62,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Message, Option<String>), String> {
             from: r.from,
             text: r.text,
             ts: r.ts,
+            seq: r.seq,
+            epoch: r.epoch,
         },
         r.node,
     ))
@@ -58,6 +74,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn positions_round_trip_and_old_records_have_none() {
+        let m = Message {
+            id: Uuid::now_v7(),
+            room: RoomName::parse("r").unwrap(),
+            from: "a".into(),
+            text: "t".into(),
+            ts: 9,
+            seq: 42,
+            epoch: "e1".into(),
+        };
+        assert_eq!(decode(&encode("n1", &m)).unwrap().0, m);
+        let old = format!(
+            r#"{{"id":"{}","room":"r","from":"a","text":"t","ts":9,"node":"n1"}}"#,
+            m.id
+        );
+        let (read, _) = decode(old.as_bytes()).unwrap();
+        assert_eq!((read.seq, read.epoch.as_str()), (0, ""));
+    }
+
+    #[test]
     fn round_trips_and_refuses_what_is_not_a_message() {
         let m = Message {
             id: Uuid::now_v7(),
@@ -65,6 +101,8 @@ mod tests {
             from: "a".into(),
             text: "t".into(),
             ts: 9,
+            seq: 0,
+            epoch: String::new(),
         };
         let bytes = encode("n1", &m);
         assert_eq!(decode(&bytes).unwrap(), (m, Some("n1".into())));

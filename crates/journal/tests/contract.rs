@@ -35,6 +35,8 @@ fn msg(room: &str, text: &str) -> Message {
         from: "a".into(),
         text: text.into(),
         ts: 1,
+        seq: 0,
+        epoch: String::new(),
     }
 }
 

@@ -14,6 +14,8 @@ fn msg(text: &str) -> Message {
         from: "a".into(),
         text: text.into(),
         ts: 1,
+        seq: 0,
+        epoch: String::new(),
     }
 }
 

@@ -14,7 +14,8 @@ mod server;
 
 pub use error::{ErrorCode, FrameError};
 pub use message::{
-    MAX_NAME_CHARS, MAX_ROOM_LEN, Message, ROOM_PATTERN, RoomName, RoomNameError, validate_name,
+    MAX_NAME_CHARS, MAX_ROOM_LEN, Message, Position, ROOM_PATTERN, RoomName, RoomNameError,
+    validate_name,
 };
 pub use plain::PlainValue;
 pub use request::{ClientFrame, Limits, MAX_REF_LEN, Request, json_string_len};

@@ -99,6 +99,26 @@ pub struct Message {
     pub text: String,
     /// When the server accepted it, in Unix milliseconds.
     pub ts: i64,
+    /// Its position in the room: 1, 2, 3, ... within `epoch`, with no gaps
+    /// and no repeats. 0 for a message without one (stored before
+    /// positions existed, and not renumbered).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+    /// The room's epoch `seq` counts in: it changes only when the ordering
+    /// point lost the room's state. Empty when `seq` is 0.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A room's position: the epoch and the last seq in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: String,
+    pub seq: u64,
 }
 
 #[cfg(test)]
@@ -147,6 +167,8 @@ mod tests {
             from: "alice".into(),
             text: "hi \"there\"".into(),
             ts: 1_700_000_000_000,
+            seq: 0,
+            epoch: String::new(),
         };
         let json = serde_json::to_string(&m).unwrap();
         let back: Message = serde_json::from_str(&json).unwrap();

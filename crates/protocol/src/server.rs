@@ -111,6 +111,8 @@ mod tests {
             from: "a".into(),
             text: "t".into(),
             ts: 5,
+            seq: 0,
+            epoch: String::new(),
         };
         let v: Value = serde_json::from_str(&ServerFrame::Message(m.clone()).encode()).unwrap();
         assert_eq!(

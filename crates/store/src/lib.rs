@@ -92,8 +92,60 @@ pub trait Store: Send + Sync + 'static {
         before: Option<Uuid>,
     ) -> Result<Vec<Message>, StoreError>;
 
+    /// The messages of `room` in `epoch` after `after`, in seq order, at
+    /// most `limit` (recovery, and history paged forwards).
+    async fn after_seq(
+        &self,
+        room: &RoomName,
+        epoch: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// The latest `limit` messages of `room` in `epoch` before `before`,
+    /// oldest first (history paged backwards).
+    async fn before_seq(
+        &self,
+        room: &RoomName,
+        epoch: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// The highest seq of `room` in `epoch`; 0 when it has none.
+    async fn last_seq(&self, room: &RoomName, epoch: &str) -> Result<u64, StoreError>;
+
+    /// Starts a run of a single node's ordering point on this store: the
+    /// epoch it numbers in. The last one when that run ended with
+    /// [`Store::end_epoch`], otherwise (a crash: positions given to
+    /// messages that never became durable may be given again) a new one.
+    async fn begin_epoch(&self) -> Result<String, StoreError>;
+
+    /// Ends the run of `epoch` cleanly: every position given is stored.
+    async fn end_epoch(&self, epoch: &str) -> Result<(), StoreError>;
+
     /// A short name for logs: `sqlite`, `postgres`.
     fn kind(&self) -> &'static str;
+}
+
+/// A new epoch: 12 random hex digits.
+pub fn new_epoch() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A message's seq as stored: NULL when it has none.
+pub(crate) fn seq_column(m: &Message) -> Option<i64> {
+    (m.seq > 0).then(|| seq_param(m.seq))
+}
+
+/// Its epoch as stored: NULL when it has no seq.
+pub(crate) fn epoch_column(m: &Message) -> Option<&str> {
+    (m.seq > 0).then_some(m.epoch.as_str())
+}
+
+/// A seq as an SQL integer (seqs never come near `i64::MAX`).
+pub(crate) fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 /// Opens the store named by `url` and applies its migrations.

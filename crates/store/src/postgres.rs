@@ -9,7 +9,14 @@ use sqlx::{PgPool, Row};
 use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
-use crate::{Archived, DeadLetter, Store, StoreError};
+use crate::{Archived, DeadLetter, Store, StoreError, epoch_column, seq_column, seq_param};
+
+/// A read of message rows: the columns [`decode_rows`] reads, then `$rest`.
+macro_rules! select {
+    ($rest:literal) => {
+        concat!("SELECT id, room, sender, body, (EXTRACT(EPOCH FROM sent_at) * 1000)::bigint, seq, epoch ", $rest)
+    };
+}
 
 /// A [`Store`] in PostgreSQL. Batches are one multi-row `INSERT ... SELECT
 /// FROM UNNEST(...)` each, `ON CONFLICT (id) DO NOTHING`, so a re-read batch
@@ -42,6 +49,7 @@ impl PgStore {
         let (mut ids, mut rooms, mut senders, mut bodies, mut ts) =
             (vec![], vec![], vec![], vec![], vec![]);
         let (mut nodes, mut partitions, mut offsets) = (vec![], vec![], vec![]);
+        let (mut seqs, mut epochs) = (vec![], vec![]);
         for (m, node, partition, offset) in records {
             ids.push(m.id);
             rooms.push(m.room.as_str().to_owned());
@@ -51,16 +59,19 @@ impl PgStore {
             nodes.push(node.map(str::to_owned));
             partitions.push(partition);
             offsets.push(offset);
+            seqs.push(seq_column(m));
+            epochs.push(epoch_column(m).map(str::to_owned));
         }
         if ids.is_empty() {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset) \
-             SELECT id, room, sender, body, TIMESTAMPTZ 'epoch' + ts * INTERVAL '1 millisecond', node, p, o \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int4[], $8::int8[]) \
-               AS t(id, room, sender, body, ts, node, p, o) \
-             ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset, seq, epoch) \
+             SELECT id, room, sender, body, TIMESTAMPTZ 'epoch' + ts * INTERVAL '1 millisecond', node, p, o, seq, e \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int4[], $8::int8[], \
+                         $9::int8[], $10::text[]) \
+               AS t(id, room, sender, body, ts, node, p, o, seq, e) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(ids)
         .bind(rooms)
@@ -70,6 +81,8 @@ impl PgStore {
         .bind(nodes)
         .bind(partitions)
         .bind(offsets)
+        .bind(seqs)
+        .bind(epochs)
         .execute(&mut *tx)
         .await?;
         Ok(())
@@ -136,22 +149,22 @@ impl Store for PgStore {
     ) -> Result<Vec<Message>, StoreError> {
         let rows = match before {
             None => {
-                sqlx::query(
-                    "SELECT id, room, sender, body, (EXTRACT(EPOCH FROM sent_at) * 1000)::bigint \
-                     FROM messages WHERE room = $1 ORDER BY sent_at DESC, id DESC LIMIT $2",
-                )
+                sqlx::query(select!(
+                    "FROM messages WHERE room = $1 \
+                     ORDER BY sent_at DESC, id DESC LIMIT $2"
+                ))
                 .bind(room.as_str())
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?
             }
             Some(before) => {
-                sqlx::query(
-                    "SELECT m.id, m.room, m.sender, m.body, (EXTRACT(EPOCH FROM m.sent_at) * 1000)::bigint \
-                     FROM messages m, (SELECT sent_at, id FROM messages WHERE id = $1) b \
-                     WHERE m.room = $2 AND (m.sent_at, m.id) < (b.sent_at, b.id) \
-                     ORDER BY m.sent_at DESC, m.id DESC LIMIT $3",
-                )
+                sqlx::query(select!(
+                    "FROM messages, \
+                     (SELECT sent_at AS b_sent_at, id AS b_id FROM messages WHERE id = $1) b \
+                     WHERE room = $2 AND (sent_at, id) < (b_sent_at, b_id) \
+                     ORDER BY sent_at DESC, id DESC LIMIT $3"
+                ))
                 .bind(before)
                 .bind(room.as_str())
                 .bind(i64::from(limit))
@@ -159,25 +172,107 @@ impl Store for PgStore {
                 .await?
             }
         };
-        let mut out = rows
-            .into_iter()
-            .map(|row| {
-                let room: String = row.try_get(1)?;
-                Ok(Message {
-                    id: row.try_get(0)?,
-                    room: RoomName::parse(&room)
-                        .map_err(|e| StoreError::Corrupt(format!("room {room}: {e}")))?,
-                    from: row.try_get(2)?,
-                    text: row.try_get(3)?,
-                    ts: row.try_get(4)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut out = decode_rows(rows)?;
         out.reverse();
         Ok(out)
+    }
+
+    async fn after_seq(
+        &self,
+        room: &RoomName,
+        epoch: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rows = sqlx::query(select!(
+            "FROM messages WHERE room = $1 AND epoch = $2 AND seq > $3 \
+             ORDER BY seq LIMIT $4"
+        ))
+        .bind(room.as_str())
+        .bind(epoch)
+        .bind(seq_param(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        decode_rows(rows)
+    }
+
+    async fn before_seq(
+        &self,
+        room: &RoomName,
+        epoch: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rows = sqlx::query(select!(
+            "FROM messages WHERE room = $1 AND epoch = $2 AND seq < $3 \
+             ORDER BY seq DESC LIMIT $4"
+        ))
+        .bind(room.as_str())
+        .bind(epoch)
+        .bind(seq_param(before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = decode_rows(rows)?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn last_seq(&self, room: &RoomName, epoch: &str) -> Result<u64, StoreError> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(seq) FROM messages WHERE room = $1 AND epoch = $2")
+                .bind(room.as_str())
+                .bind(epoch)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(last.map_or(0, |n| n.max(0) as u64))
+    }
+
+    async fn begin_epoch(&self) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (epoch, clean): (String, bool) =
+            sqlx::query_as("SELECT epoch, clean FROM positions WHERE name = 'local' FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+        let epoch = if clean { epoch } else { crate::new_epoch() };
+        sqlx::query("UPDATE positions SET epoch = $1, clean = false WHERE name = 'local'")
+            .bind(&epoch)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(epoch)
+    }
+
+    async fn end_epoch(&self, epoch: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE positions SET clean = true WHERE name = 'local' AND epoch = $1")
+            .bind(epoch)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {
         "postgres"
     }
+}
+
+fn decode_rows(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Message>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let room: String = row.try_get(1)?;
+            let seq: Option<i64> = row.try_get(5)?;
+            let epoch: Option<String> = row.try_get(6)?;
+            Ok(Message {
+                id: row.try_get(0)?,
+                room: RoomName::parse(&room)
+                    .map_err(|e| StoreError::Corrupt(format!("room {room}: {e}")))?,
+                from: row.try_get(2)?,
+                text: row.try_get(3)?,
+                ts: row.try_get(4)?,
+                seq: seq.map_or(0, |n| n.max(0) as u64),
+                epoch: epoch.unwrap_or_default(),
+            })
+        })
+        .collect()
 }

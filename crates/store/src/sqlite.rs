@@ -9,7 +9,14 @@ use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool};
 use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
-use crate::{Archived, DeadLetter, Store, StoreError};
+use crate::{Archived, DeadLetter, Store, StoreError, epoch_column, seq_column, seq_param};
+
+/// A read of message rows: the columns [`decode_rows`] reads, then `$rest`.
+macro_rules! select {
+    ($rest:literal) => {
+        concat!("SELECT id, room, sender, body, sent_at, seq, epoch ", $rest)
+    };
+}
 
 /// A [`Store`] in SQLite. Writes are `synchronous=FULL` in WAL mode so that a
 /// committed batch survives a crash: the journal acks senders after commit.
@@ -46,7 +53,7 @@ impl SqliteStore {
 /// A message row: the message, its node, and its Kafka partition and offset.
 type Row<'a> = (&'a Message, Option<&'a str>, Option<i32>, Option<i64>);
 
-/// Rows per INSERT statement: 8 parameters each, far under SQLite's limit of
+/// Rows per INSERT statement: 10 parameters each, far under SQLite's limit of
 /// 32,766, and few statements per batch (each costs a round trip to sqlx's
 /// SQLite worker thread).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -55,7 +62,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 async fn insert_rows(tx: &mut sqlx::SqliteConnection, rows: &[Row<'_>]) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT OR IGNORE INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset) ",
+            "INSERT OR IGNORE INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset, seq, epoch) ",
         );
         insert.push_values(chunk, |mut row, (m, node, partition, offset)| {
             row.push_bind(m.id.to_string())
@@ -65,7 +72,9 @@ async fn insert_rows(tx: &mut sqlx::SqliteConnection, rows: &[Row<'_>]) -> Resul
                 .push_bind(m.ts)
                 .push_bind(*node)
                 .push_bind(*partition)
-                .push_bind(*offset);
+                .push_bind(*offset)
+                .push_bind(seq_column(m))
+                .push_bind(epoch_column(m));
         });
         insert.build().execute(&mut *tx).await?;
     }
@@ -132,22 +141,22 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Message>, StoreError> {
         let rows = match before {
             None => {
-                sqlx::query(
-                    "SELECT id, room, sender, body, sent_at FROM messages WHERE room = ? \
-                     ORDER BY sent_at DESC, id DESC LIMIT ?",
-                )
+                sqlx::query(select!(
+                    "FROM messages WHERE room = ? \
+                     ORDER BY sent_at DESC, id DESC LIMIT ?"
+                ))
                 .bind(room.as_str())
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?
             }
             Some(before) => {
-                sqlx::query(
-                    "SELECT m.id, m.room, m.sender, m.body, m.sent_at FROM messages m, \
-                     (SELECT sent_at, id FROM messages WHERE id = ?) b \
-                     WHERE m.room = ? AND (m.sent_at, m.id) < (b.sent_at, b.id) \
-                     ORDER BY m.sent_at DESC, m.id DESC LIMIT ?",
-                )
+                sqlx::query(select!(
+                    "FROM messages m, \
+                     (SELECT sent_at AS b_sent_at, id AS b_id FROM messages WHERE id = ?) b \
+                     WHERE room = ? AND (sent_at, id) < (b_sent_at, b_id) \
+                     ORDER BY sent_at DESC, id DESC LIMIT ?"
+                ))
                 .bind(before.to_string())
                 .bind(room.as_str())
                 .bind(i64::from(limit))
@@ -155,27 +164,109 @@ impl Store for SqliteStore {
                 .await?
             }
         };
-        let mut out = rows
-            .into_iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let room: String = row.try_get(1)?;
-                Ok(Message {
-                    id: Uuid::try_parse(&id)
-                        .map_err(|e| StoreError::Corrupt(format!("id {id}: {e}")))?,
-                    room: RoomName::parse(&room)
-                        .map_err(|e| StoreError::Corrupt(format!("room {room}: {e}")))?,
-                    from: row.try_get(2)?,
-                    text: row.try_get(3)?,
-                    ts: row.try_get(4)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut out = decode_rows(rows)?;
         out.reverse();
         Ok(out)
+    }
+
+    async fn after_seq(
+        &self,
+        room: &RoomName,
+        epoch: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rows = sqlx::query(select!(
+            "FROM messages WHERE room = ? AND epoch = ? AND seq > ? \
+             ORDER BY seq LIMIT ?"
+        ))
+        .bind(room.as_str())
+        .bind(epoch)
+        .bind(seq_param(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        decode_rows(rows)
+    }
+
+    async fn before_seq(
+        &self,
+        room: &RoomName,
+        epoch: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rows = sqlx::query(select!(
+            "FROM messages WHERE room = ? AND epoch = ? AND seq < ? \
+             ORDER BY seq DESC LIMIT ?"
+        ))
+        .bind(room.as_str())
+        .bind(epoch)
+        .bind(seq_param(before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = decode_rows(rows)?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn last_seq(&self, room: &RoomName, epoch: &str) -> Result<u64, StoreError> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(seq) FROM messages WHERE room = ? AND epoch = ?")
+                .bind(room.as_str())
+                .bind(epoch)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(last.map_or(0, |n| n.max(0) as u64))
+    }
+
+    async fn begin_epoch(&self) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (epoch, clean): (String, bool) =
+            sqlx::query_as("SELECT epoch, clean FROM positions WHERE name = 'local'")
+                .fetch_one(&mut *tx)
+                .await?;
+        let epoch = if clean { epoch } else { crate::new_epoch() };
+        sqlx::query("UPDATE positions SET epoch = ?, clean = 0 WHERE name = 'local'")
+            .bind(&epoch)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(epoch)
+    }
+
+    async fn end_epoch(&self, epoch: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE positions SET clean = 1 WHERE name = 'local' AND epoch = ?")
+            .bind(epoch)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {
         "sqlite"
     }
+}
+
+fn decode_rows(rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<Vec<Message>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let id: String = row.try_get(0)?;
+            let room: String = row.try_get(1)?;
+            let seq: Option<i64> = row.try_get(5)?;
+            let epoch: Option<String> = row.try_get(6)?;
+            Ok(Message {
+                id: Uuid::try_parse(&id)
+                    .map_err(|e| StoreError::Corrupt(format!("id {id}: {e}")))?,
+                room: RoomName::parse(&room)
+                    .map_err(|e| StoreError::Corrupt(format!("room {room}: {e}")))?,
+                from: row.try_get(2)?,
+                text: row.try_get(3)?,
+                ts: row.try_get(4)?,
+                seq: seq.map_or(0, |n| n.max(0) as u64),
+                epoch: epoch.unwrap_or_default(),
+            })
+        })
+        .collect()
 }

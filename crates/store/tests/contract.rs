@@ -14,6 +14,8 @@ fn msg(room: &str, text: &str, ts: i64) -> Message {
         from: "alice".into(),
         text: text.into(),
         ts,
+        seq: 0,
+        epoch: String::new(),
     }
 }
 
@@ -126,6 +128,74 @@ async fn archive_stores_once_with_dead_letters(store: Arc<dyn Store>) {
     assert_eq!(store.dead_letters(10).await.unwrap(), vec![dead]);
 }
 
+fn at(room: &str, epoch: &str, seq: u64) -> Message {
+    Message {
+        seq,
+        epoch: epoch.into(),
+        ..msg(room, &format!("{epoch}-{seq}"), 1_000 + seq as i64)
+    }
+}
+
+fn seqs(messages: &[Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+async fn positions_page_both_ways(store: Arc<dyn Store>) {
+    let room = RoomName::parse("pos").unwrap();
+    let mut batch: Vec<Message> = (1..=10).map(|n| at("pos", "e1", n)).collect();
+    batch.extend((1..=3).map(|n| at("pos", "e2", n)));
+    batch.push(at("other", "e1", 11));
+    batch.push(msg("pos", "no position", 5_000));
+    store.insert(&batch).await.unwrap();
+    // A retry of a stored message changes nothing.
+    store.insert(&batch[..2]).await.unwrap();
+    assert_eq!(
+        seqs(&store.after_seq(&room, "e1", 4, 3).await.unwrap()),
+        [5, 6, 7]
+    );
+    assert_eq!(
+        seqs(&store.after_seq(&room, "e1", 8, 10).await.unwrap()),
+        [9, 10]
+    );
+    assert!(
+        store
+            .after_seq(&room, "e1", 10, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        seqs(&store.before_seq(&room, "e1", 5, 3).await.unwrap()),
+        [2, 3, 4]
+    );
+    assert_eq!(
+        seqs(&store.before_seq(&room, "e2", 100, 10).await.unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(store.last_seq(&room, "e1").await.unwrap(), 10);
+    assert_eq!(store.last_seq(&room, "e2").await.unwrap(), 3);
+    assert_eq!(store.last_seq(&room, "nope").await.unwrap(), 0);
+    // Positions come back with the message, and history shows them too.
+    let read = store.after_seq(&room, "e1", 0, 1).await.unwrap();
+    assert_eq!(read, vec![batch[0].clone()]);
+    let latest = store.history(&room, 2, None).await.unwrap();
+    assert_eq!((latest[1].seq, latest[1].epoch.as_str()), (0, ""));
+    assert_eq!((latest[0].seq, latest[0].epoch.as_str()), (10, "e1"));
+}
+
+async fn an_epoch_outlives_only_a_clean_run(store: Arc<dyn Store>) {
+    let first = store.begin_epoch().await.unwrap();
+    assert!(!first.is_empty());
+    store.end_epoch(&first).await.unwrap();
+    assert_eq!(store.begin_epoch().await.unwrap(), first, "clean: kept");
+    // No end: the run crashed, positions may have been lost.
+    let second = store.begin_epoch().await.unwrap();
+    assert_ne!(second, first);
+    // Ending an epoch that is no longer current changes nothing.
+    store.end_epoch(&first).await.unwrap();
+    assert_ne!(store.begin_epoch().await.unwrap(), second);
+}
+
 macro_rules! contract {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -150,6 +220,14 @@ macro_rules! contract {
             async fn archive_stores_once_with_dead_letters() {
                 super::archive_stores_once_with_dead_letters($open).await
             }
+            #[tokio::test]
+            async fn positions_page_both_ways() {
+                super::positions_page_both_ways($open).await
+            }
+            #[tokio::test]
+            async fn an_epoch_outlives_only_a_clean_run() {
+                super::an_epoch_outlives_only_a_clean_run($open).await
+            }
         }
     };
 }
@@ -165,6 +243,11 @@ contract!(sqlite_file, {
 /// A store in a fresh schema of the test PostgreSQL, so tests run in
 /// parallel and reruns see no old rows.
 async fn pg() -> Arc<dyn Store> {
+    open(&pg_schema().await).await.unwrap()
+}
+
+/// The URL of a fresh, empty schema of the test PostgreSQL.
+async fn pg_schema() -> String {
     let base = std::env::var("SWITCHBOARD_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("t_{}", Uuid::new_v4().simple());
@@ -174,9 +257,7 @@ async fn pg() -> Arc<dyn Store> {
         .await
         .unwrap();
     admin.close().await;
-    open(&format!("{base}?options=-c%20search_path%3D{schema}"))
-        .await
-        .unwrap()
+    format!("{base}?options=-c%20search_path%3D{schema}")
 }
 
 contract!(postgres, pg().await);
@@ -208,4 +289,91 @@ async fn urls_are_checked() {
         open("mysql://x/y").await.err(),
         Some(StoreError::UnsupportedUrl(_))
     ));
+}
+
+/// Migrations up to the one that adds positions, as a store had them before.
+fn before_positions(mut migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+    let kept: Vec<_> = migrator
+        .migrations
+        .iter()
+        .filter(|m| !m.description.contains("positions"))
+        .cloned()
+        .collect();
+    assert!(kept.len() < migrator.migrations.len());
+    migrator.migrations = kept.into();
+    migrator
+}
+
+/// Rows stored before positions existed get them: numbered per room in
+/// history order, in the store's epoch, so recovery works across the
+/// upgrade and the ordering point continues after them.
+async fn old_rows_are_numbered(store: Arc<dyn Store>) {
+    let epoch = store.begin_epoch().await.unwrap();
+    let a = RoomName::parse("old-a").unwrap();
+    let read = store.after_seq(&a, &epoch, 0, 10).await.unwrap();
+    assert_eq!(
+        read.iter()
+            .map(|m| (m.seq, m.text.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "first"), (2, "second"), (3, "third")]
+    );
+    let b = RoomName::parse("old-b").unwrap();
+    assert_eq!(store.last_seq(&b, &epoch).await.unwrap(), 1);
+}
+
+const OLD_ROWS: [(&str, &str, i64); 4] = [
+    ("old-a", "third", 30),
+    ("old-a", "first", 10),
+    ("old-b", "only", 5),
+    ("old-a", "second", 20),
+];
+
+#[tokio::test]
+async fn the_positions_migration_numbers_old_rows_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    before_positions(sqlx::migrate!("migrations/sqlite"))
+        .run(&pool)
+        .await
+        .unwrap();
+    for (room, text, ts) in OLD_ROWS {
+        sqlx::query(
+            "INSERT INTO messages (id, room, sender, body, sent_at) VALUES (?, ?, 'a', ?, ?)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(room)
+        .bind(text)
+        .bind(ts)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    old_rows_are_numbered(open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_positions_migration_numbers_old_rows_in_postgres() {
+    let url = pg_schema().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    before_positions(sqlx::migrate!("migrations/postgres"))
+        .run(&pool)
+        .await
+        .unwrap();
+    for (room, text, ts) in OLD_ROWS {
+        sqlx::query(
+            "INSERT INTO messages (id, room, sender, body, sent_at) \
+             VALUES ($1, $2, 'a', $3, TIMESTAMPTZ 'epoch' + $4 * INTERVAL '1 millisecond')",
+        )
+        .bind(Uuid::now_v7())
+        .bind(room)
+        .bind(text)
+        .bind(ts as f64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    old_rows_are_numbered(open(&url).await.unwrap()).await;
 }

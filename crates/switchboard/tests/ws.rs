@@ -390,7 +390,9 @@ async fn health_and_page() {
         if sources.contains_key(&file) {
             continue;
         }
-        let script = reqwest::get(node.http(&format!("/js/{file}"))).await.unwrap();
+        let script = reqwest::get(node.http(&format!("/js/{file}")))
+            .await
+            .unwrap();
         assert_eq!(script.status(), 200, "{file}");
         assert_eq!(
             script.headers()["content-type"],
