@@ -154,7 +154,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 fn init_logs(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{Layer, filter};
+    use tracing_subscriber::filter;
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Whatever RUST_LOG asks for: the WebSocket library prints every frame
@@ -165,23 +165,17 @@ fn init_logs(format: LogFormat) {
         !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("tungstenite"))
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let registry = tracing_subscriber::registry();
+    // Global filters, not per-layer ones (`Layer::with_filter`): a
+    // per-layer filter does bookkeeping on every span enter and exit, and
+    // every connection's task enters its span on each poll; measured here,
+    // that cost a fifth more CPU per delivery in a broadcast.
+    let registry = tracing_subscriber::registry().with(env).with(no_payloads);
     match format {
         LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
-                    .with_filter(env)
-                    .with_filter(no_payloads),
-            )
+            .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
             .init(),
         LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_filter(env)
-                    .with_filter(no_payloads),
-            )
+            .with(tracing_subscriber::fmt::layer().json())
             .init(),
     }
 }
