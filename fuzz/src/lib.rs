@@ -58,8 +58,15 @@ pub fn check_result(result: &Result<Request, FrameError>, limits: &Limits) {
 pub fn check_request(request: &Request, limits: &Limits) {
     check_ref(&request.r#ref);
     match &request.frame {
-        ClientFrame::Join { room, history } => {
+        ClientFrame::Join {
+            room,
+            history,
+            since,
+        } => {
             check_room(room);
+            if let Some(since) = since {
+                assert!(since.epoch.len() <= switchboard_protocol::MAX_EPOCH_LEN);
+            }
             assert!(
                 *history <= limits.history_max || *history == limits.history_default,
                 "history {history} over the cap {}",
@@ -152,13 +159,16 @@ pub fn check_limits_agree(
                     ClientFrame::Join {
                         room: a,
                         history: h,
+                        since: since_a,
                     },
                     ClientFrame::Join {
                         room: b,
                         history: g,
+                        since: since_b,
                     },
                 ) => {
                     assert_eq!(a, b, "{what}");
+                    assert_eq!(since_a, since_b, "{what}: since depends on no limit");
                     assert!(
                         *g == tiny_limits.history_default
                             || *g == (*h).min(tiny_limits.history_max),

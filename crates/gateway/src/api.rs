@@ -45,7 +45,70 @@ fn query_of(
     })
 }
 
-/// `GET /api/rooms/{room}/messages?limit=50&before=<id>`: oldest first.
+/// Which page of a room's history a request asks for.
+enum Page {
+    /// The latest, or those before a message id.
+    Latest(Option<Uuid>),
+    /// By position: after (or before) `seq` in `epoch` (the room's current
+    /// epoch when not given).
+    Seq {
+        after: bool,
+        seq: u64,
+        epoch: Option<String>,
+    },
+}
+
+impl Page {
+    fn of(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let bad = |code: &'static str, message: &str| {
+            ApiError::new(StatusCode::BAD_REQUEST, code, message.to_owned())
+        };
+        let given: Vec<&str> = ["before", "after_seq", "before_seq"]
+            .into_iter()
+            .filter(|k| query.contains_key(*k))
+            .collect();
+        if given.len() > 1 {
+            return Err(bad(
+                "bad_request",
+                "give at most one of before, after_seq and before_seq",
+            ));
+        }
+        let epoch = match query.get("epoch") {
+            Some(e) if e.is_empty() || e.len() > switchboard_protocol::MAX_EPOCH_LEN => {
+                return Err(bad("bad_seq", "epoch must be 1 to 64 bytes"));
+            }
+            epoch => epoch.cloned(),
+        };
+        let seq = |raw: &str| {
+            raw.parse::<u64>().map_err(|_| {
+                bad(
+                    "bad_seq",
+                    "after_seq and before_seq take a non-negative integer",
+                )
+            })
+        };
+        match given.first().copied() {
+            Some("after_seq") => Ok(Page::Seq {
+                after: true,
+                seq: seq(&query["after_seq"])?,
+                epoch,
+            }),
+            Some("before_seq") => Ok(Page::Seq {
+                after: false,
+                seq: seq(&query["before_seq"])?,
+                epoch,
+            }),
+            Some(_) => Uuid::try_parse(&query["before"])
+                .map(|id| Page::Latest(Some(id)))
+                .map_err(|_| bad("bad_before", "before must be a message id (UUID)")),
+            None => Ok(Page::Latest(None)),
+        }
+    }
+}
+
+/// `GET /api/rooms/{room}/messages?limit=50` with `before=<id>`, or
+/// `after_seq=N` / `before_seq=N` (and `epoch=E`, the room's current one
+/// when left out): oldest first.
 pub(crate) async fn room_messages(
     State(gateway): State<Arc<Gateway>>,
     path: Result<Path<String>, PathRejection>,
@@ -71,24 +134,38 @@ pub(crate) async fn room_messages(
             }
         },
     };
-    let before = match query.get("before") {
-        None => None,
-        Some(raw) => Some(Uuid::try_parse(raw).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_before",
-                "before must be a message id (UUID)",
-            )
-        })?),
+    let read = match Page::of(&query)? {
+        Page::Latest(before) => {
+            let read = gateway.store.history(&room, limit, before);
+            tokio::time::timeout(gateway.config.ack_timeout, read).await
+        }
+        Page::Seq { after, seq, epoch } => {
+            let epoch = match epoch {
+                Some(epoch) => epoch,
+                None => gateway
+                    .room_epoch(&room)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, %room, "position read failed");
+                        ApiError::unavailable("history is unavailable; retry later")
+                    })?
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_seq",
+                            "this node gives no positions (cluster mode): page with `before`",
+                        )
+                    })?,
+            };
+            let read = if after {
+                gateway.store.after_seq(&room, &epoch, seq, limit)
+            } else {
+                gateway.store.before_seq(&room, &epoch, seq, limit)
+            };
+            tokio::time::timeout(gateway.config.ack_timeout, read).await
+        }
     };
-    let read = tokio::time::timeout(
-        gateway.config.ack_timeout,
-        gateway.store.history(&room, limit, before),
-    );
-    match read
-        .await
-        .unwrap_or(Err(switchboard_store::StoreError::Timeout))
-    {
+    match read.unwrap_or(Err(switchboard_store::StoreError::Timeout)) {
         Ok(messages) => Ok(axum::Json(messages).into_response()),
         Err(e) => {
             tracing::error!(error = %e, %room, "history read failed");
@@ -156,7 +233,16 @@ pub(crate) async fn publish(
             "not a send",
         ));
     };
-    let (message, durable) = gateway.accept(&from, room, text, id);
+    let (message, durable) = match gateway.accept(&from, room, text, id).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            let answer = ApiError::unavailable(e.0);
+            return Err(match id {
+                Some(id) => answer.with_id(id),
+                None => answer,
+            });
+        }
+    };
     match durable.await {
         Ok(()) => Ok((StatusCode::CREATED, axum::Json(message)).into_response()),
         Err(e) => Err(ApiError::unavailable(e.0).with_id(message.id)),

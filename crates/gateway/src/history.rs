@@ -1,9 +1,29 @@
 //! A join's history: what the store holds, merged with what this node
 //! delivered most recently, cut to fit one `joined` frame.
 
-use switchboard_protocol::{Message, RoomName};
+use std::time::Duration;
+
+use switchboard_protocol::{Message, Position, RoomName};
+use switchboard_store::StoreError;
 
 use crate::{Gateway, SETTLE_TIMEOUT};
+
+/// Most messages a `join` with `since` recovers; further behind, it gets
+/// `recovered: false` and the latest history.
+pub(crate) const RECOVERY_MAX: u64 = 1_000;
+/// How long a recovery waits for the last positions given to reach the
+/// store (the journal commits within milliseconds of delivery).
+const RECOVERY_SETTLE: Duration = Duration::from_millis(500);
+
+/// What a `joined` frame says besides the room.
+#[derive(Debug, Default)]
+pub(crate) struct Joined {
+    pub history: History,
+    /// The room's position at the join; `None` without positions.
+    pub position: Option<Position>,
+    /// With `since`: whether `history` is exactly what came after it.
+    pub recovered: Option<bool>,
+}
 
 impl Gateway {
     /// The join history: the latest `limit` messages of `room` from the store,
@@ -35,11 +55,109 @@ impl Gateway {
             .await
             .map_err(|_| switchboard_store::StoreError::Timeout)??;
         all.extend(recent);
-        all.sort_by_key(|a| (a.ts, a.id));
+        all.sort_by_key(|a| (a.ts, a.seq, a.id));
         all.dedup_by_key(|m| m.id);
         let skip = all.len().saturating_sub(limit as usize);
         all.drain(..skip);
         Ok(History::within(all, JOINED_MAX_BYTES))
+    }
+}
+
+impl Gateway {
+    /// What a join answers: with `since` and positions, exactly the
+    /// messages after it when they can all be told (`recovered: true`),
+    /// else the latest `limit` (`recovered: false`); without `since`, the
+    /// latest `limit`. `recent` is what this node delivered lately in the
+    /// room (the store may not have it yet).
+    pub(crate) async fn joined(
+        &self,
+        room: &RoomName,
+        limit: u32,
+        since: Option<Position>,
+        recent: Vec<Message>,
+    ) -> Result<Joined, StoreError> {
+        let Some(order) = &self.positions else {
+            return Ok(Joined {
+                history: self.history(room, limit, recent).await?,
+                position: None,
+                recovered: since.map(|_| false),
+            });
+        };
+        let position = order.position(room).await?;
+        let recovered = match &since {
+            Some(since) => self.recover(room, since, &position, &recent).await?,
+            None => None,
+        };
+        let (history, recovered) = match (recovered, since) {
+            (Some(missed), _) => (History::within(missed, JOINED_MAX_BYTES), Some(true)),
+            (None, since) => (
+                self.history(room, limit, recent).await?,
+                since.map(|_| false),
+            ),
+        };
+        // Cut to fit a frame: then it is no longer exactly what was missed.
+        let recovered = recovered.map(|r| r && !history.truncated);
+        Ok(Joined {
+            history,
+            position: Some(position),
+            recovered,
+        })
+    }
+
+    /// The room's current epoch; `None` without positions.
+    pub(crate) async fn room_epoch(&self, room: &RoomName) -> Result<Option<String>, StoreError> {
+        match &self.positions {
+            Some(order) => Ok(Some(order.position(room).await?.epoch)),
+            None => Ok(None),
+        }
+    }
+
+    /// The messages after `since` up to `now`, in seq order, when the epoch
+    /// is the same, they are at most [`RECOVERY_MAX`], and the store (with
+    /// `recent`) has every one of them; `None` otherwise.
+    async fn recover(
+        &self,
+        room: &RoomName,
+        since: &Position,
+        now: &Position,
+        recent: &[Message],
+    ) -> Result<Option<Vec<Message>>, StoreError> {
+        if since.epoch != now.epoch || since.seq > now.seq || now.seq - since.seq > RECOVERY_MAX {
+            return Ok(None);
+        }
+        let missed = now.seq - since.seq;
+        let deadline = tokio::time::Instant::now() + RECOVERY_SETTLE;
+        loop {
+            let read = self
+                .store
+                .after_seq(room, &now.epoch, since.seq, missed as u32);
+            let mut got = tokio::time::timeout(self.config.ack_timeout, read)
+                .await
+                .map_err(|_| StoreError::Timeout)??;
+            got.extend(
+                recent
+                    .iter()
+                    .filter(|m| m.epoch == now.epoch && m.seq > since.seq && m.seq <= now.seq)
+                    .cloned(),
+            );
+            got.sort_by_key(|m| m.seq);
+            got.dedup_by_key(|m| m.seq);
+            got.retain(|m| m.seq <= now.seq);
+            let complete = got
+                .iter()
+                .zip(since.seq + 1..)
+                .all(|(m, want)| m.seq == want)
+                && got.len() as u64 == missed;
+            if complete {
+                return Ok(Some(got));
+            }
+            // The newest positions may still be on their way to the store.
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(%room, since = since.seq, now = now.seq, have = got.len(), "cannot recover: positions missing from the store");
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

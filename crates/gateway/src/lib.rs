@@ -19,6 +19,7 @@ mod listen;
 mod mailbox;
 mod origin;
 pub mod peer;
+mod positions;
 mod recent;
 mod registry;
 mod session;
@@ -58,6 +59,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Messages from other nodes waiting for local fan-out at most.
 const INBOX_CAPACITY: usize = 8_192;
+/// Ids per room that keep their position when resent.
+const RESEND_WINDOW: usize = 1_000;
 
 /// Gateway settings; the binary builds them from its configuration.
 #[derive(Debug, Clone)]
@@ -148,6 +151,9 @@ pub struct Gateway {
     journal: Arc<dyn Journal>,
     store: Arc<dyn Store>,
     recent_ids: RecentIds,
+    /// The ordering point of a single node; `None` in cluster mode (where
+    /// Redis will be it: until then, cluster messages carry no position).
+    positions: Option<positions::LocalOrder>,
     shutdown: CancellationToken,
     connections: TaskTracker,
     io: OnceLock<SocketIo>,
@@ -155,6 +161,13 @@ pub struct Gateway {
     admission: Admission,
     http_connections: HttpConnections,
     metrics: Option<PrometheusHandle>,
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Why a message was not made durable in time; the client may resend it
@@ -181,6 +194,14 @@ impl Gateway {
             config.http_connections_per_ip,
             config.trusted_proxies.clone(),
         );
+        let positions = (bus.kind() != "redis").then(|| {
+            let source = if journal.kind() == "embedded" {
+                positions::EpochSource::Store
+            } else {
+                positions::EpochSource::Fresh
+            };
+            positions::LocalOrder::new(store.clone(), source, RESEND_WINDOW)
+        });
         let gateway = Arc::new(Self {
             config,
             registry: Registry::new(bus.clone()),
@@ -188,6 +209,7 @@ impl Gateway {
             journal,
             store,
             recent_ids: RecentIds::new(65_536),
+            positions,
             shutdown,
             connections: TaskTracker::new(),
             io: OnceLock::new(),
@@ -270,6 +292,9 @@ impl Gateway {
             tracing::warn!("connections still open after the shutdown grace period");
         }
         self.journal.close().await;
+        if let Some(positions) = &self.positions {
+            positions.end().await;
+        }
         Ok(())
     }
 
@@ -301,41 +326,67 @@ impl Gateway {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Accepts a validated message from `from`: delivers it locally, hands it
-    /// to the bus, and returns it with a future that resolves when it is
-    /// durable. A retried id seen recently on this node is journaled again
-    /// (stored once) but not delivered twice.
-    pub(crate) fn accept(
+    /// Accepts a validated message from `from`: gives it its position,
+    /// delivers it locally, hands it to the bus, and returns it with a
+    /// future that resolves when it is durable. A resend of an id that has
+    /// a position keeps it and is journaled again (stored once) but not
+    /// delivered twice; so is a retried id seen recently on this node.
+    /// `Unavailable` when no position can be given (the store is down
+    /// before the room's first message of the run).
+    pub(crate) async fn accept(
         &self,
         from: &str,
         room: RoomName,
         text: String,
         id: Option<Uuid>,
-    ) -> (
-        Message,
-        impl Future<Output = Result<(), Unavailable>> + Send + 'static,
-    ) {
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let message = Message {
+    ) -> Result<
+        (
+            Message,
+            impl Future<Output = Result<(), Unavailable>> + Send + 'static,
+        ),
+        Unavailable,
+    > {
+        let mut message = Message {
             id: id.unwrap_or_else(Uuid::now_v7),
             room,
             from: from.to_owned(),
             text,
-            ts,
+            ts: now_ms(),
             seq: 0,
             epoch: String::new(),
         };
-        let fresh = self.recent_ids.first_sighting(message.id);
-        if fresh {
-            self.deliver(&message);
-            self.bus.publish(&message);
-            metrics::counter!("switchboard_messages_accepted_total").increment(1);
-        } else {
+        let fresh = match &self.positions {
+            Some(order) => {
+                let (counter, epoch) = order.counter(&message.room).await.map_err(|e| {
+                    tracing::warn!(error = %e, room = %message.room, "no position: the store is unavailable");
+                    Unavailable("the message could not be given a position; retry with the same id".into())
+                })?;
+                // Position and local fan-out under the room's lock: members
+                // see the room in seq order.
+                let mut counter = positions::lock(&counter);
+                let assigned = order.assign(&mut counter, message.id);
+                // Stamped in seq order too, so history sorted by time
+                // agrees with the positions.
+                message.ts = now_ms();
+                message.seq = assigned.seq;
+                message.epoch = epoch.to_owned();
+                if assigned.fresh {
+                    self.fan_out(&message);
+                }
+                assigned.fresh
+            }
+            None => {
+                let fresh = self.recent_ids.first_sighting(message.id);
+                if fresh {
+                    self.fan_out(&message);
+                }
+                fresh
+            }
+        };
+        if !fresh {
             metrics::counter!("switchboard_messages_retried_total").increment(1);
         }
-        tracing::debug!(id = %message.id, room = %message.room, fresh, "message accepted");
+        tracing::debug!(id = %message.id, room = %message.room, seq = message.seq, fresh, "message accepted");
         let journal = self.journal.clone();
         let timeout = self.config.ack_timeout;
         let durable = message.clone();
@@ -360,7 +411,14 @@ impl Gateway {
                 ))),
             }
         };
-        (message, wait)
+        Ok((message, wait))
+    }
+
+    /// A new message to every member here and to the other nodes.
+    fn fan_out(&self, message: &Message) {
+        self.deliver(message);
+        self.bus.publish(message);
+        metrics::counter!("switchboard_messages_accepted_total").increment(1);
     }
 }
 
@@ -399,7 +457,7 @@ mod tests {
         )
         .unwrap();
         let room = RoomName::parse("r").unwrap();
-        let (message, durable) = gateway.accept("a", room, "hi".into(), None);
+        let (message, durable) = gateway.accept("a", room, "hi".into(), None).await.unwrap();
         let Unavailable(said) = durable.await.unwrap_err();
         assert!(said.contains("retry with the same id"), "{said}");
         for internal in ["kafka-internal", "9093", "SASL", "svc-chat"] {

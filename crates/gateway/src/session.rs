@@ -107,7 +107,11 @@ impl Session {
         let Request { r#ref, frame } = request;
         match frame {
             ClientFrame::Ping => Answer::Now(ServerFrame::Pong { r#ref }),
-            ClientFrame::Join { room, history } => {
+            ClientFrame::Join {
+                room,
+                history,
+                since,
+            } => {
                 let joined = rooms.with_rooms(|rooms| self.join(gateway, rooms, &room, sink));
                 drop(turn);
                 let (recent, newly) = match joined {
@@ -115,13 +119,15 @@ impl Session {
                     Ok(None) => return Answer::Silent,
                     Err(err) => return Answer::Now(ServerFrame::error(err.with_ref(r#ref))),
                 };
-                match gateway.history(&room, history, recent).await {
-                    Ok(history) => {
-                        tracing::debug!(conn_id = self.id, %room, history = history.messages.len(), truncated = history.truncated, "joined");
+                match gateway.joined(&room, history, since, recent).await {
+                    Ok(joined) => {
+                        tracing::debug!(conn_id = self.id, %room, history = joined.history.messages.len(), truncated = joined.history.truncated, recovered = ?joined.recovered, "joined");
                         Answer::Now(ServerFrame::Joined {
                             room,
-                            history: history.messages,
-                            truncated: history.truncated,
+                            history: joined.history.messages,
+                            truncated: joined.history.truncated,
+                            position: joined.position,
+                            recovered: joined.recovered,
                             r#ref,
                         })
                     }
@@ -144,10 +150,21 @@ impl Session {
                 if let Err(err) = rooms.with_rooms(|rooms| rooms.may_send(&room, budget)) {
                     return Answer::Now(ServerFrame::error(err.with_ref(r#ref)));
                 }
-                let (message, durable) = gateway.accept(&self.identity.name, room, text, id);
+                let accepted = gateway.accept(&self.identity.name, room, text, id).await;
                 // Accepted in order; the next request need not wait for
                 // durability.
                 drop(turn);
+                let (message, durable) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(Unavailable(message)) => {
+                        return Answer::Now(ServerFrame::Error {
+                            code: ErrorCode::Unavailable,
+                            message,
+                            r#ref,
+                            id,
+                        });
+                    }
+                };
                 Answer::Durable(PendingAck {
                     id: message.id,
                     r#ref,

@@ -4,7 +4,10 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::{ErrorCode, FrameError, PlainValue, RoomName};
+use crate::{ErrorCode, FrameError, PlainValue, Position, RoomName};
+
+/// Longest accepted `since.epoch`, in bytes.
+pub const MAX_EPOCH_LEN: usize = 64;
 
 /// Longest accepted `ref`, in bytes, when it is a string.
 pub const MAX_REF_LEN: usize = 128;
@@ -33,8 +36,13 @@ impl Default for Limits {
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
-    /// Join a room and receive its latest `history` messages.
-    Join { room: RoomName, history: u32 },
+    /// Join a room and receive its latest `history` messages, or, with
+    /// `since`, exactly the messages after that position.
+    Join {
+        room: RoomName,
+        history: u32,
+        since: Option<Position>,
+    },
     /// Leave a room.
     Leave { room: RoomName },
     /// Send `text` to a joined room; `id` makes retries idempotent.
@@ -140,7 +148,15 @@ fn decode_fields(
                     None => return Err(bad_field("history", "a non-negative integer")),
                 },
             };
-            Ok(ClientFrame::Join { room, history })
+            let since = match map.get("since") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(position(v)?),
+            };
+            Ok(ClientFrame::Join {
+                room,
+                history,
+                since,
+            })
         }
         "leave" => Ok(ClientFrame::Leave { room: room(map)? }),
         "send" => send_fields(room(map)?, map, limits),
@@ -226,6 +242,28 @@ fn read_ref(map: &Map<String, Value>) -> Result<Option<Value>, FrameError> {
             "a number or a string of at most 128 bytes",
         )),
     }
+}
+
+/// A `since` position: `{"seq": n, "epoch": "..."}`.
+fn position(v: &Value) -> Result<Position, FrameError> {
+    let expected = || {
+        bad_field(
+            "since",
+            "{\"seq\": a non-negative integer, \"epoch\": a string}",
+        )
+    };
+    let Value::Object(map) = v else {
+        return Err(expected());
+    };
+    let seq = map
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or_else(expected)?;
+    let epoch = match map.get("epoch") {
+        Some(Value::String(e)) if e.len() <= MAX_EPOCH_LEN => e.clone(),
+        _ => return Err(expected()),
+    };
+    Ok(Position { epoch, seq })
 }
 
 fn room(map: &Map<String, Value>) -> Result<RoomName, FrameError> {

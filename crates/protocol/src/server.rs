@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{ErrorCode, FrameError, Message, RoomName};
+use crate::{ErrorCode, FrameError, Message, Position, RoomName};
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -24,6 +24,16 @@ pub enum ServerFrame {
         /// rest with the history API (`before` = the oldest id it got).
         #[serde(skip_serializing_if = "is_false")]
         truncated: bool,
+        /// The room's position when it was joined (`epoch` and the last
+        /// `seq`): where a later `join` with `since` picks up. Absent when
+        /// the room has no positions (cluster mode, for now).
+        #[serde(flatten)]
+        position: Option<Position>,
+        /// With `since`: whether `history` is exactly the messages after
+        /// it (`true`), or the latest history because they can no longer
+        /// all be told (`false`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<Value>,
     },
@@ -143,13 +153,38 @@ mod tests {
         let v: Value = serde_json::from_str(
             &ServerFrame::Joined {
                 room: RoomName::parse("r").unwrap(),
-                history: vec![m],
+                history: vec![m.clone()],
                 truncated: false,
+                position: None,
+                recovered: None,
                 r#ref: None,
             }
             .encode(),
         )
         .unwrap();
         assert_eq!(v["history"][0]["text"], "t");
+        assert!(
+            v.get("seq").is_none() && v.get("recovered").is_none(),
+            "{v}"
+        );
+        let v: Value = serde_json::from_str(
+            &ServerFrame::Joined {
+                room: RoomName::parse("r").unwrap(),
+                history: vec![m],
+                truncated: false,
+                position: Some(Position {
+                    epoch: "e".into(),
+                    seq: 9,
+                }),
+                recovered: Some(true),
+                r#ref: None,
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert_eq!(
+            (&v["epoch"], &v["seq"], &v["recovered"]),
+            (&json!("e"), &json!(9), &json!(true))
+        );
     }
 }

@@ -58,7 +58,8 @@ fn decodes_every_request() {
         r.frame,
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
-            history: 10
+            history: 10,
+            since: None
         }
     );
     let r = decode(r#"{"type":"join","room":"lobby"}"#).unwrap();
@@ -66,7 +67,8 @@ fn decodes_every_request() {
         r.frame,
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
-            history: 50
+            history: 50,
+            since: None
         }
     );
     let r = decode(r#"{"type":"join","room":"lobby","history":100000}"#).unwrap();
@@ -74,7 +76,8 @@ fn decodes_every_request() {
         r.frame,
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
-            history: 500
+            history: 500,
+            since: None
         }
     );
     let r = decode(r#"{"type":"leave","room":"x","ref":7}"#).unwrap();
@@ -256,4 +259,39 @@ fn typed_sends_follow_the_send_frame_rules() {
         let err = Request::send_to(room.clone(), &fields, &limits).unwrap_err();
         assert_eq!(err.code, code, "{fields:?}");
     }
+}
+
+#[test]
+fn join_since_takes_a_position() {
+    let r = decode(r#"{"type":"join","room":"a","since":{"seq":7,"epoch":"e1"}}"#).unwrap();
+    let ClientFrame::Join { since, .. } = r.frame else {
+        panic!("not a join")
+    };
+    assert_eq!(
+        since,
+        Some(switchboard_protocol::Position {
+            epoch: "e1".into(),
+            seq: 7
+        })
+    );
+    let none = decode(r#"{"type":"join","room":"a","since":null}"#).unwrap();
+    assert!(matches!(none.frame, ClientFrame::Join { since: None, .. }));
+    for bad in [
+        r#""7""#,
+        r#"{"seq":-1,"epoch":"e"}"#,
+        r#"{"seq":1.5,"epoch":"e"}"#,
+        r#"{"epoch":"e"}"#,
+        r#"{"seq":1}"#,
+        r#"{"seq":1,"epoch":["e"]}"#,
+    ] {
+        let frame = format!(r#"{{"type":"join","room":"a","since":{bad},"ref":3}}"#);
+        let err = decode(&frame).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame, "{bad}");
+        assert_eq!(err.r#ref, Some(json!(3)), "{bad}");
+    }
+    let long = format!(
+        r#"{{"type":"join","room":"a","since":{{"seq":1,"epoch":"{}"}}}}"#,
+        "e".repeat(65)
+    );
+    assert_eq!(decode(&long).unwrap_err().code, ErrorCode::BadFrame);
 }

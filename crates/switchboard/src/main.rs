@@ -152,9 +152,9 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 }
 
 fn init_logs(format: LogFormat) {
+    use tracing_subscriber::filter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::filter;
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Whatever RUST_LOG asks for: the WebSocket library prints every frame

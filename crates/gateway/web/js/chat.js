@@ -5,7 +5,7 @@ import { connected, isOpen, reconnectNow, send, sendJoin } from './connection.js
 import { $, toast } from './dom.js';
 import { bytes, limits, uuid } from './limits.js';
 import {
-  joinRefs, mineIds, newRoom, nextRef, outbox, rooms, sendRefs, state, trim, upsert, isMine,
+  advance, joinRefs, mineIds, newRoom, nextRef, outbox, rooms, sendRefs, state, trim, upsert, isMine,
 } from './state.js';
 import {
   autosize, closeNav, isWatching, renderMessagesSoon, renderRooms, updateCounter, updateMsgEl,
@@ -44,10 +44,19 @@ function onJoined(f) {
     return;
   }
   const fresh = !room.joinedOnce;
+  if (f.recovered === false) {
+    // What was missed cannot all be told (too much, or the server lost its
+    // count): say so, and show the latest history instead of a gap.
+    toast(`Some messages in #${room.name} could not be recovered; showing the latest.`, 'warn');
+    for (const [id] of room.msgs) if (!outbox.has(id)) room.msgs.delete(id);
+    room.position = null;
+  }
   let added = 0;
   for (const m of Array.isArray(f.history) ? f.history : []) {
     if (upsert(room, m)) added++;
+    advance(room, m);
   }
+  advance(room, f);
   // Messages missed while disconnected count as unread in other rooms.
   if (!fresh && added && !isWatching(room)) room.unread += added;
   room.state = 'joined';
@@ -66,6 +75,7 @@ function onMessage(f) {
   const room = rooms.get(f.room);
   if (!room || typeof f.id !== 'string') return;
   const isNew = upsert(room, f);
+  advance(room, f);
   if (!isNew) {
     if (room.name === state.active) renderMessagesSoon();
     return;

@@ -171,5 +171,7 @@ export function sendJoin(room) {
   const ref = nextRef('j');
   joinRefs.set(ref, room.name);
   clearTimeout(room.joinTimer);
-  send({ type: 'join', room: room.name, history: limits.history, ref });
+  // Back after a drop: ask for exactly what was missed.
+  const since = room.joinedOnce && room.position ? { since: room.position } : {};
+  send({ type: 'join', room: room.name, history: limits.history, ref, ...since });
 }

@@ -18,7 +18,10 @@ let refSeq = 0;
 export const nextRef = (prefix) => `${prefix}${++refSeq}`;
 
 export function newRoom(name) {
-  return { name, msgs: new Map(), unread: 0, state: 'joining', joinedOnce: false, joinTries: 0, joinTimer: 0, li: null };
+  return {
+    name, msgs: new Map(), unread: 0, state: 'joining', joinedOnce: false, joinTries: 0, joinTimer: 0, li: null,
+    position: null,                  // { epoch, seq } of the last message seen, to rejoin `since`
+  };
 }
 
 // Adds a message or refreshes a known one; true when it was new.
@@ -53,6 +56,14 @@ export function trim(room) {
 
 export function sortedMsgs(room) {
   return [...room.msgs.values()].sort((a, b) => a.ts - b.ts || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+// Moves the room's position forward past `m` (a message or a `joined`
+// frame) when it counts in the same epoch, or starts it over in a new one.
+export function advance(room, m) {
+  if (typeof m.seq !== 'number' || typeof m.epoch !== 'string') return;
+  const p = room.position;
+  if (!p || p.epoch !== m.epoch || m.seq > p.seq) room.position = { epoch: m.epoch, seq: m.seq };
 }
 
 export const isMine = (m) => !!m && (mineIds.has(m.id) || m.from === state.me);

@@ -1,0 +1,230 @@
+//! Recovery on a single node: a client that comes back with `since` gets
+//! exactly what it missed, in order, or is told plainly that it cannot
+//! (`recovered: false` with the latest history). Also the history API's
+//! paging by position.
+
+mod common;
+
+use common::{Client, Node, unique};
+use serde_json::{Value, json};
+use switchboard_gateway::GatewayConfig;
+
+/// The room's position a `joined` frame gives.
+fn since(joined: &Value) -> Value {
+    assert!(joined["epoch"].is_string(), "{joined}");
+    json!({"seq": joined["seq"], "epoch": joined["epoch"]})
+}
+
+async fn join_since(c: &mut Client, room: &str, since: Value) -> Value {
+    c.send(json!({"type": "join", "room": room, "since": since, "ref": "r"}))
+        .await;
+    let v = c.recv_type("joined").await;
+    assert_eq!(v["ref"], "r");
+    v
+}
+
+fn texts(joined: &Value) -> Vec<String> {
+    joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn seqs(joined: &Value) -> Vec<u64> {
+    joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_client_that_comes_back_gets_exactly_what_it_missed() {
+    let node = Node::memory().await;
+    let room = unique("missed");
+    let mut talker = node.client("talker").await;
+    talker.join(&room).await;
+    for i in 0..3 {
+        talker.send_text(&room, &format!("before {i}")).await;
+    }
+    let mut away = node.client("away").await;
+    let joined = away.join(&room).await;
+    assert_eq!(joined["seq"], 3);
+    let position = since(&joined);
+    drop(away);
+    for i in 0..5 {
+        talker.send_text(&room, &format!("missed {i}")).await;
+    }
+    let mut back = node.client("away").await;
+    let joined = join_since(&mut back, &room, position.clone()).await;
+    assert_eq!(joined["recovered"], true, "{joined}");
+    assert_eq!(seqs(&joined), [4, 5, 6, 7, 8]);
+    assert_eq!(texts(&joined)[0], "missed 0");
+    assert_eq!(joined["seq"], 8);
+    // Live messages go on from there, none twice.
+    talker.send_text(&room, "live").await;
+    let live = back.recv_type("message").await;
+    assert_eq!(
+        (live["seq"].as_u64(), live["text"].as_str()),
+        (Some(9), Some("live"))
+    );
+    // Nothing missed: recovered, with nothing in it.
+    let mut again = node.client("again").await;
+    let now = join_since(
+        &mut again,
+        &room,
+        json!({"seq": 9, "epoch": joined["epoch"]}),
+    )
+    .await;
+    assert_eq!(
+        (now["recovered"].as_bool(), seqs(&now).len()),
+        (Some(true), 0)
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_position_that_cannot_be_served_gets_the_latest_history_and_says_so() {
+    let node = Node::start("sqlite::memory:", GatewayConfig::default()).await;
+    let room = unique("unrecoverable");
+    let mut talker = node.client("talker").await;
+    let joined = talker.join(&room).await;
+    let epoch = joined["epoch"].clone();
+    for i in 0..1_005 {
+        let text = format!("m{i}");
+        if i % 100 == 99 {
+            // Read what came back now and then: a client that never reads
+            // is cut as a slow consumer.
+            talker.send_text(&room, &text).await;
+        } else {
+            talker
+                .send(json!({"type": "send", "room": room, "text": text}))
+                .await;
+        }
+    }
+    // The last ack: every one is accepted and stored.
+    talker.send_text(&room, "last").await;
+    let mut c = node.client("c").await;
+    for (position, why) in [
+        (json!({"seq": 3, "epoch": "another"}), "another epoch"),
+        (json!({"seq": 2, "epoch": epoch}), "more than 1,000 missed"),
+        (json!({"seq": 5_000, "epoch": epoch}), "ahead of the room"),
+    ] {
+        let joined = join_since(&mut c, &room, position).await;
+        assert_eq!(joined["recovered"], false, "{why}: {joined}");
+        assert_eq!(
+            texts(&joined).last().map(String::as_str),
+            Some("last"),
+            "{why}"
+        );
+        assert_eq!(joined["history"].as_array().unwrap().len(), 50, "{why}");
+        assert_eq!(joined["seq"], 1_006);
+    }
+    // 1,000 behind is still recovered, every one of them in order.
+    let joined = join_since(&mut c, &room, json!({"seq": 6, "epoch": epoch})).await;
+    assert_eq!(joined["recovered"], true);
+    assert_eq!(seqs(&joined), (7..=1_006).collect::<Vec<_>>());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn recovery_works_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("recover.db").display());
+    let room = unique("restart");
+    let node = Node::start(&url, GatewayConfig::default()).await;
+    let mut a = node.client("a").await;
+    a.join(&room).await;
+    a.send_text(&room, "before").await;
+    let mut away = node.client("away").await;
+    let position = since(&away.join(&room).await);
+    a.send_text(&room, "missed before the restart").await;
+    node.stop().await;
+
+    let node = Node::start(&url, GatewayConfig::default()).await;
+    let mut b = node.client("b").await;
+    b.join(&room).await;
+    b.send_text(&room, "missed after the restart").await;
+    let mut back = node.client("away").await;
+    let joined = join_since(&mut back, &room, position).await;
+    assert_eq!(joined["recovered"], true, "{joined}");
+    assert_eq!(
+        texts(&joined),
+        ["missed before the restart", "missed after the restart"]
+    );
+    assert_eq!(seqs(&joined), [2, 3]);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_since_is_refused_with_its_code() {
+    let node = Node::memory().await;
+    let mut c = node.client("c").await;
+    for bad in [
+        json!("3"),
+        json!({"seq": -1, "epoch": "e"}),
+        json!({"seq": 1}),
+        json!({"seq": 1, "epoch": 7}),
+        json!({"seq": 1, "epoch": "e".repeat(65)}),
+    ] {
+        c.send(json!({"type": "join", "room": "r", "since": bad}))
+            .await;
+        let v = c.recv().await;
+        assert_eq!(
+            (v["type"].as_str(), v["code"].as_str()),
+            (Some("error"), Some("bad_frame")),
+            "{bad}"
+        );
+    }
+    c.send(json!({"type": "ping", "ref": 1})).await;
+    assert_eq!(c.recv().await["type"], "pong");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn history_pages_by_position_both_ways() {
+    let node = Node::memory().await;
+    let room = unique("pages");
+    let mut c = node.client("c").await;
+    let epoch = c.join(&room).await["epoch"].as_str().unwrap().to_owned();
+    for i in 1..=10 {
+        c.send_text(&room, &format!("m{i}")).await;
+    }
+    let get = |query: String| {
+        let url = node.http(&format!("/api/rooms/{room}/messages?{query}"));
+        async move {
+            let res = reqwest::get(url).await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let page = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let (status, v) = get("after_seq=4&limit=3".into()).await;
+    assert_eq!((status, page(&v)), (200, vec![5, 6, 7]));
+    let (_, v) = get(format!("before_seq=4&limit=10&epoch={epoch}")).await;
+    assert_eq!(page(&v), [1, 2, 3]);
+    let (_, v) = get("after_seq=0&epoch=elsewhere".into()).await;
+    assert_eq!(page(&v), Vec::<u64>::new());
+    for (query, code) in [
+        ("after_seq=-1", "bad_seq"),
+        ("after_seq=x", "bad_seq"),
+        ("before_seq=2&after_seq=1", "bad_request"),
+        (
+            "before_seq=2&before=00000000-0000-0000-0000-000000000000",
+            "bad_request",
+        ),
+        ("after_seq=1&epoch=", "bad_seq"),
+    ] {
+        let (status, v) = get(query.into()).await;
+        assert_eq!((status, v["code"].as_str()), (400, Some(code)), "{query}");
+    }
+    node.stop().await;
+}
