@@ -213,7 +213,7 @@ impl Store for SqliteStore {
 
     async fn last_seq(&self, room: &RoomName, epoch: &str) -> Result<u64, StoreError> {
         let last: Option<i64> =
-            sqlx::query_scalar("SELECT max(seq) FROM messages WHERE room = ? AND epoch = ?")
+            sqlx::query_scalar("SELECT max(seq) FROM messages WHERE room = ? AND epoch = ? AND seq IS NOT NULL")
                 .bind(room.as_str())
                 .bind(epoch)
                 .fetch_one(&self.pool)

@@ -120,15 +120,19 @@ enum End {
     Gone,
 }
 
-async fn run(
+/// The connection's task. A plain function returning one future, not an
+/// `async fn` around an instrumented block: that would keep its arguments
+/// a second time in every idle connection's task.
+fn run(
     gateway: Arc<Gateway>,
     mut socket: Box<WebSocket>,
     identity: Identity,
-    _slot: ConnectionSlot,
-) {
+    slot: ConnectionSlot,
+) -> impl Future<Output = ()> {
     let session = Session::new(&gateway, identity);
     let span = tracing::info_span!("conn", conn_id = session.id, user = %session.identity.name, protocol = "ws");
     async move {
+        let _slot = slot;
         let sink = Mailbox::new(gateway.config.client_queue_frames);
         let recent_history = IdWindow::new(dedupe_capacity(&gateway.config));
         let mut conn = Conn {
@@ -171,7 +175,6 @@ async fn run(
         }
     }
     .instrument(span)
-    .await
 }
 
 impl Conn {

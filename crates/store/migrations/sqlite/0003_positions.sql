@@ -17,4 +17,5 @@ SET epoch = (SELECT epoch FROM positions WHERE name = 'local'), seq = numbered.n
 FROM (SELECT id, row_number() OVER (PARTITION BY room ORDER BY sent_at, id) AS n FROM messages) AS numbered
 WHERE messages.id = numbered.id;
 
-CREATE UNIQUE INDEX IF NOT EXISTS messages_room_epoch_seq ON messages (room, epoch, seq);
+-- Partial: rows without a position (cluster mode, for now) do not pay for it.
+CREATE UNIQUE INDEX IF NOT EXISTS messages_room_epoch_seq ON messages (room, epoch, seq) WHERE seq IS NOT NULL;
