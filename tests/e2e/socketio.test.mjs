@@ -118,6 +118,33 @@ test('Socket.IO and /ws members of one room see each other', async () => {
   sio.disconnect();
 });
 
+test('a Socket.IO client that comes back with since gets exactly what it missed', async () => {
+  const room = `back-${randomUUID().slice(0, 8)}`;
+  const talker = await connect({ auth: { name: 'talker' } });
+  await talker.timeout(5000).emitWithAck('join', { room });
+  const away = await connect({ auth: { name: 'away' } });
+  const first = await away.timeout(5000).emitWithAck('join', { room });
+  assert.equal(typeof first.epoch, 'string');
+  const since = { seq: first.seq, epoch: first.epoch };
+  away.disconnect();
+  for (const text of ['one', 'two', 'three']) {
+    const ack = await talker.timeout(5000).emitWithAck('send', { room, text });
+    assert.equal(ack.type, 'ack');
+  }
+  const back = await connect({ auth: { name: 'away' } });
+  const joined = await back.timeout(5000).emitWithAck('join', { room, since });
+  assert.equal(joined.recovered, true, JSON.stringify(joined));
+  assert.deepEqual(joined.history.map((m) => m.text), ['one', 'two', 'three']);
+  assert.deepEqual(joined.history.map((m) => m.seq), [since.seq + 1, since.seq + 2, since.seq + 3]);
+  assert.equal(joined.seq, since.seq + 3);
+  const other = await back.timeout(5000).emitWithAck('join', { room, since: { seq: 0, epoch: 'elsewhere' } });
+  assert.equal(other.recovered, false);
+  const bad = await back.timeout(5000).emitWithAck('join', { room, since: { seq: 'x', epoch: 'e' } });
+  assert.equal(bad.code, 'bad_frame');
+  talker.disconnect();
+  back.disconnect();
+});
+
 test('a /ws member of lobby sees event:message from Socket.IO', async () => {
   const w = await wsClient('watcher');
   w.send({ type: 'join', room: 'lobby', history: 0 });
