@@ -355,6 +355,7 @@ impl Gateway {
             seq: 0,
             epoch: String::new(),
         };
+        let mut unstored = None;
         let fresh = match &self.positions {
             Some(order) => {
                 let (counter, epoch) = order.counter(&message.room).await.map_err(|e| {
@@ -371,6 +372,7 @@ impl Gateway {
                 message.seq = assigned.seq;
                 message.epoch = epoch.to_owned();
                 if assigned.fresh {
+                    unstored = Some(order.given());
                     self.fan_out(&message);
                 }
                 assigned.fresh
@@ -393,7 +395,12 @@ impl Gateway {
         let wait = async move {
             let id = durable.id;
             match tokio::time::timeout(timeout, journal.append(durable)).await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => {
+                    if let Some(unstored) = unstored {
+                        unstored.stored();
+                    }
+                    Ok(())
+                }
                 Ok(Err(JournalError::Full)) => Err(Unavailable(
                     "the journal is overloaded; retry with the same id".into(),
                 )),

@@ -13,6 +13,7 @@
 //! own.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,20 @@ pub(crate) struct LocalOrder {
     /// Resends recognised per room: the last this many ids keep their seq.
     window: usize,
     rooms: Mutex<Rooms>,
+    /// Positions given whose message the journal has not confirmed.
+    unstored: Arc<AtomicU64>,
+}
+
+/// A position given and not yet stored: counted until [`Unstored::stored`]
+/// (a message whose write failed, timed out or was never made stays
+/// counted, and the run does not end cleanly).
+pub(crate) struct Unstored(Arc<AtomicU64>);
+
+impl Unstored {
+    /// The journal has the message.
+    pub fn stored(self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -78,7 +93,14 @@ impl LocalOrder {
             epoch: OnceCell::new(),
             window: window.max(1),
             rooms: Mutex::new(Rooms::default()),
+            unstored: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Counts a position just given until its message is stored.
+    pub fn given(&self) -> Unstored {
+        self.unstored.fetch_add(1, Ordering::Relaxed);
+        Unstored(self.unstored.clone())
     }
 
     /// This run's epoch, begun on first use.
@@ -130,9 +152,18 @@ impl LocalOrder {
     }
 
     /// Ends the run cleanly (after the journal's last write): the next run
-    /// on this store keeps the epoch.
+    /// on this store keeps the epoch. Not when a position given may not be
+    /// stored: the next run could give it again, so it starts a new epoch.
     pub async fn end(&self) {
         if self.source != EpochSource::Store {
+            return;
+        }
+        let unstored = self.unstored.load(Ordering::Relaxed);
+        if unstored > 0 {
+            tracing::warn!(
+                unstored,
+                "positions given to messages not known to be stored; the next run starts a new epoch"
+            );
             return;
         }
         if let Some(epoch) = self.epoch.get()
@@ -270,5 +301,25 @@ mod tests {
         let (counter, other) = fresh.counter(&room).await.unwrap();
         assert_ne!(other, epoch);
         assert_eq!(fresh.assign(&mut lock(&counter), Uuid::now_v7()).seq, 1);
+    }
+
+    #[tokio::test]
+    async fn a_run_with_positions_not_known_stored_does_not_keep_its_epoch() {
+        let store = memory().await;
+        let order = LocalOrder::new(store.clone(), EpochSource::Store, 10);
+        let first = order.epoch().await.unwrap().to_owned();
+        let lost = order.given();
+        order.end().await;
+        assert_ne!(store.begin_epoch().await.unwrap(), first);
+        drop(lost);
+        let order = LocalOrder::new(store.clone(), EpochSource::Store, 10);
+        let second = order.epoch().await.unwrap().to_owned();
+        order.given().stored();
+        order.end().await;
+        assert_eq!(
+            store.begin_epoch().await.unwrap(),
+            second,
+            "all stored: kept"
+        );
     }
 }

@@ -212,12 +212,13 @@ impl Store for SqliteStore {
     }
 
     async fn last_seq(&self, room: &RoomName, epoch: &str) -> Result<u64, StoreError> {
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT max(seq) FROM messages WHERE room = ? AND epoch = ? AND seq IS NOT NULL")
-                .bind(room.as_str())
-                .bind(epoch)
-                .fetch_one(&self.pool)
-                .await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT max(seq) FROM messages WHERE room = ? AND epoch = ? AND seq IS NOT NULL",
+        )
+        .bind(room.as_str())
+        .bind(epoch)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(last.map_or(0, |n| n.max(0) as u64))
     }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::process::NodeProcess;
 use common::{Client, Node, unique};
 use serde_json::{Value, json};
 use switchboard_gateway::GatewayConfig;
@@ -157,6 +158,49 @@ async fn recovery_works_across_a_restart() {
     );
     assert_eq!(seqs(&joined), [2, 3]);
     node.stop().await;
+}
+
+/// A crash may lose positions given to messages that never became
+/// durable, so the restarted node counts in a new epoch: a client coming
+/// back is told it cannot recover (and gets the latest history, the
+/// message from before the crash included). A clean stop keeps the epoch.
+#[tokio::test]
+async fn after_a_crash_the_epoch_changes_and_recovery_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crash.db").display());
+    let env = [("DATABASE_URL", url.as_str())];
+    let room = unique("crash");
+    let node = NodeProcess::start(&env, None).await;
+    let mut a = Client::connect(node.addr, "a").await;
+    a.join(&room).await;
+    a.send_text(&room, "before the crash").await;
+    a.send(json!({"type": "join", "room": room})).await;
+    let before = since(&a.recv_type("joined").await);
+    node.kill();
+
+    let node = NodeProcess::start(&env, None).await;
+    let mut back = Client::connect(node.addr, "a").await;
+    let joined = join_since(&mut back, &room, before.clone()).await;
+    assert_eq!(joined["recovered"], false, "{joined}");
+    assert_ne!(joined["epoch"], before["epoch"]);
+    assert_eq!(joined["seq"], 0, "a new epoch counts from the start");
+    assert_eq!(texts(&joined), ["before the crash"]);
+    back.send_text(&room, "after").await;
+    let after = back.recv_type("message").await;
+    assert_eq!(
+        (&after["seq"], &after["epoch"]),
+        (&json!(1), &joined["epoch"])
+    );
+    assert!(node.stop().success());
+
+    // A clean stop: the next run keeps counting in the same epoch.
+    let node = NodeProcess::start(&env, None).await;
+    let mut c = Client::connect(node.addr, "c").await;
+    let position = since(&joined);
+    let again = join_since(&mut c, &room, position).await;
+    assert_eq!(again["recovered"], true, "{again}");
+    assert_eq!(texts(&again), ["after"]);
+    assert!(node.stop().success());
 }
 
 #[tokio::test]

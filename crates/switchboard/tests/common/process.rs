@@ -57,6 +57,12 @@ impl NodeProcess {
             .unwrap()
     }
 
+    /// SIGKILL: the node dies without its shutdown.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// SIGTERM, then its exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         terminate(&mut self.child, "the node")
