@@ -83,7 +83,9 @@ impl Gateway {
                 recovered: since.map(|_| false),
             });
         };
-        let position = order.position(room).await?;
+        let position = tokio::time::timeout(self.config.ack_timeout, order.position(room))
+            .await
+            .map_err(|_| StoreError::Timeout)??;
         let recovered = match &since {
             Some(since) => self.recover(room, since, &position, &recent).await?,
             None => None,
@@ -107,7 +109,12 @@ impl Gateway {
     /// The room's current epoch; `None` without positions.
     pub(crate) async fn room_epoch(&self, room: &RoomName) -> Result<Option<String>, StoreError> {
         match &self.positions {
-            Some(order) => Ok(Some(order.position(room).await?.epoch)),
+            Some(order) => {
+                let position = tokio::time::timeout(self.config.ack_timeout, order.position(room))
+                    .await
+                    .map_err(|_| StoreError::Timeout)??;
+                Ok(Some(position.epoch))
+            }
             None => Ok(None),
         }
     }

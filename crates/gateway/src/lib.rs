@@ -358,7 +358,13 @@ impl Gateway {
         let mut unstored = None;
         let fresh = match &self.positions {
             Some(order) => {
-                let (counter, epoch) = order.counter(&message.room).await.map_err(|e| {
+                // Bounded like an ack: a stalled store must not hold the
+                // sender (a room's first message of the run reads it).
+                let counter =
+                    tokio::time::timeout(self.config.ack_timeout, order.counter(&message.room))
+                        .await
+                        .unwrap_or(Err(switchboard_store::StoreError::Timeout));
+                let (counter, epoch) = counter.map_err(|e| {
                     tracing::warn!(error = %e, room = %message.room, "no position: the store is unavailable");
                     Unavailable("the message could not be given a position; retry with the same id".into())
                 })?;
