@@ -8,9 +8,6 @@ use switchboard_store::StoreError;
 
 use crate::{Gateway, SETTLE_TIMEOUT};
 
-/// Most messages a `join` with `since` recovers; further behind, it gets
-/// `recovered: false` and the latest history.
-pub(crate) const RECOVERY_MAX: u64 = 1_000;
 /// How long a recovery waits for the last positions given to reach the
 /// store (the journal commits within milliseconds of delivery).
 const RECOVERY_SETTLE: Duration = Duration::from_millis(500);
@@ -120,7 +117,7 @@ impl Gateway {
     }
 
     /// The messages after `since` up to `now`, in seq order, when the epoch
-    /// is the same, they are at most [`RECOVERY_MAX`], and the store (with
+    /// is the same, they are at most `RECOVERY_MAX`, and the store (with
     /// `recent`) has every one of them; `None` otherwise.
     async fn recover(
         &self,
@@ -129,7 +126,10 @@ impl Gateway {
         now: &Position,
         recent: &[Message],
     ) -> Result<Option<Vec<Message>>, StoreError> {
-        if since.epoch != now.epoch || since.seq > now.seq || now.seq - since.seq > RECOVERY_MAX {
+        if since.epoch != now.epoch
+            || since.seq > now.seq
+            || now.seq - since.seq > self.config.recovery_max
+        {
             return Ok(None);
         }
         let missed = now.seq - since.seq;

@@ -59,8 +59,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Messages from other nodes waiting for local fan-out at most.
 const INBOX_CAPACITY: usize = 8_192;
-/// Ids per room that keep their position when resent.
-const RESEND_WINDOW: usize = 1_000;
 
 /// Gateway settings; the binary builds them from its configuration.
 #[derive(Debug, Clone)]
@@ -78,6 +76,10 @@ pub struct GatewayConfig {
     pub client_queue_frames: usize,
     /// How long a sender waits for durability before `unavailable`.
     pub ack_timeout: Duration,
+    /// Most messages a `join` with `since` recovers.
+    pub recovery_max: u64,
+    /// Ids per room whose resend keeps its position.
+    pub recovery_window: usize,
     /// How long shutdown waits for connections to close, all phases
     /// together (HTTP requests in flight, Socket.IO, `/ws`); the journal's
     /// flush comes after, within the process's 10 s.
@@ -123,6 +125,8 @@ impl Default for GatewayConfig {
             max_rooms_per_connection: 100,
             client_queue_frames: 1_024,
             ack_timeout: Duration::from_millis(5_000),
+            recovery_max: 1_000,
+            recovery_window: 1_000,
             shutdown_grace: Duration::from_secs(5),
             auth: AuthConfig::default(),
             max_connections: 0,
@@ -200,7 +204,7 @@ impl Gateway {
             } else {
                 positions::EpochSource::Fresh
             };
-            positions::LocalOrder::new(store.clone(), source, RESEND_WINDOW)
+            positions::LocalOrder::new(store.clone(), source, config.recovery_window)
         });
         let gateway = Arc::new(Self {
             config,

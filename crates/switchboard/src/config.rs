@@ -185,6 +185,8 @@ impl Config {
             max_rooms_per_connection: self.limits.max_rooms_per_connection,
             client_queue_frames: self.limits.client_queue_frames,
             ack_timeout: Duration::from_millis(self.limits.ack_timeout_ms),
+            recovery_max: self.limits.recovery_max,
+            recovery_window: self.limits.recovery_window,
             auth: self.auth_config()?,
             max_connections: self.limits.max_connections,
             connect_rate_per_ip: (self.limits.connect_rate_per_ip > 0).then(|| Rate {

@@ -132,6 +132,28 @@ async fn a_position_that_cannot_be_served_gets_the_latest_history_and_says_so() 
 }
 
 #[tokio::test]
+async fn recovery_max_sets_how_far_behind_is_recovered() {
+    let config = GatewayConfig {
+        recovery_max: 3,
+        ..GatewayConfig::default()
+    };
+    let node = Node::start("sqlite::memory:", config).await;
+    let room = unique("max");
+    let mut talker = node.client("talker").await;
+    let epoch = talker.join(&room).await["epoch"].clone();
+    for i in 0..5 {
+        talker.send_text(&room, &format!("m{i}")).await;
+    }
+    let mut c = node.client("c").await;
+    let four_behind = join_since(&mut c, &room, json!({"seq": 1, "epoch": epoch})).await;
+    assert_eq!(four_behind["recovered"], false);
+    let three_behind = join_since(&mut c, &room, json!({"seq": 2, "epoch": epoch})).await;
+    assert_eq!(three_behind["recovered"], true);
+    assert_eq!(seqs(&three_behind), [3, 4, 5]);
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn recovery_works_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("recover.db").display());

@@ -34,6 +34,13 @@ pub struct LimitsArgs {
     /// Largest history a `join` or the history API returns.
     #[arg(long, env = "HISTORY_MAX", default_value_t = 500, global = true)]
     pub history_max: u32,
+    /// Most messages a `join` with `since` recovers; further behind, the
+    /// client gets `recovered: false` and the latest history.
+    #[arg(long, env = "RECOVERY_MAX", default_value_t = 1000, global = true)]
+    pub recovery_max: u64,
+    /// Ids per room whose resend keeps the position it was given.
+    #[arg(long, env = "RECOVERY_WINDOW", default_value_t = 1000, global = true)]
+    pub recovery_window: usize,
     /// Milliseconds a sender waits for durability before `unavailable`.
     #[arg(long, env = "ACK_TIMEOUT_MS", default_value_t = 5000, global = true)]
     pub ack_timeout_ms: u64,
@@ -93,6 +100,12 @@ impl LimitsArgs {
         }
         if self.history_default > self.history_max {
             return Err(invalid("HISTORY_DEFAULT", "at most HISTORY_MAX"));
+        }
+        if !(1..=100_000).contains(&self.recovery_max) {
+            return Err(invalid("RECOVERY_MAX", "1 to 100000 messages"));
+        }
+        if !(1..=1_000_000).contains(&self.recovery_window) {
+            return Err(invalid("RECOVERY_WINDOW", "1 to 1000000 ids"));
         }
         if self.ack_timeout_ms == 0 {
             return Err(invalid(

@@ -87,6 +87,15 @@ fn invalid_values_name_the_variable() {
     assert!(e.contains("MAX_FRAME_BYTES"), "{e}");
     let e = parse(&["--client-queue-frames", "0"]).unwrap_err();
     assert!(e.contains("CLIENT_QUEUE_FRAMES"), "{e}");
+    for bad in ["0", "100001", "-1"] {
+        let e = parse(&[&format!("--recovery-max={bad}")]).unwrap_err();
+        assert!(e.contains("RECOVERY_MAX"), "{bad}: {e}");
+    }
+    let e = parse(&["--recovery-window", "0"]).unwrap_err();
+    assert!(e.contains("RECOVERY_WINDOW"), "{e}");
+    let c = parse(&["--recovery-max", "20", "--recovery-window", "5"]).unwrap();
+    let g = c.gateway().unwrap();
+    assert_eq!((g.recovery_max, g.recovery_window), (20, 5));
 }
 
 #[test]
@@ -122,6 +131,8 @@ fn defaults_match_the_gateway_defaults() {
         "HISTORY_DEFAULT",
         "HISTORY_MAX",
         "ACK_TIMEOUT_MS",
+        "RECOVERY_MAX",
+        "RECOVERY_WINDOW",
     ];
     if vars.iter().any(|v| std::env::var_os(v).is_some()) {
         return; // the environment overrides the defaults under test
@@ -136,4 +147,6 @@ fn defaults_match_the_gateway_defaults() {
     );
     assert_eq!(from_cli.client_queue_frames, defaults.client_queue_frames);
     assert_eq!(from_cli.ack_timeout, defaults.ack_timeout);
+    assert_eq!(from_cli.recovery_max, defaults.recovery_max);
+    assert_eq!(from_cli.recovery_window, defaults.recovery_window);
 }
