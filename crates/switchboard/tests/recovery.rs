@@ -7,8 +7,10 @@ mod common;
 
 use common::process::NodeProcess;
 use common::{Client, Node, unique};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchboard_gateway::GatewayConfig;
+use tokio_tungstenite::tungstenite::Message as Ws;
 
 /// The room's position a `joined` frame gives.
 fn since(joined: &Value) -> Value {
@@ -291,6 +293,81 @@ async fn history_pages_by_position_both_ways() {
     ] {
         let (status, v) = get(query.into()).await;
         assert_eq!((status, v["code"].as_str()), (400, Some(code)), "{query}");
+    }
+    node.stop().await;
+}
+
+/// Recovery reads up to `RECOVERY_MAX` stored messages per join: a client
+/// asking for it over and over is answered one join at a time (its next
+/// frame is not read before), so it never holds up another client's acks
+/// for long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_recoveries_are_bounded_and_do_not_starve_others() {
+    use std::time::{Duration, Instant};
+    let config = GatewayConfig {
+        send_rate: switchboard_gateway::Rate {
+            per_second: 20,
+            burst: 40,
+        },
+        // The writers below do not read what they are sent.
+        client_queue_frames: 4_096,
+        ..GatewayConfig::default()
+    };
+    let node = Node::start("sqlite::memory:", config).await;
+    let room = unique("storm");
+    // A room 1,000 messages long: 25 writers, each within its burst.
+    let mut writer = node.client("writer").await;
+    let epoch = writer.join(&room).await["epoch"].clone();
+    // Elsewhere, a client going about its business.
+    let quiet = unique("elsewhere");
+    let mut bystander = node.client("bystander").await;
+    bystander.join(&quiet).await;
+    let mut writers = Vec::new();
+    for w in 0..25 {
+        let mut c = node.client(&format!("w{w}")).await;
+        c.join(&room).await;
+        for i in 0..40 {
+            c.send(json!({"type": "send", "room": room, "text": format!("w{w}-{i}")}))
+                .await;
+        }
+        writers.push(c);
+    }
+    writer.send_text(&room, "last").await;
+    // 1,000 behind: the most that is recovered.
+    writer.send(json!({"type": "join", "room": room})).await;
+    let now = writer.recv_type("joined").await["seq"].as_u64().unwrap();
+    let mut attacker = node.client("attacker").await;
+    for _ in 0..100 {
+        attacker
+            .send(json!({"type": "join", "room": room, "since": {"seq": now - 1_000, "epoch": epoch}}))
+            .await;
+    }
+    // Meanwhile the bystander's sends are acked promptly.
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let started = Instant::now();
+        bystander
+            .send_text(&quiet, &format!("still here {i}"))
+            .await;
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(2), "an ack took {slowest:?}");
+    // Every one of the attacker's joins is answered, in turn, each with
+    // the whole 1,000 it asked for.
+    let mut answered = 0;
+    while answered < 100 {
+        match tokio::time::timeout(Duration::from_secs(60), attacker.ws.next()).await {
+            Ok(Some(Ok(Ws::Text(t)))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "joined" {
+                    assert_eq!(v["recovered"], true);
+                    assert_eq!(v["history"].as_array().unwrap().len(), 1_000);
+                    answered += 1;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("attacker: {other:?} after {answered} answers"),
+        }
     }
     node.stop().await;
 }
