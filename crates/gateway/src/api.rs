@@ -136,15 +136,17 @@ pub(crate) async fn room_messages(
     };
     let read = match Page::of(&query)? {
         Page::Latest(before) => {
-            let read = gateway.store.history(&room, limit, before);
-            tokio::time::timeout(gateway.config.ack_timeout, read).await
+            gateway
+                .bounded(gateway.store.history(&room, limit, before))
+                .await
         }
         Page::Seq { after, seq, epoch } => {
             let epoch = match epoch {
                 Some(epoch) => epoch,
                 None => gateway
-                    .room_epoch(&room)
+                    .room_position(&room)
                     .await
+                    .map(|position| position.map(|p| p.epoch))
                     .map_err(|e| {
                         tracing::error!(error = %e, %room, "position read failed");
                         ApiError::unavailable("history is unavailable; retry later")
@@ -162,10 +164,10 @@ pub(crate) async fn room_messages(
             } else {
                 gateway.store.before_seq(&room, &epoch, seq, limit)
             };
-            tokio::time::timeout(gateway.config.ack_timeout, read).await
+            gateway.bounded(read).await
         }
     };
-    match read.unwrap_or(Err(switchboard_store::StoreError::Timeout)) {
+    match read {
         Ok(messages) => Ok(axum::Json(messages).into_response()),
         Err(e) => {
             tracing::error!(error = %e, %room, "history read failed");

@@ -46,11 +46,7 @@ impl Gateway {
         if limit == 0 {
             return Ok(History::default());
         }
-        // Bounded like an ack: a stalled store must not hold a connection.
-        let read = self.store.history(room, limit, None);
-        let mut all = tokio::time::timeout(self.config.ack_timeout, read)
-            .await
-            .map_err(|_| switchboard_store::StoreError::Timeout)??;
+        let mut all = self.bounded(self.store.history(room, limit, None)).await?;
         all.extend(recent);
         all.sort_by_key(|a| (a.ts, a.seq, a.id));
         all.dedup_by_key(|m| m.id);
@@ -73,16 +69,13 @@ impl Gateway {
         since: Option<Position>,
         recent: Vec<Message>,
     ) -> Result<Joined, StoreError> {
-        let Some(order) = &self.positions else {
+        let Some(position) = self.room_position(room).await? else {
             return Ok(Joined {
                 history: self.history(room, limit, recent).await?,
                 position: None,
                 recovered: since.map(|_| false),
             });
         };
-        let position = tokio::time::timeout(self.config.ack_timeout, order.position(room))
-            .await
-            .map_err(|_| StoreError::Timeout)??;
         let recovered = match &since {
             Some(since) => self.recover(room, since, &position, &recent).await?,
             None => None,
@@ -103,17 +96,27 @@ impl Gateway {
         })
     }
 
-    /// The room's current epoch; `None` without positions.
-    pub(crate) async fn room_epoch(&self, room: &RoomName) -> Result<Option<String>, StoreError> {
+    /// The room's position now (its epoch and last seq); `None` without
+    /// positions.
+    pub(crate) async fn room_position(
+        &self,
+        room: &RoomName,
+    ) -> Result<Option<Position>, StoreError> {
         match &self.positions {
-            Some(order) => {
-                let position = tokio::time::timeout(self.config.ack_timeout, order.position(room))
-                    .await
-                    .map_err(|_| StoreError::Timeout)??;
-                Ok(Some(position.epoch))
-            }
+            Some(order) => Ok(Some(self.bounded(order.position(room)).await?)),
             None => Ok(None),
         }
+    }
+
+    /// A store read bounded like an ack: a stalled store must not hold a
+    /// connection or a sender.
+    pub(crate) async fn bounded<T>(
+        &self,
+        read: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.config.ack_timeout, read)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
     }
 
     /// The messages after `since` up to `now`, in seq order, when the epoch
@@ -138,9 +141,7 @@ impl Gateway {
             let read = self
                 .store
                 .after_seq(room, &now.epoch, since.seq, missed as u32);
-            let mut got = tokio::time::timeout(self.config.ack_timeout, read)
-                .await
-                .map_err(|_| StoreError::Timeout)??;
+            let mut got = self.bounded(read).await?;
             got.extend(
                 recent
                     .iter()

@@ -355,19 +355,16 @@ impl Gateway {
             room,
             from: from.to_owned(),
             text,
-            ts: now_ms(),
+            // Stamped when accepted, below.
+            ts: 0,
             seq: 0,
             epoch: String::new(),
         };
         let mut unstored = None;
         let fresh = match &self.positions {
             Some(order) => {
-                // Bounded like an ack: a stalled store must not hold the
-                // sender (a room's first message of the run reads it).
-                let counter =
-                    tokio::time::timeout(self.config.ack_timeout, order.counter(&message.room))
-                        .await
-                        .unwrap_or(Err(switchboard_store::StoreError::Timeout));
+                // A room's first message of the run reads the store.
+                let counter = self.bounded(order.counter(&message.room)).await;
                 let (counter, epoch) = counter.map_err(|e| {
                     tracing::warn!(error = %e, room = %message.room, "no position: the store is unavailable");
                     Unavailable("the message could not be given a position; retry with the same id".into())
@@ -388,6 +385,7 @@ impl Gateway {
                 assigned.fresh
             }
             None => {
+                message.ts = now_ms();
                 let fresh = self.recent_ids.first_sighting(message.id);
                 if fresh {
                     self.fan_out(&message);
