@@ -1,5 +1,7 @@
 //! The bytes one node publishes for the others: the message encoded once,
-//! tagged with the node that accepted it.
+//! tagged with the node that accepted it, behind a header with its position
+//! (`{seq} {epoch} {envelope}`), which the ordering point's script writes
+//! without decoding the envelope.
 
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::Message;
@@ -40,6 +42,32 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(String, Message), String> {
     Ok((env.node, env.msg))
 }
 
+/// The channel payload: the position, then the envelope.
+pub(crate) fn frame(seq: u64, epoch: &str, envelope: &[u8]) -> Vec<u8> {
+    let mut out = format!("{seq} {epoch} ").into_bytes();
+    out.extend_from_slice(envelope);
+    out
+}
+
+/// Decodes a channel payload into the publishing node and the message with
+/// its position.
+pub(crate) fn unframe(bytes: &[u8]) -> Result<(String, Message), String> {
+    let mut parts = bytes.splitn(3, |b| *b == b' ');
+    let (Some(seq), Some(epoch), Some(envelope)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("no position header".into());
+    };
+    let seq = std::str::from_utf8(seq)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad seq in the header")?;
+    let epoch = std::str::from_utf8(epoch).map_err(|_| "bad epoch in the header")?;
+    let (node, mut message) = decode(envelope)?;
+    message.seq = seq;
+    message.epoch = epoch.to_owned();
+    Ok((node, message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +92,29 @@ mod tests {
             .unwrap()
             .replace("\"r\"", "\"bad room\"");
         assert!(decode(bad_room.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_header_carries_the_position() {
+        let m = Message {
+            id: uuid::Uuid::now_v7(),
+            room: RoomName::parse("r").unwrap(),
+            from: "a".into(),
+            text: "t t".into(),
+            ts: 1,
+            seq: 0,
+            epoch: String::new(),
+        };
+        let framed = frame(7, "e1", &encode("n1", &m));
+        let (node, got) = unframe(&framed).unwrap();
+        assert_eq!(node, "n1");
+        assert_eq!(
+            (got.seq, got.epoch.as_str(), got.text.as_str()),
+            (7, "e1", "t t")
+        );
+        let unpositioned = frame(0, "", &encode("n1", &m));
+        assert_eq!(unframe(&unpositioned).unwrap().1, m);
+        assert!(unframe(b"7 e1").is_err());
+        assert!(unframe(b"x e1 {}").is_err());
     }
 }

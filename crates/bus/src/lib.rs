@@ -13,11 +13,13 @@
 mod envelope;
 mod memory;
 mod redis;
+mod sequence;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
-use switchboard_protocol::{Message, RoomName};
+use switchboard_protocol::{Message, Position, RoomName};
 use tokio::sync::mpsc;
 
 pub use memory::{MemoryBus, MemoryHub};
@@ -65,4 +67,59 @@ pub trait Bus: Send + Sync + 'static {
 
     /// A short name for logs: `memory`, `redis`.
     fn kind(&self) -> &'static str;
+
+    /// The deployment's ordering point, when this bus is it (Redis): it
+    /// gives each message its position and publishes it in one step, in
+    /// place of [`Bus::publish`].
+    fn sequencer(&self) -> Option<Arc<dyn Sequencer>> {
+        None
+    }
+}
+
+/// An ordering point could not be reached or answered nonsense.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("timed out")]
+    Timeout,
+}
+
+/// What a [`Sequencer`] call resolves to.
+pub type BusFuture<T> = Pin<Box<dyn Future<Output = Result<T, BusError>> + Send>>;
+
+/// A position given by the ordering point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequenced {
+    pub seq: u64,
+    pub epoch: String,
+    /// False when the message's id had this position already (a resend):
+    /// it was not published again.
+    pub fresh: bool,
+}
+
+/// A room's hot window, as the ordering point holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Window {
+    /// The room's epoch (empty when it has none) and last seq given.
+    pub position: Position,
+    /// The oldest seq still held, if any.
+    pub oldest: Option<u64>,
+    /// The messages asked for, in seq order, with their seq and epoch.
+    pub messages: Vec<Message>,
+}
+
+/// One ordering point for a deployment: every message of a room gets
+/// `seq` 1, 2, 3, ... in the room's epoch, whichever node accepted it.
+pub trait Sequencer: Send + Sync + 'static {
+    /// Gives `message` its room's next position (or the one its id already
+    /// has), keeps it in the room's window and sends it to the nodes
+    /// hosting the room, atomically.
+    fn sequence(&self, message: &Message) -> BusFuture<Sequenced>;
+
+    /// The room's position now, beginning an epoch when it has none.
+    fn position(&self, room: &RoomName) -> BusFuture<Position>;
+
+    /// At most `count` messages of the room's window after seq `after`.
+    fn window(&self, room: &RoomName, after: u64, count: u32) -> BusFuture<Window>;
 }

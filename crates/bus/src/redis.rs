@@ -1,11 +1,13 @@
 //! Cluster fan-out over Redis Pub/Sub.
 //!
-//! Each room is one channel, `{prefix}:room:{room}`. A node publishes every
-//! message it accepts once, on its room's channel, and subscribes to a
-//! room's channel only while it has local members there (interest-based),
-//! so it receives only the traffic of rooms it hosts.
+//! Each room is one channel, `{prefix:room}:ch`. Every message reaches it
+//! through the ordering point ([`crate::sequence`]), which publishes it
+//! with its position; a node subscribes to a room's channel only while it
+//! has local members there (interest-based), so it receives only the
+//! traffic of rooms it hosts.
 //!
-//! Two tasks per node: the publisher drains a bounded queue into a
+//! Two tasks per node: the publisher (for [`Bus::publish`], messages
+//! positioned elsewhere) drains a bounded queue into a
 //! reconnecting multiplexed connection, pipelining what queued up; the
 //! subscriber owns one dedicated Pub/Sub connection, applies
 //! subscribe/unsubscribe commands in order, and on any disconnect reconnects
@@ -26,7 +28,8 @@ use switchboard_protocol::{Message, RoomName};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Bus, Inbox, envelope};
+use crate::sequence::{Keys, RedisSequencer, Settings};
+use crate::{Bus, Inbox, Sequencer, envelope};
 
 /// Messages waiting to be published at most; past it they are dropped and
 /// counted (real-time fan-out is best-effort; the journal has them).
@@ -52,6 +55,30 @@ pub struct RedisOptions {
     pub prefix: String,
     /// This node's id, carried in every payload so a node skips its own.
     pub node_id: String,
+    /// Messages each room's window keeps for recovery and gap filling
+    /// (`RECOVERY_WINDOW`).
+    pub window: usize,
+    /// A room's window and position expire after this long without a
+    /// message (`RECOVERY_TTL`).
+    pub ttl: Duration,
+}
+
+impl RedisOptions {
+    /// Options with the default window (1,000 messages per room) and
+    /// expiry (24 h).
+    pub fn new(
+        url: impl Into<String>,
+        prefix: impl Into<String>,
+        node_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            prefix: prefix.into(),
+            node_id: node_id.into(),
+            window: 1_000,
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// The bus could not be set up.
@@ -97,6 +124,7 @@ pub struct RedisBus {
     publish_tx: mpsc::Sender<(String, Vec<u8>)>,
     commands: mpsc::UnboundedSender<Command>,
     health: Arc<Health>,
+    sequencer: RedisSequencer,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -124,6 +152,15 @@ impl RedisBus {
             health.clone(),
             stop.clone(),
         ));
+        let sequencer = RedisSequencer::new(
+            client.clone(),
+            Settings {
+                prefix: options.prefix.clone(),
+                node_id: options.node_id.clone(),
+                window: options.window,
+                ttl: options.ttl,
+            },
+        );
         tokio::spawn(subscribe_loop(
             client,
             command_rx,
@@ -138,18 +175,23 @@ impl RedisBus {
             publish_tx,
             commands,
             health,
+            sequencer,
             _stop: stop.drop_guard(),
         })
     }
 
     fn channel(&self, room: &RoomName) -> String {
-        format!("{}:room:{}", self.prefix, room)
+        Keys::new(&self.prefix, room).channel
     }
 }
 
 impl Bus for RedisBus {
     fn publish(&self, message: &Message) {
-        let payload = envelope::encode(&self.node_id, message);
+        let payload = envelope::frame(
+            message.seq,
+            &message.epoch,
+            &envelope::encode(&self.node_id, message),
+        );
         if self
             .publish_tx
             .try_send((self.channel(&message.room), payload))
@@ -191,9 +233,15 @@ impl Bus for RedisBus {
     fn kind(&self) -> &'static str {
         "redis"
     }
+
+    fn sequencer(&self) -> Option<Arc<dyn Sequencer>> {
+        Some(Arc::new(self.sequencer.clone()))
+    }
 }
 
-async fn connect_manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+pub(crate) async fn connect_manager(
+    client: &redis::Client,
+) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(OP_TIMEOUT))
         .set_response_timeout(Some(OP_TIMEOUT))
@@ -417,9 +465,10 @@ async fn subscribe_loop(
 }
 
 /// Puts another node's message into the inbox; drops (and counts) when the
-/// local fan-out is behind, so the pipe never grows without bound.
+/// local fan-out is behind, so the pipe never grows without bound (the
+/// receiving node fills such a gap from the room's window).
 fn deliver(inbox: &Inbox, node_id: &str, payload: &[u8]) {
-    match envelope::decode(payload) {
+    match envelope::unframe(payload) {
         Ok((origin, _)) if origin == node_id => {}
         Ok((_, message)) => {
             metrics::counter!("switchboard_bus_received_total").increment(1);

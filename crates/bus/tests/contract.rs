@@ -156,11 +156,7 @@ mod redis {
         let mut n = 0;
         move |inbox| {
             n += 1;
-            let options = RedisOptions {
-                url: url(),
-                prefix: prefix.clone(),
-                node_id: format!("node-{n}"),
-            };
+            let options = RedisOptions::new(url(), prefix.clone(), format!("node-{n}"));
             Box::new(RedisBus::start(options, inbox, &token).unwrap())
         }
     }
@@ -170,11 +166,7 @@ mod redis {
     #[tokio::test]
     async fn bad_urls_are_refused() {
         let (tx, _rx) = mpsc::channel(1);
-        let options = RedisOptions {
-            url: "http://nope".into(),
-            prefix: "p".into(),
-            node_id: "n".into(),
-        };
+        let options = RedisOptions::new("http://nope", "p", "n");
         assert!(RedisBus::start(options, tx, &tokio_util::sync::CancellationToken::new()).is_err());
     }
 }

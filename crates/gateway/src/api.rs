@@ -143,21 +143,16 @@ pub(crate) async fn room_messages(
         Page::Seq { after, seq, epoch } => {
             let epoch = match epoch {
                 Some(epoch) => epoch,
-                None => gateway
-                    .room_position(&room)
-                    .await
-                    .map(|position| position.map(|p| p.epoch))
-                    .map_err(|e| {
-                        tracing::error!(error = %e, %room, "position read failed");
-                        ApiError::unavailable("history is unavailable; retry later")
-                    })?
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "bad_seq",
-                            "this node gives no positions (cluster mode): page with `before`",
-                        )
-                    })?,
+                None => {
+                    gateway
+                        .room_position(&room)
+                        .await
+                        .map_err(|e| {
+                            tracing::error!(error = %e, %room, "position read failed");
+                            ApiError::unavailable("history is unavailable; retry later")
+                        })?
+                        .epoch
+                }
             };
             let read = if after {
                 gateway.store.after_seq(&room, &epoch, seq, limit)

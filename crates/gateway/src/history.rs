@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use switchboard_bus::BusError;
 use switchboard_protocol::{Message, Position, RoomName};
 use switchboard_store::StoreError;
 
-use crate::{Gateway, SETTLE_TIMEOUT};
+use crate::{Gateway, Positions, SETTLE_TIMEOUT};
 
 /// How long a recovery waits for the last positions given to reach the
 /// store (the journal commits within milliseconds of delivery).
@@ -16,33 +17,32 @@ const RECOVERY_SETTLE: Duration = Duration::from_millis(500);
 #[derive(Debug, Default)]
 pub(crate) struct Joined {
     pub history: History,
-    /// The room's position at the join; `None` without positions.
+    /// The room's position at the join; `None` while the cluster's
+    /// ordering point is unreachable.
     pub position: Option<Position>,
     /// With `since`: whether `history` is exactly what came after it.
     pub recovered: Option<bool>,
+}
+
+/// Why a join's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("ordering point: {0}")]
+    Order(#[from] BusError),
 }
 
 impl Gateway {
     /// The join history: the latest `limit` messages of `room` from the store,
     /// merged with what this node delivered most recently (which the store may
     /// not have committed yet), oldest first, cut to fit [`JOINED_MAX_BYTES`].
-    pub(crate) async fn history(
+    async fn history(
         &self,
         room: &RoomName,
         limit: u32,
         recent: Vec<Message>,
-    ) -> Result<History, switchboard_store::StoreError> {
-        // In cluster mode, make sure this node receives the room's live
-        // messages before reading what is stored, so nothing falls between.
-        // (While the bus is down there is nothing to wait for: the node
-        // re-subscribes on reconnect, and the join is not held up.)
-        if self.bus.is_ready()
-            && tokio::time::timeout(SETTLE_TIMEOUT, self.bus.settled())
-                .await
-                .is_err()
-        {
-            tracing::warn!(%room, "bus subscription not confirmed; live messages from other nodes may be missed");
-        }
+    ) -> Result<History, StoreError> {
         if limit == 0 {
             return Ok(History::default());
         }
@@ -54,28 +54,51 @@ impl Gateway {
         all.drain(..skip);
         Ok(History::within(all, JOINED_MAX_BYTES))
     }
-}
 
-impl Gateway {
-    /// What a join answers: with `since` and positions, exactly the
-    /// messages after it when they can all be told (`recovered: true`),
-    /// else the latest `limit` (`recovered: false`); without `since`, the
-    /// latest `limit`. `recent` is what this node delivered lately in the
-    /// room (the store may not have it yet).
+    /// In cluster mode, makes sure this node receives the room's live
+    /// messages before its position and history are read, so nothing falls
+    /// between. (While the bus is down there is nothing to wait for: the
+    /// node re-subscribes on reconnect, and the join is not held up.)
+    async fn settle(&self, room: &RoomName) {
+        if self.bus.is_ready()
+            && tokio::time::timeout(SETTLE_TIMEOUT, self.bus.settled())
+                .await
+                .is_err()
+        {
+            tracing::warn!(%room, "bus subscription not confirmed; live messages from other nodes may be missed");
+        }
+    }
+
+    /// What a join answers: with `since`, exactly the messages after it
+    /// when they can all be told (`recovered: true`), else the latest
+    /// `limit` (`recovered: false`); without `since`, the latest `limit`.
+    /// `recent` is what this node delivered lately in the room (the store
+    /// may not have it yet).
     pub(crate) async fn joined(
         &self,
         room: &RoomName,
         limit: u32,
         since: Option<Position>,
         recent: Vec<Message>,
-    ) -> Result<Joined, StoreError> {
-        let Some(position) = self.room_position(room).await? else {
-            return Ok(Joined {
-                history: self.history(room, limit, recent).await?,
-                position: None,
-                recovered: since.map(|_| false),
-            });
+    ) -> Result<Joined, ReadError> {
+        self.settle(room).await;
+        let position = match self.room_position(room).await {
+            Ok(position) => position,
+            // The ordering point is down: the member joins with the stored
+            // history and no position; sends are refused until it is back.
+            Err(ReadError::Order(e)) => {
+                tracing::warn!(error = %e, %room, "joined without a position: the ordering point is unavailable");
+                return Ok(Joined {
+                    history: self.history(room, limit, recent).await?,
+                    position: None,
+                    recovered: since.map(|_| false),
+                });
+            }
+            Err(e) => return Err(e),
         };
+        if let Positions::Cluster(flows) = &self.positions {
+            flows.joined_at(room, &position);
+        }
         let recovered = match &since {
             Some(since) => self.recover(room, since, &position, &recent).await?,
             None => None,
@@ -96,15 +119,11 @@ impl Gateway {
         })
     }
 
-    /// The room's position now (its epoch and last seq); `None` without
-    /// positions.
-    pub(crate) async fn room_position(
-        &self,
-        room: &RoomName,
-    ) -> Result<Option<Position>, StoreError> {
+    /// The room's position now: its epoch and last seq.
+    pub(crate) async fn room_position(&self, room: &RoomName) -> Result<Position, ReadError> {
         match &self.positions {
-            Some(order) => Ok(Some(self.bounded(order.position(room)).await?)),
-            None => Ok(None),
+            Positions::Local(order) => Ok(self.bounded(order.position(room)).await?),
+            Positions::Cluster(flows) => Ok(flows.sequencer().position(room).await?),
         }
     }
 
@@ -120,15 +139,16 @@ impl Gateway {
     }
 
     /// The messages after `since` up to `now`, in seq order, when the epoch
-    /// is the same, they are at most `RECOVERY_MAX`, and the store (with
-    /// `recent`) has every one of them; `None` otherwise.
+    /// is the same, they are at most `RECOVERY_MAX`, and the hot window (the
+    /// room's Redis stream, or what this node delivered lately) with the
+    /// store for what is older has every one of them; `None` otherwise.
     async fn recover(
         &self,
         room: &RoomName,
         since: &Position,
         now: &Position,
         recent: &[Message],
-    ) -> Result<Option<Vec<Message>>, StoreError> {
+    ) -> Result<Option<Vec<Message>>, ReadError> {
         if since.epoch != now.epoch
             || since.seq > now.seq
             || now.seq - since.seq > self.config.recovery_max
@@ -138,18 +158,35 @@ impl Gateway {
         let missed = now.seq - since.seq;
         let deadline = tokio::time::Instant::now() + RECOVERY_SETTLE;
         loop {
-            let read = self
-                .store
-                .after_seq(room, &now.epoch, since.seq, missed as u32);
-            let mut got = self.bounded(read).await?;
-            got.extend(
-                recent
-                    .iter()
-                    .filter(|m| m.epoch == now.epoch && m.seq > since.seq && m.seq <= now.seq)
-                    .cloned(),
-            );
+            let mut got: Vec<Message> = recent
+                .iter()
+                .filter(|m| m.epoch == now.epoch && m.seq > since.seq && m.seq <= now.seq)
+                .cloned()
+                .collect();
+            if let Positions::Cluster(flows) = &self.positions {
+                let window = flows
+                    .sequencer()
+                    .window(room, since.seq, missed as u32)
+                    .await?;
+                if window.position.epoch != now.epoch {
+                    return Ok(None);
+                }
+                got.extend(window.messages);
+            }
             got.sort_by_key(|m| m.seq);
             got.dedup_by_key(|m| m.seq);
+            // What the hot window does not reach back to comes from the
+            // store (in Kafka mode the archive, which lags the log: the
+            // newest positions are in the window, the older ones stored).
+            if got.first().is_none_or(|m| m.seq > since.seq + 1) {
+                let older = got.first().map_or(missed, |m| m.seq - since.seq - 1);
+                let read = self
+                    .store
+                    .after_seq(room, &now.epoch, since.seq, older as u32);
+                got.extend(self.bounded(read).await?);
+                got.sort_by_key(|m| m.seq);
+                got.dedup_by_key(|m| m.seq);
+            }
             got.retain(|m| m.seq <= now.seq);
             let complete = got
                 .iter()

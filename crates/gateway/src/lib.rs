@@ -12,6 +12,7 @@ mod api;
 pub mod auth;
 mod engineio;
 mod error;
+mod flow;
 mod history;
 mod http;
 mod limits;
@@ -150,14 +151,13 @@ impl Default for GatewayConfig {
 /// One node's shared state.
 pub struct Gateway {
     config: GatewayConfig,
-    registry: Registry,
+    registry: Arc<Registry>,
     bus: Arc<dyn Bus>,
     journal: Arc<dyn Journal>,
     store: Arc<dyn Store>,
     recent_ids: RecentIds,
-    /// The ordering point of a single node; `None` in cluster mode (where
-    /// Redis will be it: until then, cluster messages carry no position).
-    positions: Option<positions::LocalOrder>,
+    /// Where messages get their positions.
+    positions: Positions,
     shutdown: CancellationToken,
     connections: TaskTracker,
     io: OnceLock<SocketIo>,
@@ -165,6 +165,15 @@ pub struct Gateway {
     admission: Admission,
     http_connections: HttpConnections,
     metrics: Option<PrometheusHandle>,
+}
+
+/// The ordering point a node uses.
+enum Positions {
+    /// A single node is its own.
+    Local(positions::LocalOrder),
+    /// A cluster's is the bus (Redis); each room's flow delivers in seq
+    /// order and fills gaps.
+    Cluster(Arc<flow::Flows>),
 }
 
 /// Now, in Unix milliseconds.
@@ -198,17 +207,25 @@ impl Gateway {
             config.http_connections_per_ip,
             config.trusted_proxies.clone(),
         );
-        let positions = (bus.kind() != "redis").then(|| {
-            let source = if journal.kind() == "embedded" {
-                positions::EpochSource::Store
-            } else {
-                positions::EpochSource::Fresh
-            };
-            positions::LocalOrder::new(store.clone(), source, config.recovery_window)
-        });
+        let registry = Arc::new(Registry::new(bus.clone()));
+        let positions = match bus.sequencer() {
+            Some(sequencer) => Positions::Cluster(flow::Flows::new(sequencer, registry.clone())),
+            None => {
+                let source = if journal.kind() == "embedded" {
+                    positions::EpochSource::Store
+                } else {
+                    positions::EpochSource::Fresh
+                };
+                Positions::Local(positions::LocalOrder::new(
+                    store.clone(),
+                    source,
+                    config.recovery_window,
+                ))
+            }
+        };
         let gateway = Arc::new(Self {
             config,
-            registry: Registry::new(bus.clone()),
+            registry,
             bus,
             journal,
             store,
@@ -238,9 +255,14 @@ impl Gateway {
         tokio::spawn(async move {
             while let Some(message) = remote.recv().await {
                 let Some(gateway) = weak.upgrade() else { break };
-                // A retry accepted on another node is not delivered twice.
-                if gateway.recent_ids.first_sighting(message.id) {
-                    gateway.deliver(&message);
+                match &gateway.positions {
+                    Positions::Cluster(flows) => flows.arrive(message),
+                    // A retry accepted on another node is not delivered twice.
+                    Positions::Local(_) => {
+                        if gateway.recent_ids.first_sighting(message.id) {
+                            gateway.deliver(&message);
+                        }
+                    }
                 }
             }
         });
@@ -296,7 +318,7 @@ impl Gateway {
             tracing::warn!("connections still open after the shutdown grace period");
         }
         self.journal.close().await;
-        if let Some(positions) = &self.positions {
+        if let Positions::Local(positions) = &self.positions {
             positions.end().await;
         }
         Ok(())
@@ -362,7 +384,7 @@ impl Gateway {
         };
         let mut unstored = None;
         let fresh = match &self.positions {
-            Some(order) => {
+            Positions::Local(order) => {
                 // A room's first message of the run reads the store.
                 let counter = self.bounded(order.counter(&message.room)).await;
                 let (counter, epoch) = counter.map_err(|e| {
@@ -384,13 +406,23 @@ impl Gateway {
                 }
                 assigned.fresh
             }
-            None => {
+            Positions::Cluster(flows) => {
                 message.ts = now_ms();
-                let fresh = self.recent_ids.first_sighting(message.id);
-                if fresh {
-                    self.fan_out(&message);
+                // The ordering point gives the position and publishes to
+                // the other nodes in one step; nothing is accepted without.
+                let sequenced = flows.sequencer().sequence(&message).await.map_err(|e| {
+                    tracing::warn!(error = %e, room = %message.room, "no position: the ordering point is unavailable");
+                    Unavailable("the message could not be given a position; retry with the same id".into())
+                })?;
+                message.seq = sequenced.seq;
+                message.epoch = sequenced.epoch;
+                // Delivered here in seq order (once: a resend whose first
+                // try was delivered is dropped by its seq).
+                flows.arrive(message.clone());
+                if sequenced.fresh {
+                    metrics::counter!("switchboard_messages_accepted_total").increment(1);
                 }
-                fresh
+                sequenced.fresh
             }
         };
         if !fresh {

@@ -115,7 +115,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// A room's position: the epoch and the last seq in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub epoch: String,
     pub seq: u64,

@@ -37,7 +37,9 @@ impl NodeOptions {
     /// The node options a validated configuration describes.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let gateway = config.gateway()?;
-        let redis = config.cluster.redis_options(&gateway.node_id);
+        let redis = config
+            .cluster
+            .redis_options(&gateway.node_id, gateway.recovery_window);
         let kafka = config.kafka.kafka_bootstrap().map(|brokers| KafkaOptions {
             brokers,
             topic: config.kafka.kafka_topic.clone(),

@@ -28,7 +28,7 @@ async fn nodes(redis_url: &str, n: usize) -> (String, Vec<Node>) {
 }
 
 fn channel(prefix: &str, room: &str) -> String {
-    format!("{prefix}:room:{room}")
+    format!("{{{prefix}:{room}}}:ch")
 }
 
 /// Collects `n` message frames (skipping acks), then checks nothing more comes.
@@ -186,9 +186,19 @@ async fn delivery_resumes_after_redis_restarts_without_restarting_nodes() {
     let health = reqwest::get(nodes[0].http("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200, "liveness does not depend on Redis");
 
-    // Local delivery and durability go on while Redis is away.
-    a.send_text(&room, "during").await;
-    assert_eq!(local.recv_type("message").await["text"], "during");
+    // Nothing is accepted without a position while Redis, the ordering
+    // point, is away: the sender is told to retry.
+    a.send(json!({"type": "send", "room": room, "text": "during", "ref": "during"}))
+        .await;
+    let refused = a.recv_type("error").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["ref"].as_str()),
+        (Some("unavailable"), Some("during")),
+        "{refused}"
+    );
+    local
+        .silent_for_type("message", Duration::from_millis(300))
+        .await;
 
     let redis = PrivateRedis::start_on(redis.port);
     let restarted = Instant::now();
@@ -197,14 +207,23 @@ async fn delivery_resumes_after_redis_restarts_without_restarting_nodes() {
     let resumed = loop {
         attempt += 1;
         let text = format!("after-{attempt}");
-        a.send_text(&room, &text).await;
-        let got = loop {
-            match tokio::time::timeout(Duration::from_millis(300), b.recv_type("message")).await {
-                Ok(m) if m["text"] == "during" => continue,
-                Ok(m) => break Some(m),
-                Err(_) => break None,
+        // The first sends after the restart may still be refused while the
+        // node reconnects; a refused send is not delivered anywhere.
+        a.send(json!({"type": "send", "room": room, "text": text, "ref": text}))
+            .await;
+        let answer = loop {
+            let v = a.recv_wire().await;
+            if v["ref"] == text.as_str() {
+                break v;
             }
         };
+        assert!(
+            answer["type"] == "ack" || answer["code"] == "unavailable",
+            "{answer}"
+        );
+        let got = tokio::time::timeout(Duration::from_millis(300), b.recv_type("message"))
+            .await
+            .ok();
         if let Some(m) = got {
             assert!(m["text"].as_str().unwrap().starts_with("after-"), "{m}");
             break restarted.elapsed();

@@ -1,4 +1,6 @@
-//! The cluster's settings: REDIS_URL and REDIS_PREFIX.
+//! The cluster's settings: REDIS_URL, REDIS_PREFIX and RECOVERY_TTL.
+
+use std::time::Duration;
 
 use switchboard_bus::RedisOptions;
 
@@ -18,6 +20,10 @@ pub struct ClusterArgs {
         global = true
     )]
     pub redis_prefix: String,
+    /// Seconds a room's position and recovery window stay in Redis after
+    /// its last message.
+    #[arg(long, env = "RECOVERY_TTL", default_value_t = 86_400, global = true)]
+    pub recovery_ttl: u64,
 }
 
 impl ClusterArgs {
@@ -40,15 +46,19 @@ impl ClusterArgs {
                 "1-64 characters from A-Z a-z 0-9 _ . - (no `:`, so channel names of two deployments cannot collide)",
             ));
         }
+        if !(1..=30 * 86_400).contains(&self.recovery_ttl) {
+            return Err(invalid("RECOVERY_TTL", "1 to 2592000 seconds"));
+        }
         Ok(())
     }
 
-    /// The bus settings for a node named `node_id`, in cluster mode.
-    pub fn redis_options(&self, node_id: &str) -> Option<RedisOptions> {
+    /// The bus settings for a node named `node_id`, in cluster mode, with
+    /// `window` messages per room kept for recovery.
+    pub fn redis_options(&self, node_id: &str, window: usize) -> Option<RedisOptions> {
         self.redis_url.clone().map(|url| RedisOptions {
-            url,
-            prefix: self.redis_prefix.clone(),
-            node_id: node_id.to_owned(),
+            window,
+            ttl: Duration::from_secs(self.recovery_ttl),
+            ..RedisOptions::new(url, self.redis_prefix.clone(), node_id)
         })
     }
 }

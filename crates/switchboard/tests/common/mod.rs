@@ -57,9 +57,8 @@ impl Node {
     pub async fn clustered(redis_url: &str, prefix: &str, gateway: GatewayConfig) -> Node {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let redis = switchboard_bus::RedisOptions {
-            url: redis_url.to_owned(),
-            prefix: prefix.to_owned(),
-            node_id: gateway.node_id.clone(),
+            window: gateway.recovery_window,
+            ..switchboard_bus::RedisOptions::new(redis_url, prefix, gateway.node_id.clone())
         };
         let options = NodeOptions {
             gateway,
@@ -156,7 +155,7 @@ impl Client {
         }
     }
 
-    async fn recv_wire(&mut self) -> Value {
+    pub async fn recv_wire(&mut self) -> Value {
         let backlog = std::mem::take(&mut self.backlog);
         let v = self.recv().await;
         self.backlog = backlog;

@@ -309,11 +309,7 @@ pub async fn kafka_node(
         node_id: node_id.into(),
         overrides: vec![],
     };
-    let redis = redis_prefix.map(|prefix| RedisOptions {
-        url: shared_url(),
-        prefix: prefix.into(),
-        node_id: node_id.into(),
-    });
+    let redis = redis_prefix.map(|prefix| RedisOptions::new(shared_url(), prefix, node_id));
     let options = NodeOptions {
         gateway,
         database_url: s.db.clone(),

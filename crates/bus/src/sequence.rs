@@ -1,0 +1,307 @@
+//! Redis as the cluster's ordering point: one Lua script per message gives
+//! it the room's next seq, appends it to the room's capped stream (the hot
+//! window a rejoining client or a node with a gap reads back) and publishes
+//! it with its seq, atomically, so every node sees a room's messages in seq
+//! order and nothing is published without a position.
+//!
+//! A room's keys and channel share one hash tag, `{prefix:room}`:
+//! `{..}:meta` (hash: `epoch`, `seq`), `{..}:log` (stream, entry id
+//! `seq-0`, fields `i` the message id and `m` the envelope), `{..}:ids`
+//! (hash: message id -> seq, for the ids still in the log, so a resend keeps
+//! its position) and the channel `{..}:ch`. All three keys expire together
+//! after `ttl` without a message. When the meta hash is gone (Redis
+//! restarted without persistence, or the room was idle past its expiry) the
+//! next use starts a new epoch, with an empty log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+use switchboard_protocol::{Message, Position, RoomName};
+use tokio::sync::OnceCell;
+
+use crate::{BusError, BusFuture, Sequenced, Sequencer, Window, envelope};
+
+/// How long one ordering call may take before it counts as failed.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Gives the message its position, appends it to the window and publishes
+/// it. KEYS: meta, log, ids. ARGV: id, envelope, candidate epoch, window,
+/// ttl (ms), channel. Returns {seq, epoch, fresh (1 or 0)} as strings.
+const SEQUENCE: &str = r"
+local meta, log, ids = KEYS[1], KEYS[2], KEYS[3]
+local id, payload, window, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[5]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('DEL', log, ids)
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
+end
+local known = redis.call('HGET', ids, id)
+if known then
+  return {known, epoch, '0'}
+end
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+redis.call('XADD', log, seq .. '-0', 'i', id, 'm', payload)
+redis.call('HSET', ids, id, seq)
+local over = redis.call('XLEN', log) - window
+if over > 0 then
+  if over > 100 then over = 100 end
+  for _, entry in ipairs(redis.call('XRANGE', log, '-', '+', 'COUNT', over)) do
+    redis.call('XDEL', log, entry[1])
+    redis.call('HDEL', ids, entry[2][2])
+  end
+end
+redis.call('PEXPIRE', meta, ttl)
+redis.call('PEXPIRE', log, ttl)
+redis.call('PEXPIRE', ids, ttl)
+redis.call('PUBLISH', ARGV[6], seq .. ' ' .. epoch .. ' ' .. payload)
+return {tostring(seq), epoch, '1'}
+";
+
+/// The room's position, beginning its epoch when it has none. KEYS: meta,
+/// log, ids. ARGV: candidate epoch, ttl (ms). Returns {epoch, seq}.
+const POSITION: &str = r"
+local meta = KEYS[1]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
+  redis.call('PEXPIRE', meta, ARGV[2])
+end
+return {epoch, redis.call('HGET', meta, 'seq')}
+";
+
+/// The log after a seq. KEYS: meta, log. ARGV: after, count. Returns
+/// {epoch, last seq, oldest entry id or '', then entry id, envelope, ...};
+/// epoch '' when the room has none.
+const WINDOW: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  return {'', '0', ''}
+end
+local out = {epoch, redis.call('HGET', KEYS[1], 'seq'), ''}
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #oldest > 0 then
+  out[3] = oldest[1][1]
+end
+local after = tonumber(ARGV[1])
+for _, entry in ipairs(redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+', 'COUNT', ARGV[2])) do
+  out[#out + 1] = entry[1]
+  out[#out + 1] = entry[2][4]
+end
+return out
+";
+
+/// The ordering point's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub prefix: String,
+    pub node_id: String,
+    /// Entries each room's log keeps (`RECOVERY_WINDOW`).
+    pub window: usize,
+    /// A room's keys expire after this long without a message
+    /// (`RECOVERY_TTL`).
+    pub ttl: Duration,
+}
+
+/// [`Sequencer`] over Redis; clones share one connection.
+#[derive(Clone)]
+pub(crate) struct RedisSequencer(Arc<Inner>);
+
+struct Inner {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    settings: Settings,
+    sequence: Script,
+    position: Script,
+    window: Script,
+}
+
+/// A room's keys and channel, sharing one hash tag.
+pub(crate) struct Keys {
+    meta: String,
+    log: String,
+    ids: String,
+    pub channel: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, room: &RoomName) -> Self {
+        let tag = format!("{{{prefix}:{room}}}");
+        Self {
+            meta: format!("{tag}:meta"),
+            log: format!("{tag}:log"),
+            ids: format!("{tag}:ids"),
+            channel: format!("{tag}:ch"),
+        }
+    }
+}
+
+impl RedisSequencer {
+    pub fn new(client: redis::Client, settings: Settings) -> Self {
+        Self(Arc::new(Inner {
+            client,
+            conn: OnceCell::new(),
+            settings,
+            sequence: Script::new(SEQUENCE),
+            position: Script::new(POSITION),
+            window: Script::new(WINDOW),
+        }))
+    }
+}
+
+impl Inner {
+    async fn conn(&self) -> Result<ConnectionManager, BusError> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| crate::redis::connect_manager(&self.client))
+            .await
+            .map_err(|e| BusError::Redis(e.to_string()))?;
+        Ok(conn.clone())
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.settings.ttl.as_millis().max(1) as u64
+    }
+
+    async fn run_sequence(&self, message: Message) -> Result<Sequenced, BusError> {
+        let keys = Keys::new(&self.settings.prefix, &message.room);
+        let payload = envelope::encode(&self.settings.node_id, &message);
+        let mut conn = self.conn().await?;
+        let reply: Vec<String> = self
+            .sequence
+            .key(&keys.meta)
+            .key(&keys.log)
+            .key(&keys.ids)
+            .arg(message.id.to_string())
+            .arg(payload)
+            .arg(new_epoch())
+            .arg(self.settings.window.max(1))
+            .arg(self.ttl_ms())
+            .arg(&keys.channel)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BusError::Redis(e.to_string()))?;
+        match reply.as_slice() {
+            [seq, epoch, fresh] => Ok(Sequenced {
+                seq: parse_seq(seq)?,
+                epoch: epoch.clone(),
+                fresh: fresh == "1",
+            }),
+            _ => Err(BusError::Redis(
+                "unexpected reply to the sequence script".into(),
+            )),
+        }
+    }
+
+    async fn run_position(&self, room: RoomName) -> Result<Position, BusError> {
+        let keys = Keys::new(&self.settings.prefix, &room);
+        let mut conn = self.conn().await?;
+        let reply: Vec<String> = self
+            .position
+            .key(&keys.meta)
+            .key(&keys.log)
+            .key(&keys.ids)
+            .arg(new_epoch())
+            .arg(self.ttl_ms())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BusError::Redis(e.to_string()))?;
+        match reply.as_slice() {
+            [epoch, seq] => Ok(Position {
+                epoch: epoch.clone(),
+                seq: parse_seq(seq)?,
+            }),
+            _ => Err(BusError::Redis(
+                "unexpected reply to the position script".into(),
+            )),
+        }
+    }
+
+    async fn run_window(&self, room: RoomName, after: u64, count: u32) -> Result<Window, BusError> {
+        let keys = Keys::new(&self.settings.prefix, &room);
+        let mut conn = self.conn().await?;
+        let reply: Vec<Vec<u8>> = self
+            .window
+            .key(&keys.meta)
+            .key(&keys.log)
+            .arg(after)
+            .arg(count.max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BusError::Redis(e.to_string()))?;
+        let [epoch, last, oldest, entries @ ..] = reply.as_slice() else {
+            return Err(BusError::Redis(
+                "unexpected reply to the window script".into(),
+            ));
+        };
+        let epoch = String::from_utf8_lossy(epoch).into_owned();
+        let mut window = Window {
+            position: Position {
+                seq: parse_seq(&String::from_utf8_lossy(last))?,
+                epoch,
+            },
+            oldest: match oldest.as_slice() {
+                b"" => None,
+                id => Some(parse_entry_id(id)?),
+            },
+            messages: Vec::with_capacity(entries.len() / 2),
+        };
+        for pair in entries.chunks_exact(2) {
+            let (_, mut message) = envelope::decode(&pair[1]).map_err(BusError::Redis)?;
+            message.seq = parse_entry_id(&pair[0])?;
+            message.epoch.clone_from(&window.position.epoch);
+            window.messages.push(message);
+        }
+        Ok(window)
+    }
+}
+
+fn parse_seq(s: &str) -> Result<u64, BusError> {
+    s.parse()
+        .map_err(|_| BusError::Redis(format!("not a seq: {s:?}")))
+}
+
+/// `seq-0` -> seq.
+fn parse_entry_id(id: &[u8]) -> Result<u64, BusError> {
+    let id = String::from_utf8_lossy(id);
+    parse_seq(id.split_once('-').map_or(&*id, |(seq, _)| seq))
+}
+
+/// A new epoch: short, random, and free of the spaces that separate the
+/// channel payload's header.
+pub(crate) fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Bounds a call by [`OP_TIMEOUT`].
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, BusError>>,
+) -> Result<T, BusError> {
+    tokio::time::timeout(OP_TIMEOUT, call)
+        .await
+        .unwrap_or(Err(BusError::Timeout))
+}
+
+impl Sequencer for RedisSequencer {
+    fn sequence(&self, message: &Message) -> BusFuture<Sequenced> {
+        let this = self.0.clone();
+        let message = message.clone();
+        Box::pin(async move { bounded(this.run_sequence(message)).await })
+    }
+
+    fn position(&self, room: &RoomName) -> BusFuture<Position> {
+        let this = self.0.clone();
+        let room = room.clone();
+        Box::pin(async move { bounded(this.run_position(room)).await })
+    }
+
+    fn window(&self, room: &RoomName, after: u64, count: u32) -> BusFuture<Window> {
+        let this = self.0.clone();
+        let room = room.clone();
+        Box::pin(async move { bounded(this.run_window(room, after, count)).await })
+    }
+}
