@@ -68,6 +68,13 @@ pub trait Bus: Send + Sync + 'static {
     /// A short name for logs: `memory`, `redis`.
     fn kind(&self) -> &'static str;
 
+    /// How many times the bus has re-established its subscriptions after
+    /// losing them: messages published meanwhile were not received, and a
+    /// node catches up on the rooms it hosts when this changes.
+    fn resubscriptions(&self) -> u64 {
+        0
+    }
+
     /// The deployment's ordering point, when this bus is it (Redis): it
     /// gives each message its position and publishes it in one step, in
     /// place of [`Bus::publish`].

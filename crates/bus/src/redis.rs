@@ -113,6 +113,8 @@ enum Command {
 #[derive(Default)]
 struct Health {
     subscriber_up: AtomicBool,
+    /// Reconnects of the subscriber after a loss.
+    resubscribed: AtomicU64,
     publisher_failing: AtomicBool,
 }
 
@@ -232,6 +234,10 @@ impl Bus for RedisBus {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn resubscriptions(&self) -> u64 {
+        self.health.resubscribed.load(Ordering::Relaxed)
     }
 
     fn sequencer(&self) -> Option<Arc<dyn Sequencer>> {
@@ -374,6 +380,7 @@ async fn subscribe_loop(
                 rooms = wanted.len(),
                 "redis subscriber reconnected and re-subscribed"
             );
+            health.resubscribed.fetch_add(1, Ordering::Relaxed);
         }
         backoff = BACKOFF_MIN;
         health.subscriber_up.store(true, Ordering::Relaxed);

@@ -48,6 +48,9 @@ struct Flow {
     last: u64,
     /// Messages past a gap, waiting.
     held: BTreeMap<u64, Message>,
+    /// A seq known to be given (after the subscription was lost and
+    /// regained): what is missing up to it is filled even with nothing held.
+    target: u64,
     /// A fill task is running.
     filling: bool,
     used: Option<Instant>,
@@ -90,6 +93,50 @@ impl Flows {
             flow.epoch.clone_from(&position.epoch);
             flow.last = position.seq;
             flow.used = Some(Instant::now());
+        }
+    }
+
+    /// Watches `bus` for lost and regained subscriptions: then every room
+    /// this node delivers in catches up to the position the ordering point
+    /// gives it (messages published while the subscription was gone).
+    pub fn watch(self: &Arc<Self>, bus: Arc<dyn switchboard_bus::Bus>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen = bus.resubscriptions();
+            let mut every = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                every.tick().await;
+                let Some(flows) = weak.upgrade() else { return };
+                let now = bus.resubscriptions();
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                let rooms: Vec<RoomName> = lock(&flows.rooms).keys().cloned().collect();
+                tracing::info!(rooms = rooms.len(), "subscription regained: catching up");
+                for room in rooms {
+                    if let Ok(position) = flows.sequencer.position(&room).await {
+                        flows.catch_up(&room, &position);
+                    }
+                }
+            }
+        });
+    }
+
+    /// The ordering point has given `position`: fill up to it.
+    fn catch_up(self: &Arc<Self>, room: &RoomName, position: &Position) {
+        let flow = self.flow(room);
+        let mut f = lock(&flow);
+        if f.epoch != position.epoch || position.seq <= f.last {
+            return;
+        }
+        f.target = f.target.max(position.seq);
+        if !f.filling {
+            f.filling = true;
+            let this = self.clone();
+            let room = room.clone();
+            let flow = flow.clone();
+            tokio::spawn(async move { this.fill(room, flow).await });
         }
     }
 
@@ -190,11 +237,15 @@ impl Flows {
     /// the epoch), or `None` (and the fill ends) when there is none.
     fn front_gap(&self, flow: &Mutex<Flow>) -> Option<(u64, u64, String)> {
         let mut f = lock(flow);
-        let Some(&first) = f.held.keys().next() else {
-            f.filling = false;
-            return None;
+        let end = match f.held.keys().next() {
+            Some(&first) => first - 1,
+            None if f.target > f.last => f.target,
+            None => {
+                f.filling = false;
+                return None;
+            }
         };
-        Some((f.last, first - f.last - 1, f.epoch.clone()))
+        Some((f.last, end - f.last, f.epoch.clone()))
     }
 
     /// Delivers what `window` fills of the gap after `after`, gives the gap
@@ -228,11 +279,22 @@ impl Flows {
             // Progress: what is left is a gap of its own.
             *since = Instant::now();
         }
-        if !f.held.is_empty() && since.elapsed() >= GAP_WAIT {
-            self.skip_gap(&mut f, room);
+        if since.elapsed() >= GAP_WAIT {
+            if f.held.is_empty() {
+                // Only a catch-up was pending: what the log lacks is lost.
+                let missing = f.target.saturating_sub(f.last);
+                if missing > 0 {
+                    tracing::warn!(%room, after = f.last, missing, "messages missed while unsubscribed are no longer in the log");
+                    metrics::counter!("switchboard_gaps_unfilled_total").increment(1);
+                    metrics::counter!("switchboard_gap_messages_lost_total").increment(missing);
+                    f.last = f.target;
+                }
+            } else {
+                self.skip_gap(&mut f, room);
+            }
             *since = Instant::now();
         }
-        if f.held.is_empty() {
+        if f.held.is_empty() && f.target <= f.last {
             f.filling = false;
             return false;
         }

@@ -209,7 +209,11 @@ impl Gateway {
         );
         let registry = Arc::new(Registry::new(bus.clone()));
         let positions = match bus.sequencer() {
-            Some(sequencer) => Positions::Cluster(flow::Flows::new(sequencer, registry.clone())),
+            Some(sequencer) => {
+                let flows = flow::Flows::new(sequencer, registry.clone());
+                flows.watch(bus.clone());
+                Positions::Cluster(flows)
+            }
             None => {
                 let source = if journal.kind() == "embedded" {
                     positions::EpochSource::Store

@@ -44,7 +44,13 @@ impl Node {
     pub async fn start_with(listener: TcpListener, options: NodeOptions) -> Node {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(switchboard::run(listener, options, shutdown.clone(), None));
+        let metrics = Some(metrics_handle());
+        let task = tokio::spawn(switchboard::run(
+            listener,
+            options,
+            shutdown.clone(),
+            metrics,
+        ));
         Node {
             addr,
             shutdown,
@@ -216,6 +222,20 @@ impl Client {
             }
         }
     }
+}
+
+/// The test process's metrics recorder (one per process: every node a test
+/// binary starts counts into it).
+pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap()
+        })
+        .clone()
 }
 
 pub fn unique(prefix: &str) -> String {

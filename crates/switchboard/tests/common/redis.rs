@@ -33,7 +33,29 @@ impl PrivateRedis {
         Self::start_on(free_port())
     }
 
+    /// A server keeping nothing on disk: a restart loses every key.
     pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, &["--appendonly", "no"])
+    }
+
+    /// A server with an append-only file in `dir`, written on every
+    /// command: a restart on the same `dir` keeps every key.
+    pub fn start_persistent(port: u16, dir: &std::path::Path) -> Self {
+        let dir = dir.to_str().unwrap();
+        Self::spawn(
+            port,
+            &[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                dir,
+            ],
+        )
+    }
+
+    fn spawn(port: u16, persistence: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -42,9 +64,8 @@ impl PrivateRedis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
