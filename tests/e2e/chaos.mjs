@@ -3,8 +3,10 @@
 // this run, under steady load from clients that resend every unacked
 // message with the same id until it is acked. One fault after another:
 // kill -9 a node, restart Redis, restart the broker, stop PostgreSQL, kill -9
-// the archiver. At the end every acked message must be in PostgreSQL exactly
-// once. Prints a table (and writes it as JSON with --json FILE).
+// the archiver. Clients dropped by a fault rejoin with `since`. At the end
+// every acked message must be in PostgreSQL exactly once and must have
+// reached every client exactly once. Prints a table (and writes it as JSON
+// with --json FILE).
 //
 //   node chaos.mjs [--short] [--json FILE]
 //
@@ -141,6 +143,7 @@ function startArchiver() {
 
 const acked = new Map(); // id -> phase in which it was first acked
 let phase = 'steady';
+let sending = false; // set once every client has joined, so each can see every acked message
 let stopSending = false;
 
 class LoadClient {
@@ -150,6 +153,12 @@ class LoadClient {
     this.pending = new Map(); // id -> {text, sentAt}
     this.seq = 0;
     this.lastAckAt = 0;
+    // The room as this client saw it: its position, and how many times
+    // each message id reached it (live or recovered).
+    this.epoch = null;
+    this.last = 0;
+    this.seen = new Map();
+    this.unrecovered = 0;
     this.connect();
     this.timer = setInterval(() => this.tick(), 1000 / rate);
   }
@@ -157,12 +166,24 @@ class LoadClient {
     const ws = new WebSocket(`ws://127.0.0.1:${ports.nodes[this.node]}/ws?name=load-${this.i}`);
     this.ws = ws;
     this.joined = false;
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'join', room, history: 0 })));
+    ws.on('open', () => {
+      // Back after a drop: ask for exactly what was missed.
+      const since = this.epoch ? { epoch: this.epoch, seq: this.last } : undefined;
+      ws.send(JSON.stringify({ type: 'join', room, history: 0, since }));
+    });
     ws.on('message', (data) => {
       const f = JSON.parse(data.toString());
       if (f.type === 'joined') {
+        if (this.epoch && f.recovered !== true) this.unrecovered++;
+        for (const m of f.history) this.see(m);
+        if (f.epoch !== undefined && (f.epoch !== this.epoch || f.seq > this.last)) {
+          this.epoch = f.epoch;
+          this.last = f.seq;
+        }
         this.joined = true;
         for (const [id, p] of this.pending) this.transmit(id, p); // resend, same ids
+      } else if (f.type === 'message') {
+        this.see(f);
       } else if (f.type === 'ack') {
         if (this.pending.delete(f.id) && !acked.has(f.id)) acked.set(f.id, phase);
         this.lastAckAt = Date.now();
@@ -176,6 +197,13 @@ class LoadClient {
       setTimeout(() => this.connect(), 200);
     });
   }
+  see(m) {
+    this.seen.set(m.id, (this.seen.get(m.id) ?? 0) + 1);
+    if (m.epoch !== undefined && (m.epoch !== this.epoch || m.seq > this.last)) {
+      this.epoch = m.epoch;
+      this.last = m.seq;
+    }
+  }
   transmit(id, p) {
     p.sentAt = Date.now();
     if (this.joined && this.ws.readyState === WebSocket.OPEN) {
@@ -186,7 +214,7 @@ class LoadClient {
     const now = Date.now();
     // Unacked for 3 s (an `unavailable`, or a reply lost with a node): again, same id.
     for (const [id, p] of this.pending) if (now - p.sentAt > 3000) this.transmit(id, p);
-    if (stopSending) return;
+    if (stopSending || !sending) return;
     const id = randomUUID();
     const p = { text: `c${this.i}-${this.seq++}` };
     this.pending.set(id, p);
@@ -273,6 +301,9 @@ try {
   log(`topology up in ${dir}: nodes ${ports.nodes}, redis ${ports.redis}, tansu ${ports.kafka}, postgres ${ports.pg}`);
 
   clients = Array.from({ length: clientsN }, (_, i) => new LoadClient(i));
+  const joinUntil = Date.now() + 20000;
+  while (!clients.every((c) => c.joined) && Date.now() < joinUntil) await sleep(50);
+  sending = true;
   await sleep(steady);
 
   const faults = [
@@ -323,6 +354,14 @@ try {
   const drainUntil = Date.now() + 60000;
   while (clients.some((c) => c.pending.size > 0) && Date.now() < drainUntil) await sleep(100);
   const unacked = clients.reduce((n, c) => n + c.pending.size, 0);
+  // Every client saw every acked message exactly once (live, or recovered
+  // with `since` after a drop).
+  const missedBy = (c) => [...acked.keys()].filter((id) => !c.seen.has(id)).length;
+  const seenUntil = Date.now() + 10000;
+  while (clients.some((c) => missedBy(c) > 0) && Date.now() < seenUntil) await sleep(100);
+  const missed = clients.reduce((n, c) => n + missedBy(c), 0);
+  const doubled = clients.reduce((n, c) => n + [...c.seen.values()].filter((k) => k > 1).length, 0);
+  const unrecovered = clients.reduce((n, c) => n + c.unrecovered, 0);
   for (const c of clients) c.close();
   // Wait for the archive to hold every acked message.
   const archiveUntil = Date.now() + 60000;
@@ -356,8 +395,9 @@ try {
   console.log('\n| ' + table[0].join(' | ') + ' |\n|' + table[0].map((_, i) => (i ? '---:' : '---')).join('|') + '|');
   for (const row of table.slice(1)) console.log('| ' + row.join(' | ') + ' |');
   console.log(`\nrows in the table: ${totalRows}, distinct ids: ${distinct}; never acked at the end: ${unacked}`);
+  console.log(`clients' view: ${missed} acked messages missed, ${doubled} delivered twice, ${unrecovered} rejoins not recovered`);
   console.log(`clients: ${clientsN} at ${rate} msg/s each; ${short ? 'short' : 'full'} run, ${((Date.now() - started) / 1000).toFixed(0)} s`);
-  if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ clients: clientsN, rate, short, table, totalRows, distinct, unacked }, null, 2));
+  if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ clients: clientsN, rate, short, table, totalRows, distinct, unacked, missed, doubled, unrecovered }, null, 2));
 
   const failures = [];
   if (sum('lost') > 0) failures.push(`${sum('lost')} acked messages are not in PostgreSQL`);
@@ -365,11 +405,13 @@ try {
   if (results.some((r) => r.recover_ms === null)) failures.push('a fault was not recovered from');
   if (unacked > 0) failures.push(`${unacked} messages were never acked`);
   if (sum('acked') === 0) failures.push('nothing was acked');
+  if (missed > 0) failures.push(`clients missed ${missed} acked messages`);
+  if (doubled > 0) failures.push(`${doubled} messages reached a client twice`);
   if (failures.length) {
     console.error(`FAILED: ${failures.join('; ')}`);
     process.exitCode = 1;
   } else {
-    console.log('OK: every acked message is stored exactly once');
+    console.log('OK: every acked message is stored exactly once and reached every client exactly once');
   }
 } catch (e) {
   console.error(`chaos run failed: ${e.stack ?? e}`);
