@@ -8,6 +8,7 @@
 //! as latency and loss instead of a slower offered rate.
 
 mod proc;
+mod recovery;
 mod run;
 pub mod tally;
 pub mod wire;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub(crate) use run::finish;
 pub use run::run;
 pub use wire::Protocol;
 
@@ -34,6 +36,9 @@ pub enum Scenario {
     Idle,
     /// One connection sending `rate` msgs/s; latency is send -> ack.
     Ack,
+    /// `connections` join and drop, `missed` messages are sent, and all
+    /// come back at once with `since`; latency is join -> `joined`.
+    Recovery,
 }
 
 /// A run's settings.
@@ -62,6 +67,8 @@ pub struct Options {
     pub connect_concurrency: usize,
     /// Print a progress line every second (stderr).
     pub progress: bool,
+    /// Messages the returning connections missed (recovery).
+    pub missed: usize,
 }
 
 impl Default for Options {
@@ -81,6 +88,7 @@ impl Default for Options {
             drain: Duration::from_secs(3),
             connect_concurrency: 256,
             progress: false,
+            missed: 1_000,
         }
     }
 }
@@ -153,6 +161,10 @@ pub struct Report {
     pub servers: Vec<ProcessUse>,
     /// This load generator's own CPU% over the sending window.
     pub client_cpu_percent: f64,
+    /// For `recovery`: the connections answered `recovered: true` with
+    /// exactly the missed messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<u64>,
 }
 
 impl Report {
@@ -189,6 +201,13 @@ impl Report {
             s.push_str(&format!(
                 "server pid {}: cpu {:.0}%, rss {} KiB (peak {} KiB)\n",
                 p.pid, p.cpu_percent, p.rss_kib, p.peak_rss_kib
+            ));
+        }
+        if let Some(n) = self.recovered {
+            s.push_str(&format!(
+                "recovered exactly: {n} of {} connections, all back in {:.2} s\n",
+                self.connections + self.connect_failures,
+                self.seconds
             ));
         }
         if let Some(k) = self.rss_kib_per_connection {

@@ -36,6 +36,12 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     if opts.targets.is_empty() {
         return Err("no target".into());
     }
+    if opts.scenario == Scenario::Recovery {
+        if opts.protocol == Protocol::SocketIo {
+            return Err("the recovery scenario speaks /ws".into());
+        }
+        return crate::recovery::run(opts).await;
+    }
     if opts.protocol == Protocol::SocketIo
         && matches!(opts.scenario, Scenario::Rooms | Scenario::Ack)
     {
@@ -250,6 +256,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         rss_kib_per_connection: None,
         servers,
         client_cpu_percent,
+        recovered: None,
     })
 }
 
@@ -364,7 +371,7 @@ async fn progress(counters: Arc<Counters>, started: Instant) {
     }
 }
 
-fn finish(meters: &mut [Meter]) -> Vec<ProcessUse> {
+pub(crate) fn finish(meters: &mut [Meter]) -> Vec<ProcessUse> {
     meters
         .iter_mut()
         .filter_map(|m| {
@@ -438,5 +445,6 @@ async fn idle(
         rss_kib_per_connection: per_conn,
         servers,
         client_cpu_percent: { client_meter }.finish().map_or(0.0, |m| m.0),
+        recovered: None,
     }
 }

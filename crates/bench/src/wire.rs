@@ -131,6 +131,30 @@ impl Conn {
         name: &str,
         room: &str,
     ) -> Result<Self, WireError> {
+        let mut conn = Self::connect(target, source, protocol, name).await?;
+        match protocol {
+            Protocol::Ws => {
+                let join = serde_json::json!({"type": "join", "room": room, "history": 0});
+                conn.ws.send(Message::text(join.to_string())).await?;
+                conn.expect(|f| f.contains("\"joined\"")).await?;
+            }
+            Protocol::SocketIo => {
+                conn.expect(|f| f.starts_with('0')).await?;
+                let auth = serde_json::json!({"name": name});
+                conn.ws.send(Message::text(format!("40{auth}"))).await?;
+                conn.expect(|f| f.starts_with("40")).await?;
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Connects to `target` from `source` and upgrades, nothing more.
+    pub async fn connect(
+        target: SocketAddr,
+        source: Option<IpAddr>,
+        protocol: Protocol,
+        name: &str,
+    ) -> Result<Self, WireError> {
         let socket = if target.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -154,21 +178,7 @@ impl Conn {
             Some(config),
         )
         .await?;
-        let mut conn = Self { ws, protocol };
-        match protocol {
-            Protocol::Ws => {
-                let join = serde_json::json!({"type": "join", "room": room, "history": 0});
-                conn.ws.send(Message::text(join.to_string())).await?;
-                conn.expect(|f| f.contains("\"joined\"")).await?;
-            }
-            Protocol::SocketIo => {
-                conn.expect(|f| f.starts_with('0')).await?;
-                let auth = serde_json::json!({"name": name});
-                conn.ws.send(Message::text(format!("40{auth}"))).await?;
-                conn.expect(|f| f.starts_with("40")).await?;
-            }
-        }
-        Ok(conn)
+        Ok(Self { ws, protocol })
     }
 
     async fn expect(&mut self, want: impl Fn(&str) -> bool) -> Result<(), WireError> {

@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// Payload bytes.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// Messages the connections miss before coming back (recovery).
+    #[arg(long, default_value_t = 1000)]
+    pub missed: usize,
     /// Local address to connect from; repeat (127.0.0.2, 127.0.0.3...) for more ports.
     #[arg(long = "source")]
     pub sources: Vec<IpAddr>,
@@ -88,6 +91,7 @@ impl BenchArgs {
             drain: Duration::from_secs_f64(self.drain),
             connect_concurrency: 256,
             progress: !self.quiet,
+            missed: self.missed,
         }
     }
 

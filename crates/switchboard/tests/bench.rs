@@ -129,3 +129,28 @@ async fn refuses_what_it_cannot_do() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_counts_the_connections_that_got_exactly_what_they_missed() {
+    let node = Node::memory().await;
+    let r = run(Options {
+        missed: 30,
+        ..options(&node, Protocol::Ws, Scenario::Recovery)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.recovered, Some(20), "{}", r.summary());
+    assert_eq!((r.sent, r.expected, r.delivered, r.lost), (30, 600, 600, 0));
+    assert_eq!(r.latency_ms.count, 20, "one join -> joined per connection");
+    // Past RECOVERY_MAX (1,000 by default) nobody can be recovered, and the
+    // tool says so.
+    let r = run(Options {
+        connections: 3,
+        missed: 1_001,
+        ..options(&node, Protocol::Ws, Scenario::Recovery)
+    })
+    .await
+    .unwrap();
+    assert_eq!((r.recovered, r.lost), (Some(0), 3 * 1_001));
+    node.stop().await;
+}
