@@ -48,7 +48,7 @@ for (const r of results) {
 }
 lines.push(`## Rooms: ${fmt(roomsConnections)} connections in ${fmt(rooms)} rooms, every connection sending ${roomsRate} msg/s`, '');
 lines.push('Connections alternate between the two nodes and room *k* gets connections *k*, *k* + rooms, ...: each room lives on one node, so a node should receive nothing from Redis.', '');
-lines.push('| system | delivered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | lost | dup | server CPU % (node 1, node 2) | generator CPU % |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|');
+lines.push('| system | delivered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | lost | dup | server CPU % (node 1, node 2, Redis) | generator CPU % |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|');
 for (const r of results) {
   const s = r.rooms?.reports?.[0];
   if (!s) continue;

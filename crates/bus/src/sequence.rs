@@ -186,11 +186,17 @@ impl Inner {
             .await
             .map_err(|e| BusError::Redis(e.to_string()))?;
         match reply.as_slice() {
-            [seq, epoch, fresh] => Ok(Sequenced {
-                seq: parse_seq(seq)?,
-                epoch: epoch.clone(),
-                fresh: fresh == "1",
-            }),
+            [seq, epoch, fresh] => {
+                let fresh = fresh == "1";
+                if fresh {
+                    metrics::counter!("switchboard_bus_published_total").increment(1);
+                }
+                Ok(Sequenced {
+                    seq: parse_seq(seq)?,
+                    epoch: epoch.clone(),
+                    fresh,
+                })
+            }
             _ => Err(BusError::Redis(
                 "unexpected reply to the sequence script".into(),
             )),
