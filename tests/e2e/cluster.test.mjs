@@ -29,7 +29,7 @@ after(async () => {
 });
 
 async function subscribers(room) {
-  const { stdout } = await promisify(execFile)('redis-cli', ['-u', REDIS_URL, 'PUBSUB', 'NUMSUB', `${PREFIX}:room:${room}`]);
+  const { stdout } = await promisify(execFile)('redis-cli', ['-u', REDIS_URL, 'PUBSUB', 'NUMSUB', `{${PREFIX}:${room}}:ch`]);
   return Number(stdout.trim().split('\n')[1]);
 }
 

@@ -4,11 +4,15 @@
 //! returning to another node than the one left). Measures each join ->
 //! `joined` and the time until all have recovered, and counts the
 //! `recovered: true` answers that carry exactly the missed messages.
+//! Connections are opened `connect_concurrency` at a time in both phases
+//! (clients that reconnect with jittered backoff, not one SYN flood).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -70,11 +74,14 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let mut talker = Conn::open(talker_at, None, opts.protocol, "talker", &room)
         .await
         .map_err(fail)?;
+    // Connections opened at once at most, in both phases.
+    let limit = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
     let mut away = JoinSet::new();
     for i in 0..opts.connections {
         let (target, room) = (opts.targets[i % opts.targets.len()], room.clone());
-        let protocol = opts.protocol;
+        let (protocol, limit) = (opts.protocol, limit.clone());
         away.spawn(async move {
+            let _permit = limit.acquire_owned().await;
             let mut conn = Conn::connect(target, None, protocol, &format!("r{i}")).await?;
             let join = json!({"type": "join", "room": room, "history": 0});
             let joined = ask(&mut conn, &join, "joined").await?;
@@ -108,8 +115,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let started = Instant::now();
     let mut back = JoinSet::new();
     for (i, since) in positions.into_iter().enumerate() {
-        let (opts, room) = (opts.clone(), room.clone());
-        back.spawn(async move { come_back(&opts, i, &room, since, missed).await });
+        let (opts, room, limit) = (opts.clone(), room.clone(), limit.clone());
+        back.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            come_back(&opts, i, &room, since, missed).await
+        });
     }
     let mut latency = histogram();
     let (mut recovered, mut failures) = (0u64, 0usize);
