@@ -13,12 +13,13 @@ use switchboard_protocol_fuzz::{
     all_limits, assert_same_answer, check_limits_agree, check_result, default_limits, tiny_limits,
 };
 
-/// The events a Socket.IO client emits; only the first three are requests,
+/// The events a Socket.IO client emits; only the first four are requests,
 /// `event:message` is mapped onto `send` by the gateway (checked below).
-const EVENTS: [&str; 9] = [
+const EVENTS: [&str; 10] = [
     "join",
     "leave",
     "send",
+    "presence",
     "ping",
     "event:message",
     "message",
@@ -34,7 +35,7 @@ fn check_event(event: &str, data: &Value) {
     check_result(&tiny, &tiny_limits());
     check_limits_agree(&default, &tiny, event);
 
-    let is_request = matches!(event, "join" | "leave" | "send");
+    let is_request = matches!(event, "join" | "leave" | "send" | "presence");
     if !is_request || !data.is_object() {
         // Unknown events and non-object data: `bad_frame`, nothing to echo.
         for r in [&default, &tiny] {

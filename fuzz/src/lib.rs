@@ -62,6 +62,7 @@ pub fn check_request(request: &Request, limits: &Limits) {
             room,
             history,
             since,
+            ..
         } => {
             check_room(room);
             if let Some(since) = since {
@@ -73,7 +74,7 @@ pub fn check_request(request: &Request, limits: &Limits) {
                 limits.history_max
             );
         }
-        ClientFrame::Leave { room } => check_room(room),
+        ClientFrame::Leave { room } | ClientFrame::Presence { room } => check_room(room),
         ClientFrame::Send { room, text, .. } => {
             check_room(room);
             assert!(!text.is_empty(), "an empty text was accepted");
@@ -160,15 +161,18 @@ pub fn check_limits_agree(
                         room: a,
                         history: h,
                         since: since_a,
+                        presence: p,
                     },
                     ClientFrame::Join {
                         room: b,
                         history: g,
                         since: since_b,
+                        presence: q,
                     },
                 ) => {
                     assert_eq!(a, b, "{what}");
                     assert_eq!(since_a, since_b, "{what}: since depends on no limit");
+                    assert_eq!(p, q, "{what}: presence depends on no limit");
                     assert!(
                         *g == tiny_limits.history_default
                             || *g == (*h).min(tiny_limits.history_max),
@@ -224,6 +228,16 @@ fn check_answers(request: &Request) {
             room: room.clone(),
             history: vec![],
             truncated: false,
+            position: None,
+            recovered: None,
+            count: None,
+            r#ref: r#ref.clone(),
+        },
+        ClientFrame::Presence { room } => ServerFrame::Presence {
+            room: room.clone(),
+            count: 0,
+            members: vec![],
+            truncated: false,
             r#ref: r#ref.clone(),
         },
         ClientFrame::Leave { room } => ServerFrame::Left {
@@ -260,7 +274,10 @@ fn check_answers(request: &Request) {
     let v: Value = serde_json::from_str(&encoded).expect("server frames are JSON");
     assert!(v["type"].is_string(), "{encoded}");
     assert_ref_echoed(&v, &r#ref, &encoded);
-    if let ClientFrame::Join { room, .. } | ClientFrame::Leave { room } = &request.frame {
+    if let ClientFrame::Join { room, .. }
+    | ClientFrame::Leave { room }
+    | ClientFrame::Presence { room } = &request.frame
+    {
         assert_eq!(v["room"], room.as_str(), "{encoded}");
     }
 }
@@ -269,10 +286,25 @@ fn check_answers(request: &Request) {
 pub fn encode_request(request: &Request) -> String {
     let mut map = Map::new();
     match &request.frame {
-        ClientFrame::Join { room, history } => {
+        ClientFrame::Join {
+            room,
+            history,
+            since,
+            presence,
+        } => {
             map.insert("type".into(), json!("join"));
             map.insert("room".into(), json!(room.as_str()));
             map.insert("history".into(), json!(history));
+            if let Some(since) = since {
+                map.insert("since".into(), json!({"seq": since.seq, "epoch": since.epoch}));
+            }
+            if *presence {
+                map.insert("presence".into(), json!(true));
+            }
+        }
+        ClientFrame::Presence { room } => {
+            map.insert("type".into(), json!("presence"));
+            map.insert("room".into(), json!(room.as_str()));
         }
         ClientFrame::Leave { room } => {
             map.insert("type".into(), json!("leave"));

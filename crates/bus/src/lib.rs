@@ -12,6 +12,7 @@
 
 mod envelope;
 mod memory;
+mod presence;
 mod redis;
 mod sequence;
 
@@ -19,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use switchboard_protocol::{Message, Position, RoomName};
+use switchboard_protocol::{Member, Message, Position, PresenceChange, RoomName};
 use tokio::sync::mpsc;
 
 pub use memory::{MemoryBus, MemoryHub};
@@ -32,9 +33,17 @@ pub fn sampled(counter: &std::sync::atomic::AtomicU64) -> Option<u64> {
 }
 pub use redis::{RedisBus, RedisOptions, RedisSetupError, valid_prefix};
 
-/// Where a bus puts the messages other nodes published; the node's fan-out
-/// task drains it.
-pub type Inbox = mpsc::Sender<Message>;
+/// What reaches a node from the others.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    Message(Message),
+    /// A name joined or left a room somewhere in the cluster.
+    Presence(PresenceChange),
+}
+
+/// Where a bus puts what other nodes published; the node's fan-out task
+/// drains it.
+pub type Inbox = mpsc::Sender<Inbound>;
 
 /// A node's handle on the bus.
 ///
@@ -81,6 +90,29 @@ pub trait Bus: Send + Sync + 'static {
     fn sequencer(&self) -> Option<Arc<dyn Sequencer>> {
         None
     }
+
+    /// Where the cluster keeps presence, when this bus does (Redis); a
+    /// single node keeps it in its registry.
+    fn presence(&self) -> Option<Arc<dyn Presences>> {
+        None
+    }
+}
+
+/// A cluster's presence: every node's names per room.
+pub trait Presences: Send + Sync + 'static {
+    /// This node has `connections` of `name` in `room` (0: none any more),
+    /// the earliest since `since` (Unix ms). Applied in the background, in
+    /// order; a name's first node publishes `join`, its last `leave`.
+    fn set(&self, room: &RoomName, name: &str, connections: u32, since: i64);
+
+    /// This node has no member in `room` any more.
+    fn room_gone(&self, room: &RoomName);
+
+    /// Everyone in `room`, across every node.
+    fn members(&self, room: &RoomName) -> BusFuture<Vec<Member>>;
+
+    /// How many names are in `room`, across every node.
+    fn count(&self, room: &RoomName) -> BusFuture<u64>;
 }
 
 /// An ordering point could not be reached or answered nonsense.

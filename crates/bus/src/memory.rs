@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use switchboard_protocol::{Message, RoomName};
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::{Bus, Inbox};
+use crate::{Bus, Inbound, Inbox};
 
 #[derive(Default)]
 struct Node {
@@ -64,7 +64,7 @@ impl Bus for MemoryBus {
                 continue;
             }
             let Some(inbox) = &node.inbox else { continue };
-            match inbox.try_send(message.clone()) {
+            match inbox.try_send(Inbound::Message(message.clone())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full")

@@ -28,8 +28,9 @@ use switchboard_protocol::{Message, RoomName};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::presence::RedisPresence;
 use crate::sequence::{Keys, RedisSequencer, Settings};
-use crate::{Bus, Inbox, Sequencer, envelope};
+use crate::{Bus, Inbound, Inbox, Presences, Sequencer, envelope};
 
 /// Messages waiting to be published at most; past it they are dropped and
 /// counted (real-time fan-out is best-effort; the journal has them).
@@ -61,6 +62,9 @@ pub struct RedisOptions {
     /// A room's window and position expire after this long without a
     /// message (`RECOVERY_TTL`).
     pub ttl: Duration,
+    /// A node that stops beating loses its members from presence within
+    /// this long (`PRESENCE_TTL`).
+    pub presence_ttl: Duration,
 }
 
 impl RedisOptions {
@@ -77,6 +81,7 @@ impl RedisOptions {
             node_id: node_id.into(),
             window: 1_000,
             ttl: Duration::from_secs(24 * 3600),
+            presence_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -127,6 +132,7 @@ pub struct RedisBus {
     commands: mpsc::UnboundedSender<Command>,
     health: Arc<Health>,
     sequencer: RedisSequencer,
+    presence: RedisPresence,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -163,6 +169,13 @@ impl RedisBus {
                 ttl: options.ttl,
             },
         );
+        let presence = RedisPresence::start(
+            client.clone(),
+            options.prefix.clone(),
+            options.node_id.clone(),
+            options.presence_ttl,
+            stop.clone(),
+        );
         tokio::spawn(subscribe_loop(
             client,
             command_rx,
@@ -178,6 +191,7 @@ impl RedisBus {
             commands,
             health,
             sequencer,
+            presence,
             _stop: stop.drop_guard(),
         })
     }
@@ -242,6 +256,10 @@ impl Bus for RedisBus {
 
     fn sequencer(&self) -> Option<Arc<dyn Sequencer>> {
         Some(Arc::new(self.sequencer.clone()))
+    }
+
+    fn presence(&self) -> Option<Arc<dyn Presences>> {
+        Some(Arc::new(self.presence.clone()))
     }
 }
 
@@ -475,11 +493,27 @@ async fn subscribe_loop(
 /// local fan-out is behind, so the pipe never grows without bound (the
 /// receiving node fills such a gap from the room's window).
 fn deliver(inbox: &Inbox, node_id: &str, payload: &[u8]) {
+    if payload.starts_with(b"P ") {
+        // Presence events come to every node, the publishing one too.
+        match crate::presence::decode(payload) {
+            Some(change) => {
+                if inbox.try_send(Inbound::Presence(change)).is_err() {
+                    metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full")
+                        .increment(1);
+                }
+            }
+            None => {
+                metrics::counter!("switchboard_bus_dropped_total", "reason" => "undecodable")
+                    .increment(1);
+            }
+        }
+        return;
+    }
     match envelope::unframe(payload) {
         Ok((origin, _)) if origin == node_id => {}
         Ok((_, message)) => {
             metrics::counter!("switchboard_bus_received_total").increment(1);
-            if inbox.try_send(message).is_err() {
+            if inbox.try_send(Inbound::Message(message)).is_err() {
                 metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full")
                     .increment(1);
                 static DROPS: AtomicU64 = AtomicU64::new(0);

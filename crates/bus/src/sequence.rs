@@ -126,6 +126,10 @@ pub(crate) struct Keys {
     log: String,
     ids: String,
     pub channel: String,
+    /// Presence: `node\x1fname` -> `connections since`.
+    pub pres: String,
+    /// Presence: name -> nodes that have it.
+    pub pcount: String,
 }
 
 impl Keys {
@@ -136,6 +140,8 @@ impl Keys {
             log: format!("{tag}:log"),
             ids: format!("{tag}:ids"),
             channel: format!("{tag}:ch"),
+            pres: format!("{tag}:pres"),
+            pcount: format!("{tag}:pcount"),
         }
     }
 }

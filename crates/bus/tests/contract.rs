@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use switchboard_bus::{Bus, MemoryHub, RedisBus, RedisOptions};
+use switchboard_bus::{Bus, Inbound, MemoryHub, RedisBus, RedisOptions};
 use switchboard_protocol::{Message, RoomName};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -24,15 +24,16 @@ fn room(name: &str) -> RoomName {
     RoomName::parse(name).unwrap()
 }
 
-async fn recv(rx: &mut mpsc::Receiver<Message>) -> Option<Message> {
-    tokio::time::timeout(Duration::from_millis(300), rx.recv())
-        .await
-        .ok()
-        .flatten()
+async fn recv(rx: &mut mpsc::Receiver<Inbound>) -> Option<Message> {
+    match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        Ok(Some(Inbound::Message(m))) => Some(m),
+        Ok(Some(other)) => panic!("not a message: {other:?}"),
+        _ => None,
+    }
 }
 
 async fn delivers_to_interested_others_only(
-    mut node: impl FnMut(mpsc::Sender<Message>) -> Box<dyn Bus>,
+    mut node: impl FnMut(mpsc::Sender<Inbound>) -> Box<dyn Bus>,
 ) {
     let (tx1, mut rx1) = mpsc::channel(16);
     let (tx2, mut rx2) = mpsc::channel(16);
@@ -64,7 +65,7 @@ async fn delivers_to_interested_others_only(
     drop((a, b, c));
 }
 
-async fn unsubscribe_stops_delivery(mut node: impl FnMut(mpsc::Sender<Message>) -> Box<dyn Bus>) {
+async fn unsubscribe_stops_delivery(mut node: impl FnMut(mpsc::Sender<Inbound>) -> Box<dyn Bus>) {
     let (tx1, _rx1) = mpsc::channel(16);
     let (tx2, mut rx2) = mpsc::channel(16);
     let (a, b) = (node(tx1), node(tx2));
@@ -75,7 +76,7 @@ async fn unsubscribe_stops_delivery(mut node: impl FnMut(mpsc::Sender<Message>) 
     assert_eq!(recv(&mut rx2).await, None);
 }
 
-async fn keeps_publish_order(mut node: impl FnMut(mpsc::Sender<Message>) -> Box<dyn Bus>) {
+async fn keeps_publish_order(mut node: impl FnMut(mpsc::Sender<Inbound>) -> Box<dyn Bus>) {
     let (tx1, _rx1) = mpsc::channel(16);
     let (tx2, mut rx2) = mpsc::channel(1024);
     let (a, b) = (node(tx1), node(tx2));
@@ -116,7 +117,7 @@ macro_rules! contract {
 mod memory {
     use super::*;
 
-    fn nodes() -> impl FnMut(mpsc::Sender<Message>) -> Box<dyn Bus> {
+    fn nodes() -> impl FnMut(mpsc::Sender<Inbound>) -> Box<dyn Bus> {
         let hub = MemoryHub::new();
         move |inbox| Box::new(hub.attach(inbox))
     }
@@ -150,7 +151,7 @@ mod redis {
         std::env::var("SWITCHBOARD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
     }
 
-    fn nodes() -> impl FnMut(mpsc::Sender<Message>) -> Box<dyn Bus> {
+    fn nodes() -> impl FnMut(mpsc::Sender<Inbound>) -> Box<dyn Bus> {
         let prefix = format!("test-{}", Uuid::new_v4().simple());
         let token = tokio_util::sync::CancellationToken::new();
         let mut n = 0;

@@ -1,7 +1,8 @@
-//! The HTTP API on rooms: reading history, and the server-side publish.
-//! Both apply the same rules as a socket: with `AUTH=required` history
-//! needs a token whose `rooms` claim allows the room (or the API key), and
-//! a publish needs the API key and goes through the client send path.
+//! The HTTP API on rooms: reading history and presence, and the
+//! server-side publish. They apply the same rules as a socket: with
+//! `AUTH=required` history and presence need a token whose `rooms` claim
+//! allows the room (or the API key), and a publish needs the API key and
+//! goes through the client send path.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -167,6 +168,40 @@ pub(crate) async fn room_messages(
         Err(e) => {
             tracing::error!(error = %e, %room, "history read failed");
             Err(ApiError::unavailable("history is unavailable; retry later"))
+        }
+    }
+}
+
+/// `GET /api/rooms/{room}/presence`: who is in the room across every node,
+/// earliest first (at most 1,000, `truncated` beyond), with the same access
+/// rule as history.
+pub(crate) async fn room_presence(
+    State(gateway): State<Arc<Gateway>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = room_of(path)?;
+    let query = query_of(query)?;
+    let token = crate::auth::request_token(query.get("token").map(String::as_str), &headers);
+    if let Reader::Client(identity) = gateway.reader(token)? {
+        identity
+            .check_join(&room)
+            .map_err(ApiError::forbidden_room)?;
+    }
+    match gateway.presence.members(&room).await {
+        Ok(listing) => Ok(axum::Json(serde_json::json!({
+            "room": room,
+            "count": listing.count,
+            "members": listing.members,
+            "truncated": listing.truncated,
+        }))
+        .into_response()),
+        Err(e) => {
+            tracing::warn!(error = %e, %room, "presence read failed");
+            Err(ApiError::unavailable(
+                "presence is unavailable; retry later",
+            ))
         }
     }
 }

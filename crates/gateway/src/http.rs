@@ -40,6 +40,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
             "/api/rooms/{room}/messages",
             get(crate::api::room_messages).post(crate::api::publish),
         )
+        .route("/api/rooms/{room}/presence", get(crate::api::room_presence))
         .route("/api/stats", get(stats))
         .route("/api/config", get(client_config))
         .route("/healthz", get(healthz))

@@ -21,6 +21,7 @@ mod mailbox;
 mod origin;
 pub mod peer;
 mod positions;
+mod presence;
 mod recent;
 mod registry;
 mod session;
@@ -34,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use socketioxide::SocketIo;
-use switchboard_bus::{Bus, Inbox};
+use switchboard_bus::{Bus, Inbound, Inbox};
 use switchboard_journal::{Journal, JournalError};
 use switchboard_protocol::{Limits, Message, RoomName};
 use switchboard_store::Store;
@@ -81,6 +82,9 @@ pub struct GatewayConfig {
     pub recovery_max: u64,
     /// Ids per room whose resend keeps its position.
     pub recovery_window: usize,
+    /// Rooms with more names than this get presence counts, not join and
+    /// leave events.
+    pub presence_events_max: usize,
     /// How long shutdown waits for connections to close, all phases
     /// together (HTTP requests in flight, Socket.IO, `/ws`); the journal's
     /// flush comes after, within the process's 10 s.
@@ -128,6 +132,7 @@ impl Default for GatewayConfig {
             ack_timeout: Duration::from_millis(5_000),
             recovery_max: 1_000,
             recovery_window: 1_000,
+            presence_events_max: 100,
             shutdown_grace: Duration::from_secs(5),
             auth: AuthConfig::default(),
             max_connections: 0,
@@ -158,6 +163,7 @@ pub struct Gateway {
     recent_ids: RecentIds,
     /// Where messages get their positions.
     positions: Positions,
+    presence: Arc<presence::Presence>,
     shutdown: CancellationToken,
     connections: TaskTracker,
     io: OnceLock<SocketIo>,
@@ -199,7 +205,7 @@ impl Gateway {
         shutdown: CancellationToken,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Arc<Self>, E> {
-        let (inbox, mut remote) = mpsc::channel::<Message>(INBOX_CAPACITY);
+        let (inbox, mut remote) = mpsc::channel::<Inbound>(INBOX_CAPACITY);
         let bus = make_bus(inbox)?;
         let admission = Admission::new(config.max_connections, config.connect_rate_per_ip);
         let http_connections = HttpConnections::new(
@@ -207,7 +213,14 @@ impl Gateway {
             config.http_connections_per_ip,
             config.trusted_proxies.clone(),
         );
-        let registry = Arc::new(Registry::new(bus.clone()));
+        let presence = presence::Presence::new(bus.presence(), config.presence_events_max);
+        let on_presence = {
+            let presence = presence.clone();
+            Arc::new(move |update| presence.changed(update))
+        };
+        let registry = Arc::new(Registry::new(bus.clone(), on_presence));
+        presence.attach(&registry);
+        presence.watch(bus.clone());
         let positions = match bus.sequencer() {
             Some(sequencer) => {
                 let flows = flow::Flows::new(sequencer, registry.clone());
@@ -235,6 +248,7 @@ impl Gateway {
             store,
             recent_ids: RecentIds::new(65_536),
             positions,
+            presence,
             shutdown,
             connections: TaskTracker::new(),
             io: OnceLock::new(),
@@ -257,8 +271,15 @@ impl Gateway {
         // accepting node already journaled them).
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
-            while let Some(message) = remote.recv().await {
+            while let Some(inbound) = remote.recv().await {
                 let Some(gateway) = weak.upgrade() else { break };
+                let message = match inbound {
+                    Inbound::Message(message) => message,
+                    Inbound::Presence(change) => {
+                        gateway.presence.relay(change);
+                        continue;
+                    }
+                };
                 match &gateway.positions {
                     Positions::Cluster(flows) => flows.arrive(message),
                     // A retry accepted on another node is not delivered twice.

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 use switchboard_bus::Bus;
-use switchboard_protocol::{Message, RoomName, ServerFrame};
+use switchboard_protocol::{Message, PresenceChange, RoomName, ServerFrame};
 
 use crate::mailbox::{Mailbox, Outbound, QueuedFrame};
 
@@ -40,7 +40,36 @@ pub(crate) enum Sink {
 struct Member {
     conn: u64,
     sink: Sink,
+    /// The connection's name, for presence.
+    name: Arc<str>,
+    /// Receives the room's `presence_change` frames.
+    watch: bool,
 }
+
+/// A name's presence in a room on this node changed: how many of its
+/// connections are here now (0: it left), since when, whether its first
+/// came or its last went, and how many names the room has here.
+#[derive(Debug, Clone)]
+pub(crate) struct PresenceUpdate {
+    pub room: RoomName,
+    pub name: Arc<str>,
+    pub connections: u32,
+    pub since: i64,
+    pub transition: bool,
+    pub names_here: usize,
+    /// The room lost its last member on this node.
+    pub room_gone: bool,
+}
+
+/// A name's connections in a room on this node.
+#[derive(Debug, Clone, Copy)]
+struct Here {
+    connections: u32,
+    since: i64,
+}
+
+/// Told of every presence change, outside the registry's lock.
+pub(crate) type OnPresence = Arc<dyn Fn(PresenceUpdate) + Send + Sync>;
 
 /// A Socket.IO member a delivery could not reach.
 pub(crate) enum Cut {
@@ -54,6 +83,7 @@ pub(crate) enum Cut {
 struct Room {
     members: Vec<Member>,
     recent: Mutex<VecDeque<Message>>,
+    names: HashMap<Arc<str>, Here>,
 }
 
 /// Rooms with at least one member on this node. A room appears on its first
@@ -62,52 +92,189 @@ struct Room {
 pub(crate) struct Registry {
     rooms: RwLock<HashMap<RoomName, Room>>,
     bus: Arc<dyn Bus>,
+    on_presence: OnPresence,
 }
 
 impl Registry {
-    pub fn new(bus: Arc<dyn Bus>) -> Self {
+    pub fn new(bus: Arc<dyn Bus>, on_presence: OnPresence) -> Self {
         Self {
             rooms: RwLock::default(),
             bus,
+            on_presence,
         }
     }
 
-    /// Adds (or updates) `conn`'s membership of `room` and returns the
+    /// Adds (or updates) `conn`'s membership of `room` under `name`
+    /// (`watch`: it gets the room's presence changes) and returns the
     /// room's recent messages, oldest first, for the join's history.
-    pub fn join(&self, room: &RoomName, conn: u64, sink: Sink) -> Vec<Message> {
-        let mut rooms = self.rooms.write().unwrap_or_else(PoisonError::into_inner);
-        let entry = rooms.entry(room.clone()).or_insert_with(|| {
-            self.bus.subscribe(room);
-            metrics::gauge!("switchboard_rooms").increment(1.0);
-            Room::default()
-        });
-        match entry.members.iter_mut().find(|m| m.conn == conn) {
-            Some(existing) => existing.sink = sink,
-            None => entry.members.push(Member { conn, sink }),
+    pub fn join(
+        &self,
+        room: &RoomName,
+        conn: u64,
+        sink: Sink,
+        name: &str,
+        watch: bool,
+    ) -> Vec<Message> {
+        let (recent, update) = {
+            let mut rooms = self.rooms.write().unwrap_or_else(PoisonError::into_inner);
+            let entry = rooms.entry(room.clone()).or_insert_with(|| {
+                self.bus.subscribe(room);
+                metrics::gauge!("switchboard_rooms").increment(1.0);
+                Room::default()
+            });
+            let update = match entry.members.iter_mut().find(|m| m.conn == conn) {
+                Some(existing) => {
+                    existing.sink = sink;
+                    existing.watch |= watch;
+                    None
+                }
+                None => {
+                    let name: Arc<str> = entry
+                        .names
+                        .get_key_value(name)
+                        .map_or_else(|| Arc::from(name), |(k, _)| k.clone());
+                    let here = entry.names.entry(name.clone()).or_insert(Here {
+                        connections: 0,
+                        since: crate::now_ms(),
+                    });
+                    here.connections += 1;
+                    let update = PresenceUpdate {
+                        room: room.clone(),
+                        name: name.clone(),
+                        connections: here.connections,
+                        since: here.since,
+                        transition: here.connections == 1,
+                        names_here: 0,
+                        room_gone: false,
+                    };
+                    entry.members.push(Member {
+                        conn,
+                        sink,
+                        name,
+                        watch,
+                    });
+                    Some(PresenceUpdate {
+                        names_here: entry.names.len(),
+                        ..update
+                    })
+                }
+            };
+            let recent = entry
+                .recent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect();
+            (recent, update)
+        };
+        if let Some(update) = update {
+            (self.on_presence)(update);
         }
-        entry
-            .recent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        recent
     }
 
     /// Removes `conn` from `room`; the last leave drops the room.
     pub fn leave(&self, room: &RoomName, conn: u64) {
-        let mut rooms = self.rooms.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = rooms.get_mut(room) else {
-            return;
+        let update = {
+            let mut rooms = self.rooms.write().unwrap_or_else(PoisonError::into_inner);
+            let Some(entry) = rooms.get_mut(room) else {
+                return;
+            };
+            let Some(pos) = entry.members.iter().position(|m| m.conn == conn) else {
+                return;
+            };
+            let member = entry.members.swap_remove(pos);
+            let mut update = PresenceUpdate {
+                room: room.clone(),
+                name: member.name.clone(),
+                connections: 0,
+                since: 0,
+                transition: true,
+                names_here: 0,
+                room_gone: false,
+            };
+            if let Some(here) = entry.names.get_mut(&member.name) {
+                here.connections = here.connections.saturating_sub(1);
+                update.connections = here.connections;
+                update.since = here.since;
+                update.transition = here.connections == 0;
+                if here.connections == 0 {
+                    entry.names.remove(&member.name);
+                }
+            }
+            update.names_here = entry.names.len();
+            if entry.members.is_empty() {
+                rooms.remove(room);
+                self.bus.unsubscribe(room);
+                metrics::gauge!("switchboard_rooms").decrement(1.0);
+                update.room_gone = true;
+            }
+            update
         };
-        if let Some(pos) = entry.members.iter().position(|m| m.conn == conn) {
-            entry.members.swap_remove(pos);
+        (self.on_presence)(update);
+    }
+
+    /// The names in `room` on this node, with their connections and since.
+    pub fn names(&self, room: &RoomName) -> Vec<switchboard_protocol::Member> {
+        let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
+        rooms.get(room).map_or_else(Vec::new, |r| {
+            r.names
+                .iter()
+                .map(|(name, here)| switchboard_protocol::Member {
+                    name: name.to_string(),
+                    connections: u64::from(here.connections),
+                    since: here.since,
+                })
+                .collect()
+        })
+    }
+
+    /// Calls `f` with every (room, name, connections, since) on this node.
+    pub fn each_name(&self, mut f: impl FnMut(&RoomName, &str, u32, i64)) {
+        let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
+        for (room, entry) in rooms.iter() {
+            for (name, here) in &entry.names {
+                f(room, name, here.connections, here.since);
+            }
         }
-        if entry.members.is_empty() {
-            rooms.remove(room);
-            self.bus.unsubscribe(room);
-            metrics::gauge!("switchboard_rooms").decrement(1.0);
+    }
+
+    /// Sends `change` to the members of its room that watch presence;
+    /// returns the Socket.IO members to cut, like [`Registry::deliver`].
+    #[must_use = "the Socket.IO members to cut"]
+    pub fn deliver_presence(&self, change: &PresenceChange) -> Vec<Cut> {
+        let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(room) = rooms.get(&change.room) else {
+            return Vec::new();
+        };
+        let mut cut = Vec::new();
+        let mut ws_frame: Option<Outbound> = None;
+        for member in room.members.iter().filter(|m| m.watch) {
+            match &member.sink {
+                Sink::Ws(ws) => {
+                    let frame = ws_frame.get_or_insert_with(|| {
+                        Arc::new(QueuedFrame {
+                            frame: Utf8Bytes::from(
+                                ServerFrame::PresenceChange(change.clone()).encode(),
+                            ),
+                            id: None,
+                        })
+                    });
+                    ws.push(frame.clone());
+                }
+                Sink::Sio { socket, .. } => match socket.emit("presence_change", change) {
+                    Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                        cut.push(Cut::Slow(socket.clone()));
+                    }
+                    Err(SendError::Socket(SocketError::Closed)) => {
+                        cut.push(Cut::Gone(socket.clone()));
+                    }
+                    _ => {}
+                },
+            }
         }
+        cut
     }
 
     /// Delivers `msg` once to every local member of its room. The `/ws`
@@ -212,7 +379,7 @@ mod tests {
 
     fn registry() -> Registry {
         let (inbox, _) = tokio::sync::mpsc::channel(1);
-        Registry::new(Arc::new(MemoryHub::new().attach(inbox)))
+        Registry::new(Arc::new(MemoryHub::new().attach(inbox)), Arc::new(|_| {}))
     }
 
     #[test]
@@ -220,9 +387,9 @@ mod tests {
         let reg = registry();
         let (a, ra) = ws(8);
         let (b, rb) = ws(8);
-        reg.join(&room("r"), 1, Sink::Ws(a.clone()));
-        reg.join(&room("r"), 1, Sink::Ws(a));
-        reg.join(&room("s"), 2, Sink::Ws(b));
+        reg.join(&room("r"), 1, Sink::Ws(a.clone()), "a", false);
+        reg.join(&room("r"), 1, Sink::Ws(a), "a", false);
+        reg.join(&room("s"), 2, Sink::Ws(b), "b", false);
         let _ = reg.deliver(&msg("r", "hi"));
         assert!(ra.pop().unwrap().frame.as_str().contains("\"hi\""));
         assert!(ra.pop().is_none(), "a double join still delivers once");
@@ -234,8 +401,8 @@ mod tests {
         let reg = registry();
         let (slow, _keep) = ws(2);
         let (fast, rf) = ws(64);
-        reg.join(&room("r"), 1, Sink::Ws(slow.clone()));
-        reg.join(&room("r"), 2, Sink::Ws(fast));
+        reg.join(&room("r"), 1, Sink::Ws(slow.clone()), "s", false);
+        reg.join(&room("r"), 2, Sink::Ws(fast), "f", false);
         for i in 0..10 {
             let _ = reg.deliver(&msg("r", &i.to_string()));
         }
@@ -251,11 +418,11 @@ mod tests {
     fn rooms_come_and_go_with_members_and_remember_recent() {
         let reg = registry();
         let (a, _ra) = ws(64);
-        reg.join(&room("r"), 1, Sink::Ws(a.clone()));
+        reg.join(&room("r"), 1, Sink::Ws(a.clone()), "a", false);
         for i in 0..40 {
             let _ = reg.deliver(&msg("r", &i.to_string()));
         }
-        let recent = reg.join(&room("r"), 2, Sink::Ws(a));
+        let recent = reg.join(&room("r"), 2, Sink::Ws(a), "a", false);
         assert_eq!(recent.len(), RECENT_PER_ROOM);
         assert_eq!(recent.last().unwrap().text, "39");
         reg.leave(&room("r"), 1);

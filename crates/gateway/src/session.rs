@@ -111,8 +111,10 @@ impl Session {
                 room,
                 history,
                 since,
+                presence,
             } => {
-                let joined = rooms.with_rooms(|rooms| self.join(gateway, rooms, &room, sink));
+                let joined =
+                    rooms.with_rooms(|rooms| self.join(gateway, rooms, &room, sink, presence));
                 drop(turn);
                 let (recent, newly) = match joined {
                     Ok(Some(joined)) => joined,
@@ -121,6 +123,7 @@ impl Session {
                 };
                 match gateway.joined(&room, history, since, recent).await {
                     Ok(joined) => {
+                        let count = gateway.presence.count(&room).await;
                         tracing::debug!(conn_id = self.id, %room, history = joined.history.messages.len(), truncated = joined.history.truncated, recovered = ?joined.recovered, "joined");
                         Answer::Now(ServerFrame::Joined {
                             room,
@@ -128,6 +131,7 @@ impl Session {
                             truncated: joined.history.truncated,
                             position: joined.position,
                             recovered: joined.recovered,
+                            count,
                             r#ref,
                         })
                     }
@@ -138,6 +142,34 @@ impl Session {
                         }
                         let err = history_unavailable().with_ref(r#ref);
                         Answer::Now(ServerFrame::error(err))
+                    }
+                }
+            }
+            ClientFrame::Presence { room } => {
+                let joined = rooms.with_rooms(|rooms| rooms.contains(&room));
+                drop(turn);
+                if !joined {
+                    let err = FrameError::new(
+                        ErrorCode::NotJoined,
+                        format!("join `{room}` before asking who is in it"),
+                    );
+                    return Answer::Now(ServerFrame::error(err.with_ref(r#ref)));
+                }
+                match gateway.presence.members(&room).await {
+                    Ok(listing) => Answer::Now(ServerFrame::Presence {
+                        room,
+                        count: listing.count,
+                        members: listing.members,
+                        truncated: listing.truncated,
+                        r#ref,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %room, "presence read failed");
+                        let err = FrameError::new(
+                            ErrorCode::Unavailable,
+                            "presence is unavailable; retry later",
+                        );
+                        Answer::Now(ServerFrame::error(err.with_ref(r#ref)))
                     }
                 }
             }
@@ -183,6 +215,7 @@ impl Session {
         rooms: &mut Rooms,
         room: &RoomName,
         sink: impl FnOnce() -> Sink,
+        presence: bool,
     ) -> Result<Option<(Vec<switchboard_protocol::Message>, bool)>, FrameError> {
         if rooms.closed {
             return Ok(None);
@@ -193,7 +226,9 @@ impl Session {
             gateway.config.max_rooms_per_connection,
         )?;
         let newly = rooms.join(room);
-        let recent = gateway.registry.join(room, self.id, sink());
+        let recent = gateway
+            .registry
+            .join(room, self.id, sink(), &self.identity.name, presence);
         Ok(Some((recent, newly)))
     }
 

@@ -19,4 +19,4 @@ pub use message::{
 };
 pub use plain::PlainValue;
 pub use request::{ClientFrame, Limits, MAX_EPOCH_LEN, MAX_REF_LEN, Request, json_string_len};
-pub use server::ServerFrame;
+pub use server::{Member, PresenceChange, PresenceEvent, ServerFrame};

@@ -42,7 +42,11 @@ pub enum ClientFrame {
         room: RoomName,
         history: u32,
         since: Option<Position>,
+        /// Also receive the room's `presence` events.
+        presence: bool,
     },
+    /// Who is in a joined room, across every node.
+    Presence { room: RoomName },
     /// Leave a room.
     Leave { room: RoomName },
     /// Send `text` to a joined room; `id` makes retries idempotent.
@@ -112,10 +116,10 @@ impl Request {
         })
     }
 
-    /// Maps a Socket.IO event (`join`, `leave`, `send`) with its data object
+    /// Maps a Socket.IO event (`join`, `leave`, `send`, `presence`) with its data object
     /// onto the same request a `/ws` client would send, with the same rules.
     pub fn from_event(event: &str, data: &Value, limits: &Limits) -> Result<Self, FrameError> {
-        if !matches!(event, "join" | "leave" | "send") {
+        if !matches!(event, "join" | "leave" | "send" | "presence") {
             return Err(FrameError::new(
                 ErrorCode::BadFrame,
                 format!("unknown event `{event}`"),
@@ -152,13 +156,20 @@ fn decode_fields(
                 None | Some(Value::Null) => None,
                 Some(v) => Some(position(v)?),
             };
+            let presence = match map.get("presence") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(bad_field("presence", "a boolean")),
+            };
             Ok(ClientFrame::Join {
                 room,
                 history,
                 since,
+                presence,
             })
         }
         "leave" => Ok(ClientFrame::Leave { room: room(map)? }),
+        "presence" => Ok(ClientFrame::Presence { room: room(map)? }),
         "send" => send_fields(room(map)?, map, limits),
         "ping" => Ok(ClientFrame::Ping),
         other => Err(FrameError::new(

@@ -1,7 +1,7 @@
 //! Everything the server sends: `/ws` frames, also the acknowledgement
 //! objects of Socket.IO events.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -34,9 +34,30 @@ pub enum ServerFrame {
         /// all be told (`false`).
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// How many names are in the room, across every node (absent when
+        /// it could not be read).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<Value>,
     },
+    /// Answer to `presence`: who is in the room, across every node, the
+    /// earliest first; `truncated` when more names are in it than one
+    /// answer lists (`count` has them all).
+    Presence {
+        room: RoomName,
+        count: u64,
+        members: Vec<Member>,
+        #[serde(skip_serializing_if = "is_false")]
+        truncated: bool,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+    },
+    /// A change in a room's presence, to members that joined with
+    /// `presence: true`: a name joined or left (its first connection came,
+    /// its last went), or, in rooms past the server's event limit, the
+    /// count alone, at most once a second.
+    PresenceChange(PresenceChange),
     /// The room was left.
     Left {
         room: RoomName,
@@ -66,6 +87,37 @@ pub enum ServerFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<Uuid>,
     },
+}
+
+/// One name in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    /// Its connections in the room, every node together.
+    pub connections: u64,
+    /// When its earliest connection still there joined, Unix milliseconds.
+    pub since: i64,
+}
+
+/// What changed in a room's presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    pub room: RoomName,
+    pub event: PresenceEvent,
+    /// The name that joined or left (absent for `count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Names in the room after the change.
+    pub count: u64,
+}
+
+/// The kind of a [`PresenceChange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceEvent {
+    Join,
+    Leave,
+    Count,
 }
 
 impl ServerFrame {
@@ -157,6 +209,7 @@ mod tests {
                 truncated: false,
                 position: None,
                 recovered: None,
+                count: None,
                 r#ref: None,
             }
             .encode(),
@@ -177,14 +230,25 @@ mod tests {
                     seq: 9,
                 }),
                 recovered: Some(true),
+                count: Some(3),
                 r#ref: None,
             }
             .encode(),
         )
         .unwrap();
         assert_eq!(
-            (&v["epoch"], &v["seq"], &v["recovered"]),
-            (&json!("e"), &json!(9), &json!(true))
+            (&v["epoch"], &v["seq"], &v["recovered"], &v["count"]),
+            (&json!("e"), &json!(9), &json!(true), &json!(3))
+        );
+        let change = ServerFrame::PresenceChange(PresenceChange {
+            room: RoomName::parse("r").unwrap(),
+            event: PresenceEvent::Leave,
+            name: Some("ann".into()),
+            count: 2,
+        });
+        assert_eq!(
+            serde_json::from_str::<Value>(&change.encode()).unwrap(),
+            json!({"type": "presence_change", "room": "r", "event": "leave", "name": "ann", "count": 2})
         );
     }
 }

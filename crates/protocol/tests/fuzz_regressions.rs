@@ -30,7 +30,8 @@ fn raw_value_key_is_an_ordinary_key() {
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
             history: 50,
-            since: None
+            since: None,
+            presence: false
         }
     );
 

@@ -59,7 +59,8 @@ fn decodes_every_request() {
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
             history: 10,
-            since: None
+            since: None,
+            presence: false
         }
     );
     let r = decode(r#"{"type":"join","room":"lobby"}"#).unwrap();
@@ -68,7 +69,8 @@ fn decodes_every_request() {
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
             history: 50,
-            since: None
+            since: None,
+            presence: false
         }
     );
     let r = decode(r#"{"type":"join","room":"lobby","history":100000}"#).unwrap();
@@ -77,8 +79,26 @@ fn decodes_every_request() {
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
             history: 500,
-            since: None
+            since: None,
+            presence: false
         }
+    );
+    let r = decode(r#"{"type":"join","room":"lobby","presence":true}"#).unwrap();
+    assert!(matches!(r.frame, ClientFrame::Join { presence: true, .. }));
+    let err = decode(r#"{"type":"join","room":"lobby","presence":"yes"}"#).unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadFrame);
+    assert!(err.message.contains("presence"), "{}", err.message);
+    assert_eq!(
+        decode(r#"{"type":"presence","room":"lobby","ref":2}"#)
+            .unwrap()
+            .frame,
+        ClientFrame::Presence {
+            room: RoomName::parse("lobby").unwrap()
+        }
+    );
+    assert_eq!(
+        decode(r#"{"type":"presence"}"#).unwrap_err().code,
+        ErrorCode::BadFrame
     );
     let r = decode(r#"{"type":"leave","room":"x","ref":7}"#).unwrap();
     assert_eq!(r.r#ref, Some(json!(7)));

@@ -187,6 +187,7 @@ impl Config {
             ack_timeout: Duration::from_millis(self.limits.ack_timeout_ms),
             recovery_max: self.limits.recovery_max,
             recovery_window: self.limits.recovery_window,
+            presence_events_max: self.limits.presence_events_max,
             auth: self.auth_config()?,
             max_connections: self.limits.max_connections,
             connect_rate_per_ip: (self.limits.connect_rate_per_ip > 0).then(|| Rate {

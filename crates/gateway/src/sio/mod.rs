@@ -132,9 +132,9 @@ async fn setup(
     socket.extensions.insert(conn);
 
     socket.on("event:message", on_legacy_message);
-    // `join`, `leave` and `send` share one handler; the event name picks
+    // `join`, `leave`, `send` and `presence` share one handler; the event name picks
     // the request.
-    for event in ["join", "leave", "send"] {
+    for event in ["join", "leave", "send", "presence"] {
         socket.on(
             event,
             async move |socket: SocketRef,
@@ -175,7 +175,9 @@ async fn on_connect(socket: SocketRef, State(gateway): State<Arc<Gateway>>) {
                 socket: socket.clone(),
                 legacy: true,
             };
-            gateway.registry.join(&lobby(), session.id, sink);
+            gateway
+                .registry
+                .join(&lobby(), session.id, sink, &session.identity.name, false);
         }
     });
     if !opened {

@@ -1,4 +1,5 @@
-//! The cluster's settings: REDIS_URL, REDIS_PREFIX and RECOVERY_TTL.
+//! The cluster's settings: REDIS_URL, REDIS_PREFIX, RECOVERY_TTL and
+//! PRESENCE_TTL.
 
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ pub struct ClusterArgs {
     /// its last message.
     #[arg(long, env = "RECOVERY_TTL", default_value_t = 86_400, global = true)]
     pub recovery_ttl: u64,
+    /// Seconds within which the members of a node that died are removed
+    /// from presence by the others.
+    #[arg(long, env = "PRESENCE_TTL", default_value_t = 30, global = true)]
+    pub presence_ttl: u64,
 }
 
 impl ClusterArgs {
@@ -49,6 +54,9 @@ impl ClusterArgs {
         if !(1..=30 * 86_400).contains(&self.recovery_ttl) {
             return Err(invalid("RECOVERY_TTL", "1 to 2592000 seconds"));
         }
+        if !(1..=3_600).contains(&self.presence_ttl) {
+            return Err(invalid("PRESENCE_TTL", "1 to 3600 seconds"));
+        }
         Ok(())
     }
 
@@ -58,6 +66,7 @@ impl ClusterArgs {
         self.redis_url.clone().map(|url| RedisOptions {
             window,
             ttl: Duration::from_secs(self.recovery_ttl),
+            presence_ttl: Duration::from_secs(self.presence_ttl),
             ..RedisOptions::new(url, self.redis_prefix.clone(), node_id)
         })
     }

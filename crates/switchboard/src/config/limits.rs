@@ -41,6 +41,15 @@ pub struct LimitsArgs {
     /// Ids per room whose resend keeps the position it was given.
     #[arg(long, env = "RECOVERY_WINDOW", default_value_t = 1000, global = true)]
     pub recovery_window: usize,
+    /// Rooms with more names than this get presence counts (at most once a
+    /// second) instead of join and leave events.
+    #[arg(
+        long,
+        env = "PRESENCE_EVENTS_MAX",
+        default_value_t = 100,
+        global = true
+    )]
+    pub presence_events_max: usize,
     /// Milliseconds a sender waits for durability before `unavailable`.
     #[arg(long, env = "ACK_TIMEOUT_MS", default_value_t = 5000, global = true)]
     pub ack_timeout_ms: u64,
@@ -106,6 +115,9 @@ impl LimitsArgs {
         }
         if !(1..=1_000_000).contains(&self.recovery_window) {
             return Err(invalid("RECOVERY_WINDOW", "1 to 1000000 ids"));
+        }
+        if self.presence_events_max > 100_000 {
+            return Err(invalid("PRESENCE_EVENTS_MAX", "0 to 100000 names"));
         }
         if self.ack_timeout_ms == 0 {
             return Err(invalid(

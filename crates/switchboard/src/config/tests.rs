@@ -96,6 +96,15 @@ fn invalid_values_name_the_variable() {
     let c = parse(&["--recovery-max", "20", "--recovery-window", "5"]).unwrap();
     let g = c.gateway().unwrap();
     assert_eq!((g.recovery_max, g.recovery_window), (20, 5));
+    for (flag, var) in [
+        ("--recovery-ttl=0", "RECOVERY_TTL"),
+        ("--presence-ttl=0", "PRESENCE_TTL"),
+        ("--presence-ttl=3601", "PRESENCE_TTL"),
+        ("--presence-events-max=100001", "PRESENCE_EVENTS_MAX"),
+    ] {
+        let e = parse(&[flag]).unwrap_err();
+        assert!(e.contains(var), "{flag}: {e}");
+    }
 }
 
 #[test]
@@ -133,6 +142,7 @@ fn defaults_match_the_gateway_defaults() {
         "ACK_TIMEOUT_MS",
         "RECOVERY_MAX",
         "RECOVERY_WINDOW",
+        "PRESENCE_EVENTS_MAX",
     ];
     if vars.iter().any(|v| std::env::var_os(v).is_some()) {
         return; // the environment overrides the defaults under test
@@ -149,4 +159,5 @@ fn defaults_match_the_gateway_defaults() {
     assert_eq!(from_cli.ack_timeout, defaults.ack_timeout);
     assert_eq!(from_cli.recovery_max, defaults.recovery_max);
     assert_eq!(from_cli.recovery_window, defaults.recovery_window);
+    assert_eq!(from_cli.presence_events_max, defaults.presence_events_max);
 }
