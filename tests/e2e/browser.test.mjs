@@ -108,6 +108,13 @@ test('a message reaches the other member exactly once, is acked, and is in the h
   assert.equal(await b.page.evaluate(() => window.pwned), undefined, 'no markup was executed');
   assert.equal(await b.page.getByTestId('message-from').filter({ hasText: 'alice' }).count(), 1);
 
+  // Who is online: each page lists both names and says how many.
+  for (const { page } of [a, b]) {
+    await page.getByTestId('online').filter({ hasText: '2 online' }).waitFor();
+    await page.getByTestId('person').filter({ hasText: 'alice' }).waitFor();
+    await page.getByTestId('person').filter({ hasText: 'bob' }).waitFor();
+  }
+
   // Shift+Enter is a new line, Enter sends.
   const composer = b.page.getByTestId('composer');
   await composer.click();
@@ -126,12 +133,18 @@ test('a message reaches the other member exactly once, is acked, and is in the h
   assert.equal(await countText(c.page, text), 1, 'carol sees the history message once');
   assert.equal(await countText(c.page, 'line one\nline two'), 1);
 
+  // Carol arrives on alice's list; when she goes, she leaves it.
+  await a.page.getByTestId('person').filter({ hasText: 'carol' }).waitFor();
+  await c.page.screenshot({ path: SCREENSHOT.replace('.png', '-narrow.png') });
+  await c.page.context().close();
+  await a.page.getByTestId('online').filter({ hasText: '2 online' }).waitFor();
+  assert.equal(await a.page.getByTestId('person').filter({ hasText: 'carol' }).count(), 0);
+
   // The display name is remembered for next time.
   assert.equal(await a.page.evaluate(() => localStorage.getItem('switchboard.name')), 'alice');
 
   for (const { errors } of [a, b, c]) assert.deepEqual(errors, [], 'no uncaught page errors');
   await a.page.screenshot({ path: SCREENSHOT });
-  await c.page.screenshot({ path: SCREENSHOT.replace('.png', '-narrow.png') });
 });
 
 test('a second room, unread counters, and bad room names', async () => {
@@ -216,6 +229,7 @@ test('after a dropped connection the page reconnects, catches up and resends, wi
   await b.page.getByTestId('composer').fill(unacked);
   await b.page.getByTestId('composer').press('Enter');
   await b.page.locator('[data-testid="status"][data-state="reconnecting"]').waitFor();
+  await b.page.getByTestId('banner').waitFor({ state: 'visible' });
 
   // Said while Bob is away, and typed by Bob while offline.
   const missed = `missed ${randomUUID()}`;
@@ -229,6 +243,7 @@ test('after a dropped connection the page reconnects, catches up and resends, wi
 
   net.up = true;
   await b.page.locator('[data-testid="status"][data-state="online"]').waitFor();
+  await b.page.getByTestId('banner').waitFor({ state: 'hidden' });
   for (const text of [unacked, missed, offline]) {
     await waitForText(a.page, text);
     await waitForText(b.page, text);

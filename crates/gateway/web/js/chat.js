@@ -8,7 +8,7 @@ import {
   advance, joinRefs, mineIds, newRoom, nextRef, outbox, rooms, sendRefs, state, trim, upsert, isMine,
 } from './state.js';
 import {
-  autosize, closeNav, isWatching, renderMessagesSoon, renderRooms, updateCounter, updateMsgEl,
+  autosize, closeNav, isWatching, renderMessagesSoon, renderPeople, renderRooms, updateCounter, updateMsgEl,
 } from './view.js';
 
 const SEND_TRIES = 4;                // automatic attempts after `unavailable`
@@ -30,6 +30,8 @@ export function handleFrame(f) {
     case 'joined': return onJoined(f);
     case 'message': return onMessage(f);
     case 'ack': return onAck(f);
+    case 'presence': return onPresence(f);
+    case 'presence_change': return onPresenceChange(f);
     case 'error': return onError(f);
     default: return;
   }
@@ -62,6 +64,9 @@ function onJoined(f) {
   room.state = 'joined';
   room.joinedOnce = true;
   room.joinTries = 0;
+  if (typeof f.count === 'number') room.count = f.count;
+  // Who is online now; changes come as `presence_change`.
+  send({ type: 'presence', room: room.name });
   trim(room);
   renderRooms();
   if (room.name === state.active) renderMessagesSoon(fresh ? 'bottom' : undefined);
@@ -86,6 +91,23 @@ function onMessage(f) {
     renderRooms();
   }
   if (room.name === state.active) renderMessagesSoon();
+}
+
+function onPresence(f) {
+  const room = rooms.get(f.room);
+  if (!room || !Array.isArray(f.members)) return;
+  room.people = new Map(f.members.map((m) => [String(m.name), Number(m.connections) || 1]));
+  room.count = Number(f.count) || room.people.size;
+  if (room.name === state.active) renderPeople();
+}
+
+function onPresenceChange(f) {
+  const room = rooms.get(f.room);
+  if (!room) return;
+  if (f.event === 'join' && typeof f.name === 'string') room.people.set(f.name, room.people.get(f.name) || 1);
+  if (f.event === 'leave' && typeof f.name === 'string') room.people.delete(f.name);
+  if (typeof f.count === 'number') room.count = f.count;
+  if (room.name === state.active) renderPeople();
 }
 
 function onAck(f) {
@@ -253,6 +275,7 @@ export function switchTo(name) {
   updateCounter();
   closeNav();
   renderRooms();
+  renderPeople();
   renderMessagesSoon('bottom');
   if (name && matchMedia('(min-width: 761px)').matches) $('composer').focus();
 }

@@ -46,6 +46,7 @@ function setStatus(s, text) {
   status.dataset.state = s;
   $('status-text').textContent = text;
   status.title = s === 'reconnecting' ? 'Click to reconnect now' : 'Connection status';
+  $('banner').hidden = s !== 'reconnecting';
 }
 
 // Connects from scratch (the start form was sent).
@@ -173,5 +174,5 @@ export function sendJoin(room) {
   clearTimeout(room.joinTimer);
   // Back after a drop: ask for exactly what was missed.
   const since = room.joinedOnce && room.position ? { since: room.position } : {};
-  send({ type: 'join', room: room.name, history: limits.history, ref, ...since });
+  send({ type: 'join', room: room.name, history: limits.history, presence: true, ref, ...since });
 }

@@ -21,6 +21,8 @@ export function newRoom(name) {
   return {
     name, msgs: new Map(), unread: 0, state: 'joining', joinedOnce: false, joinTries: 0, joinTimer: 0, li: null,
     position: null,                  // { epoch, seq } of the last message seen, to rejoin `since`
+    people: new Map(),               // name -> connections, who is online (a large room: count only)
+    count: 0,                        // names in the room
   };
 }
 

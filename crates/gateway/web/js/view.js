@@ -51,6 +51,35 @@ export function renderRooms() {
   $('menu-btn').classList.toggle('unread', totalUnread > 0);
 }
 
+// ---------- who is online in the active room ----------
+const PEOPLE_SHOWN = 50;
+
+export function renderPeople() {
+  const room = state.active && rooms.get(state.active);
+  const online = $('online');
+  const list = $('people');
+  if (!room) {
+    online.hidden = true;
+    list.replaceChildren();
+    return;
+  }
+  online.hidden = false;
+  online.textContent = `${room.count} online`;
+  const names = [...room.people.keys()].sort((a, b) => a.localeCompare(b));
+  online.title = names.slice(0, PEOPLE_SHOWN).join(', ');
+  const items = names.slice(0, PEOPLE_SHOWN).map((name) => {
+    const li = el('li', 'person');
+    li.setAttribute('data-testid', 'person');
+    const dot = el('span', 'avatar small', initial(name));
+    dot.style.background = colorFor(name);
+    dot.setAttribute('aria-hidden', 'true');
+    li.append(dot, el('span', 'pname', name === state.me ? `${name} (you)` : name));
+    return li;
+  });
+  if (room.count > names.length) items.push(el('li', 'person more', `and ${room.count - names.length} more`));
+  list.replaceChildren(...items);
+}
+
 function buildRoomItem(room) {
   const li = el('li', 'room');
   li.setAttribute('data-testid', 'room');
