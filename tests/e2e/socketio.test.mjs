@@ -145,6 +145,29 @@ test('a Socket.IO client that comes back with since gets exactly what it missed'
   back.disconnect();
 });
 
+test('Socket.IO asks who is in a room and watches names come and go', async () => {
+  const room = `who-${randomUUID().slice(0, 8)}`;
+  const watcher = await connect({ auth: { name: 'watcher' } });
+  const changes = [];
+  watcher.on('presence_change', (c) => changes.push(c));
+  const joined = await watcher.timeout(5000).emitWithAck('join', { room, presence: true });
+  assert.equal(joined.count, 1);
+  const ann = await connect({ auth: { name: 'ann' } });
+  await ann.timeout(5000).emitWithAck('join', { room });
+  await until(() => changes.some((c) => c.event === 'join' && c.name === 'ann'), 'ann joins');
+  const who = await watcher.timeout(5000).emitWithAck('presence', { room });
+  assert.equal(who.type, 'presence');
+  assert.equal(who.count, 2);
+  assert.deepEqual(who.members.map((m) => m.name).sort(), ['ann', 'watcher']);
+  ann.disconnect();
+  await until(() => changes.some((c) => c.event === 'leave' && c.name === 'ann' && c.count === 1), 'ann leaves');
+  const other = await connect({ auth: { name: 'other' } });
+  const outside = await other.timeout(5000).emitWithAck('presence', { room: 'elsewhere' });
+  assert.equal(outside.code, 'not_joined', JSON.stringify(outside));
+  watcher.disconnect();
+  other.disconnect();
+});
+
 test('a /ws member of lobby sees event:message from Socket.IO', async () => {
   const w = await wsClient('watcher');
   w.send({ type: 'join', room: 'lobby', history: 0 });
