@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::pipeline::{
     Archiver, PrivateTansu, Proxy, await_ready, await_rows, await_status, count, kafka, kafka_node,
-    pg_base, rows, setup, with_schema,
+    kafka_node_with, pg_base, rows, setup, with_schema,
 };
 use common::{Client, Node, unique};
 use serde_json::{Value, json};
+use switchboard_bus::RedisOptions;
 use uuid::Uuid;
 
 /// Sends `n` messages with client-chosen ids and returns the ids acked, in
@@ -288,6 +289,54 @@ async fn an_archiver_started_before_the_topic_exists_archives_what_comes() {
     assert_eq!(stored, acked.into_iter().collect());
     drop(archiver);
     node.stop().await;
+}
+
+#[tokio::test]
+async fn a_gap_older_than_the_redis_log_is_recovered_from_postgres() {
+    let s = setup().await;
+    let prefix = unique("arch");
+    // Redis keeps the last 5 messages of a room; the rest is PostgreSQL's.
+    let redis = |id: &str| RedisOptions {
+        window: 5,
+        ..RedisOptions::new(common::redis::shared_url(), prefix.clone(), id)
+    };
+    let wait = Duration::from_secs(10);
+    let a = kafka_node_with(&kafka(), &s, "a", Some(redis("a")), wait).await;
+    let b = kafka_node_with(&kafka(), &s, "b", Some(redis("b")), wait).await;
+    await_ready(&a).await;
+    await_ready(&b).await;
+    let archiver = Archiver::start(&kafka(), &s.topic, &s.group, &s.db);
+    let room = unique("old");
+    let mut talker = b.client("talker").await;
+    talker.join(&room).await;
+    let mut away = a.client("away").await;
+    let joined = away.join(&room).await;
+    let since = json!({"seq": joined["seq"], "epoch": joined["epoch"]});
+    drop(away);
+    let (acked, _) = send_all(&mut talker, &room, "m", 12).await;
+    await_rows(&s.schema, 12, Duration::from_secs(60)).await;
+    let mut back = a.client("away").await;
+    back.send(json!({"type": "join", "room": room, "since": since}))
+        .await;
+    let v = back.recv_type("joined").await;
+    assert_eq!(v["recovered"], true, "{v}");
+    let ids: Vec<&str> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, acked.iter().map(Uuid::to_string).collect::<Vec<_>>());
+    let seqs: Vec<u64> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+    drop(archiver);
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]

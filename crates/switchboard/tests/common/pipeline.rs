@@ -295,6 +295,18 @@ pub async fn kafka_node(
     redis_prefix: Option<&str>,
     ack_timeout: Duration,
 ) -> Node {
+    let redis = redis_prefix.map(|prefix| RedisOptions::new(shared_url(), prefix, node_id));
+    kafka_node_with(brokers, s, node_id, redis, ack_timeout).await
+}
+
+/// The same, clustered with `redis` as given.
+pub async fn kafka_node_with(
+    brokers: &str,
+    s: &Setup,
+    node_id: &str,
+    redis: Option<RedisOptions>,
+    ack_timeout: Duration,
+) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = GatewayConfig {
         node_id: node_id.into(),
@@ -309,7 +321,6 @@ pub async fn kafka_node(
         node_id: node_id.into(),
         overrides: vec![],
     };
-    let redis = redis_prefix.map(|prefix| RedisOptions::new(shared_url(), prefix, node_id));
     let options = NodeOptions {
         gateway,
         database_url: s.db.clone(),
