@@ -5,7 +5,8 @@
 //! `joined` and the time until all have recovered, and counts the
 //! `recovered: true` answers that carry exactly the missed messages.
 //! Connections are opened `connect_concurrency` at a time in both phases
-//! (clients that reconnect with jittered backoff, not one SYN flood).
+//! (clients that reconnect with jittered backoff, not one SYN flood); they
+//! come back `drain` after the last missed message was acked.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,8 +111,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             _ => return Err("the talker's connection ended".into()),
         }
     }
-    // Every one comes back at once.
+    // Time for what the returning connections read to settle (an archive
+    // catching up), then every one comes back.
+    tokio::time::sleep(opts.drain).await;
     let mut meters: Vec<Meter> = opts.pids.iter().map(|&p| Meter::start(p)).collect();
+    let mut client_meter = Meter::start(std::process::id());
     let started = Instant::now();
     let mut back = JoinSet::new();
     for (i, since) in positions.into_iter().enumerate() {
@@ -134,6 +138,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let servers: Vec<ProcessUse> = crate::finish(&mut meters);
+    let client_cpu_percent = client_meter.finish().map_or(0.0, |m| m.0);
     let expected = (opts.connections * missed) as u64;
     Ok(Report {
         scenario: Scenario::Recovery,
@@ -152,7 +157,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         latency_by_target_ms: Vec::new(),
         rss_kib_per_connection: None,
         servers,
-        client_cpu_percent: 0.0,
+        client_cpu_percent,
         recovered: Some(recovered),
     })
 }

@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// Messages the connections miss before coming back (recovery).
     #[arg(long, default_value_t = 1000)]
     pub missed: usize,
+    /// Connections opened (or, in recovery, brought back) at once at most.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
     /// Local address to connect from; repeat (127.0.0.2, 127.0.0.3...) for more ports.
     #[arg(long = "source")]
     pub sources: Vec<IpAddr>,
@@ -89,7 +92,7 @@ impl BenchArgs {
             sources: self.sources.clone(),
             pids: self.pids.clone(),
             drain: Duration::from_secs_f64(self.drain),
-            connect_concurrency: 256,
+            connect_concurrency: self.concurrency.max(1),
             progress: !self.quiet,
             missed: self.missed,
         }
