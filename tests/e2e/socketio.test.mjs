@@ -168,6 +168,42 @@ test('Socket.IO asks who is in a room and watches names come and go', async () =
   other.disconnect();
 });
 
+test('a Socket.IO join racing live messages gets each once, in its history or live', async () => {
+  // A node of its own without a send rate, so one talker can keep the room busy.
+  const busy = await startServer({ RATE_LIMIT_PER_SEC: '0', CONNECT_RATE_PER_IP: '0' });
+  try {
+    const room = `race-${randomUUID().slice(0, 8)}`;
+    const talker = new WebSocket(`${busy.url.replace('http', 'ws')}/ws?name=talker`);
+    await new Promise((resolve) => talker.once('open', resolve));
+    talker.send(JSON.stringify({ type: 'join', room, history: 0 }));
+    let n = 0;
+    const flood = setInterval(() => {
+      for (let i = 0; i < 5; i++) talker.send(JSON.stringify({ type: 'send', room, text: `m${n++}` }));
+    }, 2);
+    let doubled = 0;
+    let live = 0;
+    for (let j = 0; j < 30; j++) {
+      const s = io(busy.url, { reconnection: false, forceNew: true, transports: ['websocket'], auth: { name: `j${j}` } });
+      await new Promise((resolve, reject) => { s.once('connect', resolve); s.once('connect_error', reject); });
+      const seen = [];
+      s.on('message', (m) => seen.push(m.id));
+      const joined = await s.timeout(5000).emitWithAck('join', { room, history: 100 });
+      assert.equal(joined.type, 'joined', JSON.stringify(joined));
+      await sleep(30);
+      const ids = [...joined.history.map((m) => m.id), ...seen];
+      doubled += ids.length - new Set(ids).size;
+      live += seen.length;
+      s.disconnect();
+    }
+    clearInterval(flood);
+    talker.close();
+    assert.ok(live > 0, 'messages arrived live during the joins');
+    assert.equal(doubled, 0, 'a message reached a joiner both in its history and live');
+  } finally {
+    await busy.stop();
+  }
+});
+
 test('a /ws member of lobby sees event:message from Socket.IO', async () => {
   const w = await wsClient('watcher');
   w.send({ type: 'join', room: 'lobby', history: 0 });

@@ -13,6 +13,7 @@ pub mod auth;
 mod engineio;
 mod error;
 mod flow;
+mod gate;
 mod history;
 mod http;
 mod limits;

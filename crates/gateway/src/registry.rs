@@ -15,6 +15,7 @@ use socketioxide::{SendError, SocketError};
 use switchboard_bus::Bus;
 use switchboard_protocol::{Message, PresenceChange, RoomName, ServerFrame};
 
+use crate::gate::{Gate, Through};
 use crate::mailbox::{Mailbox, Outbound, QueuedFrame};
 
 /// Messages each room remembers, so that a `join` racing a send neither
@@ -34,6 +35,8 @@ pub(crate) enum Sink {
     Sio {
         socket: SocketRef,
         legacy: bool,
+        /// Holds live messages while a join is answered.
+        gate: Option<Gate>,
     },
 }
 
@@ -312,7 +315,19 @@ impl Registry {
                         });
                         ws.push(frame.clone());
                     }
-                    Sink::Sio { socket, legacy } => {
+                    Sink::Sio {
+                        socket,
+                        legacy,
+                        gate,
+                    } => {
+                        match gate.as_ref().map(|g| g.hold(msg)) {
+                            None | Some(Through::Pass) => {}
+                            Some(Through::Held) => continue,
+                            Some(Through::Full) => {
+                                cut.push(Cut::Slow(socket.clone()));
+                                continue;
+                            }
+                        }
                         let sent = if *legacy {
                             socket.emit("event:listen", &msg.text)
                         } else {

@@ -13,7 +13,7 @@
 mod socket;
 mod turn;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +22,15 @@ use serde_json::Value;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
-use socketioxide::{ParserConfig, SocketIoBuilder};
+use socketioxide::{ParserConfig, SocketError, SocketIoBuilder};
 use switchboard_protocol::{ErrorCode, FrameError, PlainValue, Request, ServerFrame};
+use uuid::Uuid;
 
 use crate::Gateway;
 use crate::auth::request_token;
 use crate::error::ApiError;
-use crate::registry::Sink;
+use crate::gate::Gate;
+use crate::registry::{Cut, Sink};
 use crate::session::{Answer, Session, lobby};
 
 pub(crate) use socket::cut;
@@ -174,6 +176,7 @@ async fn on_connect(socket: SocketRef, State(gateway): State<Arc<Gateway>>) {
             let sink = Sink::Sio {
                 socket: socket.clone(),
                 legacy: true,
+                gate: None,
             };
             gateway
                 .registry
@@ -256,16 +259,32 @@ async fn serve(
         Ok(request) => request,
         Err(err) => return reply(socket, ack, ServerFrame::error(err)),
     };
+    // A join holds the room's live messages until its answer is out.
+    let gate = Gate::default();
     let sink = || Sink::Sio {
         socket: socket.clone(),
         legacy: false,
+        gate: Some(gate.clone()),
     };
     let answer = conn
         .session()
         .handle(gateway, &mut conn.rooms(), sink, request, turn)
         .await;
     match answer {
-        Answer::Now(frame) => reply(socket, ack, frame),
+        Answer::Now(frame) => {
+            let sent: HashSet<Uuid> = match &frame {
+                ServerFrame::Joined { history, .. } => history.iter().map(|m| m.id).collect(),
+                _ => HashSet::new(),
+            };
+            reply(socket, ack, frame);
+            if let Err(e) = gate.open(socket, &sent) {
+                let cut = match e {
+                    SocketError::InternalChannelFull => Cut::Slow(socket.clone()),
+                    _ => Cut::Gone(socket.clone()),
+                };
+                self::cut(&gateway.registry, cut);
+            }
+        }
         Answer::Durable(pending) => reply(socket, ack, pending.frame().await),
         Answer::Silent => {}
     }
