@@ -268,6 +268,7 @@ impl Inner {
 async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     let mut conn: Option<ConnectionManager> = None;
     let mut started = false;
+    let mut failing = false;
     let mut every = tokio::time::interval(inner.ttl / 6);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -293,13 +294,23 @@ async fn run(inner: Arc<Inner>, stop: CancellationToken) {
             }
             inner.flush(c).await
         };
-        if let Err(e) = tokio::time::timeout(inner.ttl / 3, done)
+        match tokio::time::timeout(inner.ttl / 3, done)
             .await
             .unwrap_or_else(|_| Err(redis::RedisError::from(std::io::Error::other("timed out"))))
         {
-            tracing::warn!(error = %e, "presence could not be written to redis; retrying");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            inner.wake.notify_one();
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("presence is written to redis again");
+                }
+            }
+            Err(e) => {
+                // Once per outage in the log; retried every 200 ms.
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "presence could not be written to redis; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                inner.wake.notify_one();
+            }
         }
     }
     // A clean stop takes this node's names out at once.

@@ -37,7 +37,14 @@ const FORGET_AFTER: Duration = Duration::from_secs(300);
 pub(crate) struct Flows {
     sequencer: Arc<dyn Sequencer>,
     registry: Arc<Registry>,
-    rooms: Mutex<HashMap<RoomName, Arc<Mutex<Flow>>>>,
+    rooms: Mutex<Rooms>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    flows: HashMap<RoomName, Arc<Mutex<Flow>>>,
+    /// When idle flows were last forgotten.
+    swept: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -65,7 +72,7 @@ impl Flows {
         Arc::new(Self {
             sequencer,
             registry,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Rooms::default()),
         })
     }
 
@@ -75,13 +82,22 @@ impl Flows {
 
     fn flow(&self, room: &RoomName) -> Arc<Mutex<Flow>> {
         let mut rooms = lock(&self.rooms);
-        if rooms.len() >= SWEEP_ABOVE {
-            rooms.retain(|_, flow| {
+        if let Some(flow) = rooms.flows.get(room) {
+            return flow.clone();
+        }
+        // Forgets idle flows when there are many, at most once a minute.
+        if rooms.flows.len() >= SWEEP_ABOVE
+            && rooms
+                .swept
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            rooms.swept = Some(Instant::now());
+            rooms.flows.retain(|_, flow| {
                 let flow = lock(flow);
                 flow.filling || flow.used.is_some_and(|at| at.elapsed() < FORGET_AFTER)
             });
         }
-        rooms.entry(room.clone()).or_default().clone()
+        rooms.flows.entry(room.clone()).or_default().clone()
     }
 
     /// A member joined at `position`: a room new to this node delivers what
@@ -112,7 +128,7 @@ impl Flows {
                     continue;
                 }
                 seen = now;
-                let rooms: Vec<RoomName> = lock(&flows.rooms).keys().cloned().collect();
+                let rooms: Vec<RoomName> = lock(&flows.rooms).flows.keys().cloned().collect();
                 tracing::info!(rooms = rooms.len(), "subscription regained: catching up");
                 for room in rooms {
                     if let Ok(position) = flows.sequencer.position(&room).await {
