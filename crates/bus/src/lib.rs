@@ -108,6 +108,9 @@ pub trait Presences: Send + Sync + 'static {
     /// This node has no member in `room` any more.
     fn room_gone(&self, room: &RoomName);
 
+    /// Resolves once everything `set` before it is in the cluster's view.
+    fn settled(&self) -> BusFuture<()>;
+
     /// Everyone in `room`, across every node.
     fn members(&self, room: &RoomName) -> BusFuture<Vec<Member>>;
 

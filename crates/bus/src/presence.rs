@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::Script;
 use redis::aio::ConnectionManager;
 use switchboard_protocol::{Member, PresenceChange, PresenceEvent, RoomName};
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::{Notify, OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::sequence::Keys;
@@ -81,6 +81,9 @@ struct Inner {
     set: Script,
     pending: Mutex<Pending>,
     wake: Notify,
+    /// Counts the times the writer found nothing pending (everything given
+    /// to it before was applied): what `settled` waits on.
+    drained: watch::Sender<u64>,
 }
 
 impl RedisPresence {
@@ -101,6 +104,7 @@ impl RedisPresence {
             set: Script::new(SET),
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
+            drained: watch::Sender::new(0),
         });
         tokio::spawn(run(inner.clone(), stop));
         Self(inner)
@@ -165,6 +169,14 @@ impl Inner {
         loop {
             let (batch, gone) = {
                 let mut p = self.pending();
+                if p.order.is_empty() && p.gone.is_empty() {
+                    // Under the lock: whatever was set before a `settled`
+                    // read the count is applied by now.
+                    self.drained.send_modify(|n| *n += 1);
+                    p.states.shrink_to(64);
+                    p.order.shrink_to(64);
+                    return Ok(());
+                }
                 let n = p.order.len().min(PASS);
                 let mut batch = Vec::with_capacity(n);
                 for key in p.order.drain(..n).collect::<Vec<_>>() {
@@ -175,7 +187,7 @@ impl Inner {
                 (batch, std::mem::take(&mut p.gone))
             };
             if batch.is_empty() && gone.is_empty() {
-                return Ok(());
+                continue;
             }
             for (i, ((room, name), state)) in batch.iter().enumerate() {
                 if let Err(e) = self.apply(conn, &self.node, room, name, *state).await {
@@ -342,6 +354,23 @@ impl Presences for RedisPresence {
     fn room_gone(&self, room: &RoomName) {
         self.0.pending().gone.push(room.clone());
         self.0.wake.notify_one();
+    }
+
+    fn settled(&self) -> BusFuture<()> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let mut drained = inner.drained.subscribe();
+            let seen = {
+                let _pending = inner.pending();
+                *drained.borrow_and_update()
+            };
+            inner.wake.notify_one();
+            tokio::time::timeout(Duration::from_secs(2), drained.wait_for(|n| *n > seen))
+                .await
+                .map_err(|_| BusError::Timeout)?
+                .map_err(|_| BusError::Redis("the presence writer stopped".into()))?;
+            Ok(())
+        })
     }
 
     fn members(&self, room: &RoomName) -> BusFuture<Vec<Member>> {

@@ -161,7 +161,12 @@ impl Presence {
     /// How many names are in `room` (`None` when it cannot be read now).
     pub async fn count(&self, room: &RoomName) -> Option<u64> {
         match &self.cluster {
-            Some(cluster) => cluster.count(room).await.ok(),
+            // The joining member's own name counts: wait until this
+            // node's changes so far are in Redis.
+            Some(cluster) => {
+                cluster.settled().await.ok()?;
+                cluster.count(room).await.ok()
+            }
             None => Some(self.registry().map_or(0, |r| r.names(room).len() as u64)),
         }
     }

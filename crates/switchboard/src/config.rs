@@ -47,7 +47,7 @@ pub enum Command {
     /// Archive the journal topic into the store (the consumer service).
     Archive,
     /// Generate load against switchboard or a peer and report what came back.
-    Bench(crate::bench::BenchArgs),
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Log line format.

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Bench(args) => switchboard::bench::run(args).await,
+        Command::Bench(args) => switchboard::bench::run(*args).await,
         Command::Migrate => {
             let url = cli.config.database_url();
             switchboard_store::open_with(&url, true).await?;
