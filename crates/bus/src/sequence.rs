@@ -6,8 +6,8 @@
 //!
 //! A room's keys and channel share one hash tag, `{prefix:room}`:
 //! `{..}:meta` (hash: `epoch`, `seq`), `{..}:log` (stream, entry id
-//! `seq-0`, fields `i` the message id and `m` the envelope), `{..}:ids`
-//! (hash: message id -> seq, for the ids still in the log, so a resend keeps
+//! `seq-0`, field `m` the envelope), `{..}:ids` (sorted set: message id
+//! scored by its seq, for the room's last `window` ids, so a resend keeps
 //! its position) and the channel `{..}:ch`. All three keys expire together
 //! after `ttl` without a message. When the meta hash is gone (Redis
 //! restarted without persistence, or the room was idle past its expiry) the
@@ -28,34 +28,33 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Gives the message its position, appends it to the window and publishes
 /// it. KEYS: meta, log, ids. ARGV: id, envelope, candidate epoch, window,
-/// ttl (ms), channel. Returns {seq, epoch, fresh (1 or 0)} as strings.
+/// ttl (ms), channel. Returns {seq, epoch, fresh (1 or 0)} as strings. The
+/// log is capped by `XADD MAXLEN`, the ids by score; the keys' expiry is
+/// refreshed once half of it has run out, not on every message.
 const SEQUENCE: &str = r"
 local meta, log, ids = KEYS[1], KEYS[2], KEYS[3]
-local id, payload, window, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[5]
+local id, payload, window, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
   epoch = ARGV[3]
   redis.call('DEL', log, ids)
   redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
 end
-local known = redis.call('HGET', ids, id)
+local known = redis.call('ZSCORE', ids, id)
 if known then
   return {known, epoch, '0'}
 end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
-redis.call('XADD', log, seq .. '-0', 'i', id, 'm', payload)
-redis.call('HSET', ids, id, seq)
-local over = redis.call('XLEN', log) - window
-if over > 0 then
-  if over > 100 then over = 100 end
-  for _, entry in ipairs(redis.call('XRANGE', log, '-', '+', 'COUNT', over)) do
-    redis.call('XDEL', log, entry[1])
-    redis.call('HDEL', ids, entry[2][2])
-  end
+redis.call('XADD', log, 'MAXLEN', window, seq .. '-0', 'm', payload)
+redis.call('ZADD', ids, seq, id)
+if seq > window then
+  redis.call('ZREMRANGEBYSCORE', ids, '-inf', seq - window)
 end
-redis.call('PEXPIRE', meta, ttl)
-redis.call('PEXPIRE', log, ttl)
-redis.call('PEXPIRE', ids, ttl)
+if redis.call('PTTL', meta) < ttl / 2 then
+  redis.call('PEXPIRE', meta, ttl)
+  redis.call('PEXPIRE', log, ttl)
+  redis.call('PEXPIRE', ids, ttl)
+end
 redis.call('PUBLISH', ARGV[6], seq .. ' ' .. epoch .. ' ' .. payload)
 return {tostring(seq), epoch, '1'}
 ";
@@ -90,7 +89,7 @@ end
 local after = tonumber(ARGV[1])
 for _, entry in ipairs(redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+', 'COUNT', ARGV[2])) do
   out[#out + 1] = entry[1]
-  out[#out + 1] = entry[2][4]
+  out[#out + 1] = entry[2][2]
 end
 return out
 ";

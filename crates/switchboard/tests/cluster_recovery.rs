@@ -171,8 +171,6 @@ async fn lose_on_the_bus(url: &str, prefix: &str, room: &str, text: &str) {
     let _: String = redis::cmd("XADD")
         .arg(format!("{tag}:log"))
         .arg(format!("{seq}-0"))
-        .arg("i")
-        .arg(&id)
         .arg("m")
         .arg(envelope.to_string())
         .query_async(&mut conn)
@@ -365,4 +363,61 @@ async fn redis_restarted_with_its_append_only_file_keeps_the_epoch() {
     a.stop().await;
     b.stop().await;
     drop(redis);
+}
+
+/// Sends `text` with `id` and waits for its ack.
+async fn send_id(c: &mut Client, room: &str, text: &str, id: &str) {
+    c.send(json!({"type": "send", "room": room, "text": text, "id": id, "ref": text}))
+        .await;
+    loop {
+        let v = c.recv_wire().await;
+        if v["ref"] == text {
+            assert_eq!(v["type"], "ack", "{v}");
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resend_keeps_its_position_while_the_room_remembers_its_id() {
+    let url = shared_url();
+    // The room remembers its last 3 ids.
+    let (prefix, a, b) = pair(&url, 3).await;
+    let room = unique("resend");
+    let mut member = a.client("member").await;
+    member.join(&room).await;
+    let mut sender = b.client("sender").await;
+    sender.join(&room).await;
+    await_numsub(&url, &channel(&prefix, &room), 2).await;
+    let first = uuid::Uuid::now_v7().to_string();
+    send_id(&mut sender, &room, "first", &first).await;
+    for text in ["second", "third"] {
+        sender.send_text(&room, text).await;
+    }
+    // Resent (on the other node too): acked, same position, not delivered again.
+    send_id(&mut sender, &room, "first", &first).await;
+    let mut on_a = a.client("sender").await;
+    on_a.join(&room).await;
+    send_id(&mut on_a, &room, "first", &first).await;
+    sender.send_text(&room, "fourth").await;
+    let got: Vec<(String, u64)> = {
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let m = member.recv_type("message").await;
+            got.push((
+                m["text"].as_str().unwrap().to_owned(),
+                m["seq"].as_u64().unwrap(),
+            ));
+        }
+        got
+    };
+    assert_eq!(
+        got,
+        [("first", 1), ("second", 2), ("third", 3), ("fourth", 4)].map(|(t, s)| (t.to_owned(), s))
+    );
+    member
+        .silent_for_type("message", Duration::from_millis(300))
+        .await;
+    a.stop().await;
+    b.stop().await;
 }
