@@ -124,6 +124,15 @@ impl Inner {
         Ok(conn.clone())
     }
 
+    /// One read on the shared connection, bounded like every Redis call.
+    async fn read<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BusError> {
+        let read = async { cmd.query_async::<T>(&mut self.reader().await?).await };
+        tokio::time::timeout(Duration::from_secs(2), read)
+            .await
+            .map_err(|_| BusError::Timeout)?
+            .map_err(|e| BusError::Redis(e.to_string()))
+    }
+
     fn node_rooms(&self, node: &str) -> String {
         format!("{}:pnode:{node}", self.prefix)
     }
@@ -375,41 +384,18 @@ impl Presences for RedisPresence {
 
     fn members(&self, room: &RoomName) -> BusFuture<Vec<Member>> {
         let inner = self.0.clone();
-        let room = room.clone();
+        let keys = Keys::new(&inner.prefix, room);
         Box::pin(async move {
-            let keys = Keys::new(&inner.prefix, &room);
-            let read = async {
-                let mut conn = inner.reader().await?;
-                redis::cmd("HGETALL")
-                    .arg(&keys.pres)
-                    .query_async::<Vec<(String, String)>>(&mut conn)
-                    .await
-            };
-            let fields = tokio::time::timeout(Duration::from_secs(2), read)
-                .await
-                .map_err(|_| BusError::Timeout)?
-                .map_err(|e| BusError::Redis(e.to_string()))?;
+            let fields: Vec<(String, String)> =
+                inner.read(redis::cmd("HGETALL").arg(&keys.pres)).await?;
             Ok(aggregate(&fields))
         })
     }
 
     fn count(&self, room: &RoomName) -> BusFuture<u64> {
         let inner = self.0.clone();
-        let room = room.clone();
-        Box::pin(async move {
-            let keys = Keys::new(&inner.prefix, &room);
-            let read = async {
-                let mut conn = inner.reader().await?;
-                redis::cmd("HLEN")
-                    .arg(&keys.pcount)
-                    .query_async::<u64>(&mut conn)
-                    .await
-            };
-            tokio::time::timeout(Duration::from_secs(2), read)
-                .await
-                .map_err(|_| BusError::Timeout)?
-                .map_err(|e| BusError::Redis(e.to_string()))
-        })
+        let keys = Keys::new(&inner.prefix, room);
+        Box::pin(async move { inner.read(redis::cmd("HLEN").arg(&keys.pcount)).await })
     }
 }
 

@@ -107,6 +107,26 @@ impl Page {
     }
 }
 
+/// The room of a read (history, presence) and the query, once the caller
+/// may read it: with `AUTH=required`, a token whose `rooms` allow the room
+/// (or the API key).
+fn readable(
+    gateway: &Gateway,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<(RoomName, HashMap<String, String>), ApiError> {
+    let room = room_of(path)?;
+    let query = query_of(query)?;
+    let token = crate::auth::request_token(query.get("token").map(String::as_str), headers);
+    if let Reader::Client(identity) = gateway.reader(token)? {
+        identity
+            .check_join(&room)
+            .map_err(ApiError::forbidden_room)?;
+    }
+    Ok((room, query))
+}
+
 /// `GET /api/rooms/{room}/messages?limit=50` with `before=<id>`, or
 /// `after_seq=N` / `before_seq=N` (and `epoch=E`, the room's current one
 /// when left out): oldest first.
@@ -116,14 +136,7 @@ pub(crate) async fn room_messages(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let room = room_of(path)?;
-    let query = query_of(query)?;
-    let token = crate::auth::request_token(query.get("token").map(String::as_str), &headers);
-    if let Reader::Client(identity) = gateway.reader(token)? {
-        identity
-            .check_join(&room)
-            .map_err(ApiError::forbidden_room)?;
-    }
+    let (room, query) = readable(&gateway, path, query, &headers)?;
     let limits = &gateway.config.limits;
     let limit = match query.get("limit") {
         None => limits.history_default,
@@ -181,14 +194,7 @@ pub(crate) async fn room_presence(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let room = room_of(path)?;
-    let query = query_of(query)?;
-    let token = crate::auth::request_token(query.get("token").map(String::as_str), &headers);
-    if let Reader::Client(identity) = gateway.reader(token)? {
-        identity
-            .check_join(&room)
-            .map_err(ApiError::forbidden_room)?;
-    }
+    let (room, _) = readable(&gateway, path, query, &headers)?;
     match gateway.presence.members(&room).await {
         Ok(listing) => Ok(axum::Json(serde_json::json!({
             "room": room,
