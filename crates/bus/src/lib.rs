@@ -15,6 +15,7 @@ mod memory;
 mod presence;
 mod redis;
 mod sequence;
+mod subscriber;
 
 use std::future::Future;
 use std::pin::Pin;
