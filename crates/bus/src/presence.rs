@@ -277,9 +277,23 @@ impl Inner {
                 .query_async(conn)
                 .await?;
             if claimed == 1 {
-                let names = self.clear(conn, &node).await?;
-                tracing::warn!(%node, names, "a node stopped beating: its members were removed from presence");
-                metrics::counter!("switchboard_presence_nodes_cleared_total").increment(1);
+                match self.clear(conn, &node).await {
+                    Ok(names) => {
+                        tracing::warn!(%node, names, "a node stopped beating: its members were removed from presence");
+                        metrics::counter!("switchboard_presence_nodes_cleared_total").increment(1);
+                    }
+                    Err(e) => {
+                        // Put back as already dead, so a later sweep (here
+                        // or on another node) finishes the job.
+                        let _: redis::RedisResult<i64> = redis::cmd("ZADD")
+                            .arg(self.nodes())
+                            .arg(0)
+                            .arg(&node)
+                            .query_async(conn)
+                            .await;
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(())
