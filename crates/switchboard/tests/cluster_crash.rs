@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 const CLIENTS_PER_NODE: usize = 3;
 const KILLS: usize = 5;
+const CLIENTS: usize = 2 * CLIENTS_PER_NODE;
 
 /// What one client saw.
 #[derive(Default)]
@@ -60,6 +61,9 @@ type Addrs = Arc<Mutex<Vec<SocketAddr>>>;
 struct Run {
     stop: AtomicBool,
     unacked: AtomicUsize,
+    /// Clients that have joined once: nobody sends before all have, so
+    /// every client's view starts at the room's first message.
+    joined: AtomicUsize,
 }
 
 async fn client(name: String, room: String, mut home: usize, addrs: Addrs, run: Arc<Run>) -> Seen {
@@ -105,6 +109,8 @@ async fn client(name: String, room: String, mut home: usize, addrs: Addrs, run: 
                         "joined" => {
                             if seen.epoch.is_empty() {
                                 seen.epoch = v["epoch"].as_str().unwrap().to_owned();
+                                assert_eq!(v["seq"], 0, "{name}: joined after a message");
+                                run.joined.fetch_add(1, Relaxed);
                             } else {
                                 assert_eq!(v["recovered"], true, "{name}: not recovered: {v}");
                             }
@@ -136,6 +142,9 @@ async fn client(name: String, room: String, mut home: usize, addrs: Addrs, run: 
                         if unacked.load(Relaxed) == 0 && quiet_since.elapsed() > Duration::from_millis(1500) {
                             return seen;
                         }
+                        continue;
+                    }
+                    if run.joined.load(Relaxed) < CLIENTS {
                         continue;
                     }
                     n += 1;
@@ -191,7 +200,7 @@ async fn clients_of_a_killed_node_recover_every_acked_message_once_in_order() {
     let room = unique("room");
     let run = Arc::new(Run::default());
     let mut clients = Vec::new();
-    for i in 0..2 * CLIENTS_PER_NODE {
+    for i in 0..CLIENTS {
         clients.push(tokio::spawn(client(
             format!("c{i}"),
             room.clone(),
