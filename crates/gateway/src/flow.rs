@@ -112,31 +112,17 @@ impl Flows {
         }
     }
 
-    /// Watches `bus` for lost and regained subscriptions: then every room
-    /// this node delivers in catches up to the position the ordering point
-    /// gives it (messages published while the subscription was gone).
-    pub fn watch(self: &Arc<Self>, bus: Arc<dyn switchboard_bus::Bus>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut seen = bus.resubscriptions();
-            let mut every = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                every.tick().await;
-                let Some(flows) = weak.upgrade() else { return };
-                let now = bus.resubscriptions();
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                let rooms: Vec<RoomName> = lock(&flows.rooms).flows.keys().cloned().collect();
-                tracing::info!(rooms = rooms.len(), "subscription regained: catching up");
-                for room in rooms {
-                    if let Ok(position) = flows.sequencer.position(&room).await {
-                        flows.catch_up(&room, &position);
-                    }
-                }
+    /// The node's subscription was lost and regained (messages published
+    /// meanwhile never arrived): every room it delivers in catches up to
+    /// the position the ordering point gives it.
+    pub async fn catch_up_all(self: &Arc<Self>) {
+        let rooms: Vec<RoomName> = lock(&self.rooms).flows.keys().cloned().collect();
+        tracing::info!(rooms = rooms.len(), "subscription regained: catching up");
+        for room in rooms {
+            if let Ok(position) = self.sequencer.position(&room).await {
+                self.catch_up(&room, &position);
             }
-        });
+        }
     }
 
     /// The ordering point has given `position`: fill up to it.

@@ -132,13 +132,8 @@ impl Gateway {
         };
         let registry = Arc::new(Registry::new(bus.clone(), on_presence));
         presence.attach(&registry);
-        presence.watch(bus.clone());
         let positions = match bus.sequencer() {
-            Some(sequencer) => {
-                let flows = flow::Flows::new(sequencer, registry.clone());
-                flows.watch(bus.clone());
-                Positions::Cluster(flows)
-            }
+            Some(sequencer) => Positions::Cluster(flow::Flows::new(sequencer, registry.clone())),
             None => {
                 let source = if journal.kind() == "embedded" {
                     positions::EpochSource::Store
@@ -179,6 +174,29 @@ impl Gateway {
                 gateway.admission.forget_idle_addresses();
             }
         });
+        // In a cluster: after the bus lost and regained its subscription,
+        // the rooms catch up on what was published meanwhile, and this
+        // node states its presence again.
+        if let Positions::Cluster(_) = &gateway.positions {
+            let weak = Arc::downgrade(&gateway);
+            let mut seen = gateway.bus.resubscriptions();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    every.tick().await;
+                    let Some(gateway) = weak.upgrade() else { break };
+                    let now = gateway.bus.resubscriptions();
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    gateway.presence.restate();
+                    if let Positions::Cluster(flows) = &gateway.positions {
+                        flows.catch_up_all().await;
+                    }
+                }
+            });
+        }
         // Messages from other nodes: fan out locally, nothing else (the
         // accepting node already journaled them).
         let weak = Arc::downgrade(&gateway);

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use switchboard_bus::{Bus, BusError, Presences};
+use switchboard_bus::{BusError, Presences};
 use switchboard_protocol::{Member, PresenceChange, PresenceEvent, RoomName};
 
 use crate::registry::{PresenceUpdate, Registry};
@@ -167,34 +167,17 @@ impl Presence {
                 cluster.settled().await.ok()?;
                 cluster.count(room).await.ok()
             }
-            None => Some(self.registry().map_or(0, |r| r.names(room).len() as u64)),
+            None => Some(self.registry().map_or(0, |r| r.name_count(room) as u64)),
         }
     }
 
-    /// In a cluster: after the bus lost and regained Redis (which may have
-    /// lost its data meanwhile), states this node's names again.
-    pub fn watch(self: &Arc<Self>, bus: Arc<dyn Bus>) {
-        if self.cluster.is_none() {
-            return;
+    /// In a cluster, after the bus lost and regained Redis (which may have
+    /// lost its data meanwhile): states this node's names again.
+    pub fn restate(&self) {
+        if let (Some(cluster), Some(registry)) = (&self.cluster, self.registry()) {
+            registry.each_name(|room, name, connections, since| {
+                cluster.set(room, name, connections, since);
+            });
         }
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut seen = bus.resubscriptions();
-            let mut every = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                every.tick().await;
-                let Some(this) = weak.upgrade() else { return };
-                let now = bus.resubscriptions();
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                if let (Some(cluster), Some(registry)) = (&this.cluster, this.registry()) {
-                    registry.each_name(|room, name, connections, since| {
-                        cluster.set(room, name, connections, since);
-                    });
-                }
-            }
-        });
     }
 }

@@ -218,6 +218,12 @@ impl Registry {
         (self.on_presence)(update);
     }
 
+    /// How many names are in `room` on this node.
+    pub fn name_count(&self, room: &RoomName) -> usize {
+        let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
+        rooms.get(room).map_or(0, |r| r.names.len())
+    }
+
     /// The names in `room` on this node, with their connections and since.
     pub fn names(&self, room: &RoomName) -> Vec<switchboard_protocol::Member> {
         let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);

@@ -11,10 +11,8 @@ use common::process::NodeProcess;
 use common::redis::shared_url;
 use common::{Client, Node, unique};
 use serde_json::{Value, json};
-use switchboard::NodeOptions;
 use switchboard_bus::RedisOptions;
 use switchboard_gateway::GatewayConfig;
-use tokio::net::TcpListener;
 
 const TTL: Duration = Duration::from_secs(3);
 
@@ -27,14 +25,7 @@ async fn node(prefix: &str, id: &str) -> Node {
         presence_ttl: TTL,
         ..RedisOptions::new(shared_url(), prefix, id)
     };
-    let options = NodeOptions {
-        gateway,
-        database_url: "sqlite::memory:".into(),
-        migrate: true,
-        redis: Some(redis),
-        kafka: None,
-    };
-    Node::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), options).await
+    Node::clustered_with(redis, gateway).await
 }
 
 async fn watch(c: &mut Client, room: &str) -> Value {

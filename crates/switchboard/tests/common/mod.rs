@@ -61,11 +61,19 @@ impl Node {
     /// A node on the real Redis with channel `prefix`, its own store in
     /// memory, and `gateway` settings (`node_id` names it on the bus).
     pub async fn clustered(redis_url: &str, prefix: &str, gateway: GatewayConfig) -> Node {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let redis = switchboard_bus::RedisOptions {
             window: gateway.recovery_window,
             ..switchboard_bus::RedisOptions::new(redis_url, prefix, gateway.node_id.clone())
         };
+        Node::clustered_with(redis, gateway).await
+    }
+
+    /// The same with the bus settings as given.
+    pub async fn clustered_with(
+        redis: switchboard_bus::RedisOptions,
+        gateway: GatewayConfig,
+    ) -> Node {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let options = NodeOptions {
             gateway,
             database_url: "sqlite::memory:".into(),
