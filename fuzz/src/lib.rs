@@ -264,6 +264,8 @@ fn check_answers(request: &Request) {
             ServerFrame::Ack {
                 r#ref: r#ref.clone(),
                 id,
+                seq: m.seq,
+                epoch: m.epoch,
             }
         }
         ClientFrame::Ping => ServerFrame::Pong {

@@ -5,30 +5,18 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium } from 'playwright-core';
+import { WAIT, countText, enter, launchBrowser, openPage as openPageAt, waitForText } from './page.mjs';
 import { startServer } from './server.mjs';
 
-const WAIT = 10_000;
 const SCREENSHOT = '/tmp/switchboard-chat.png';
 
 let server;
 let browser;
+const openPage = (viewport) => openPageAt(browser, server.url, viewport);
 
 before(async () => {
   server = await startServer();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -38,44 +26,6 @@ after(async () => {
     await server?.stop();
   }
 });
-
-/** A fresh browser context (own storage) with the page open on `/`. */
-async function openPage(viewport = { width: 1100, height: 720 }) {
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
-  page.setDefaultTimeout(WAIT);
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e));
-  await page.goto(server.url);
-  return { page, errors };
-}
-
-/** Fills the start form and waits until `room` is joined and the page is online. */
-async function enter(page, name, room) {
-  await page.getByTestId('name-input').fill(name);
-  await page.getByTestId('room-input').fill(room);
-  await page.getByTestId('start').click();
-  await page.locator('[data-testid="status"][data-state="online"]').waitFor();
-  await page.locator(`[data-testid="room"][data-room="${room}"][data-state="joined"]`).waitFor();
-}
-
-/** How many message elements show exactly `text`. */
-function countText(page, text) {
-  return page.evaluate(
-    (t) => [...document.querySelectorAll('[data-testid="message"] [data-testid="message-text"]')]
-      .filter((e) => e.textContent === t).length,
-    text,
-  );
-}
-
-async function waitForText(page, text, n = 1) {
-  await page.waitForFunction(
-    ([t, n]) => [...document.querySelectorAll('[data-testid="message"] [data-testid="message-text"]')]
-      .filter((e) => e.textContent === t).length >= n,
-    [text, n],
-    { timeout: WAIT },
-  );
-}
 
 test('a message reaches the other member exactly once, is acked, and is in the history', async () => {
   const room = `e2e-${randomUUID().slice(0, 8)}`;

@@ -17,10 +17,10 @@ export async function freePort() {
 }
 
 // With `{ capture: true }` the node's output is kept (not shown), and
-// `logs()` returns it.
-export async function startServer(extraEnv = {}, { capture = false } = {}) {
+// `logs()` returns it. `{ port }` starts it on that port (a restart).
+export async function startServer(extraEnv = {}, { capture = false, port: given } = {}) {
   const bin = process.env.SWITCHBOARD_BIN ?? '../../target/debug/switchboard';
-  const port = await freePort();
+  const port = given ?? (await freePort());
   const child = spawn(bin, ['serve'], {
     env: {
       PATH: process.env.PATH,
@@ -43,7 +43,7 @@ export async function startServer(extraEnv = {}, { capture = false } = {}) {
     if (child.exitCode !== null) throw new Error(`switchboard exited with ${child.exitCode}`);
     try {
       const res = await fetch(`${url}/healthz`);
-      if (res.ok) return { url, port, logs, stop: () => stop(child) };
+      if (res.ok) return { url, port, logs, stop: () => stop(child), kill: () => stop(child, 'SIGKILL') };
     } catch {}
     await sleep(100);
   }
@@ -51,9 +51,9 @@ export async function startServer(extraEnv = {}, { capture = false } = {}) {
   throw new Error('switchboard did not become healthy within 10 s');
 }
 
-async function stop(child) {
-  if (child.exitCode !== null) return child.exitCode;
+async function stop(child, signal = 'SIGTERM') {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
   const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
-  child.kill('SIGTERM');
+  child.kill(signal);
   return exited;
 }

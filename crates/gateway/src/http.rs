@@ -20,12 +20,23 @@ const APP_CSS: &str = include_str!("../web/app.css");
 const SCRIPTS: &[(&str, &str)] = &[
     ("app.js", include_str!("../web/js/app.js")),
     ("chat.js", include_str!("../web/js/chat.js")),
-    ("connection.js", include_str!("../web/js/connection.js")),
     ("dom.js", include_str!("../web/js/dom.js")),
     ("format.js", include_str!("../web/js/format.js")),
     ("limits.js", include_str!("../web/js/limits.js")),
     ("state.js", include_str!("../web/js/state.js")),
     ("view.js", include_str!("../web/js/view.js")),
+];
+/// The JavaScript client (`clients/js`), served as it is so any page can
+/// `import { connect } from "https://NODE/client/switchboard.js"`.
+const CLIENT: &[(&str, &str)] = &[
+    (
+        "switchboard.js",
+        include_str!("../../../clients/js/switchboard.js"),
+    ),
+    ("room.js", include_str!("../../../clients/js/room.js")),
+    ("merge.js", include_str!("../../../clients/js/merge.js")),
+    ("outbox.js", include_str!("../../../clients/js/outbox.js")),
+    ("backoff.js", include_str!("../../../clients/js/backoff.js")),
 ];
 
 /// Every route of a node, Socket.IO included.
@@ -35,6 +46,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/", get(index))
         .route("/app.css", get(app_css))
         .route("/js/{file}", get(script))
+        .route("/client/{file}", get(client_script))
         .route("/ws", get(crate::ws::upgrade))
         .route(
             "/api/rooms/{room}/messages",
@@ -145,21 +157,47 @@ async fn app_css() -> impl IntoResponse {
 }
 
 async fn script(file: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
-    let Ok(Path(file)) = file else {
-        return Err(ApiError::not_found());
-    };
-    let (_, source) = SCRIPTS
-        .iter()
-        .find(|(name, _)| *name == file)
-        .ok_or_else(ApiError::not_found)?;
+    let source = find(SCRIPTS, file)?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        *source,
+        source,
     )
         .into_response())
+}
+
+/// `GET /client/{file}`: the JavaScript client's modules (and its
+/// types), importable from any origin: they are public and hold nothing
+/// of the node's (the WebSocket they open is checked against
+/// `ALLOWED_ORIGINS` as usual).
+async fn client_script(file: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let source = find(CLIENT, file)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        source,
+    )
+        .into_response())
+}
+
+/// The file of `files` the path names; 404 for any other.
+fn find(
+    files: &'static [(&str, &'static str)],
+    file: Result<Path<String>, PathRejection>,
+) -> Result<&'static str, ApiError> {
+    let Ok(Path(file)) = file else {
+        return Err(ApiError::not_found());
+    };
+    files
+        .iter()
+        .find(|(name, _)| *name == file)
+        .map(|(_, source)| *source)
+        .ok_or_else(ApiError::not_found)
 }
 
 pub(crate) async fn not_found() -> ApiError {

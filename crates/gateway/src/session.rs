@@ -52,6 +52,9 @@ pub(crate) enum Answer {
 /// A `send` accepted and not yet durable.
 pub(crate) struct PendingAck {
     id: Uuid,
+    /// The message's position, told with the ack.
+    seq: u64,
+    epoch: String,
     r#ref: Option<Value>,
     durable: Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send>>,
 }
@@ -63,6 +66,8 @@ impl PendingAck {
             Ok(()) => ServerFrame::Ack {
                 r#ref: self.r#ref,
                 id: self.id,
+                seq: self.seq,
+                epoch: self.epoch,
             },
             Err(Unavailable(message)) => ServerFrame::Error {
                 code: ErrorCode::Unavailable,
@@ -199,6 +204,8 @@ impl Session {
                 };
                 Answer::Durable(PendingAck {
                     id: message.id,
+                    seq: message.seq,
+                    epoch: message.epoch,
                     r#ref,
                     durable: Box::pin(durable),
                 })

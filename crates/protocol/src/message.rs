@@ -110,7 +110,7 @@ pub struct Message {
     pub epoch: String,
 }
 
-fn is_zero(n: &u64) -> bool {
+pub(crate) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::message::is_zero;
 use crate::{ErrorCode, FrameError, Message, Position, RoomName};
 
 fn is_false(b: &bool) -> bool {
@@ -66,11 +67,16 @@ pub enum ServerFrame {
     },
     /// A message of a joined room, delivered once to every member.
     Message(Message),
-    /// The sender's message `id` is durable.
+    /// The sender's message `id` is durable, at this position in its room
+    /// (`seq` 0 and an empty `epoch` are left out: no position).
     Ack {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<Value>,
         id: Uuid,
+        #[serde(skip_serializing_if = "is_zero")]
+        seq: u64,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        epoch: String,
     },
     /// Answer to `ping`.
     Pong {
@@ -189,11 +195,27 @@ mod tests {
             &ServerFrame::Ack {
                 r#ref: Some(json!("c1")),
                 id,
+                seq: 0,
+                epoch: String::new(),
             }
             .encode(),
         )
         .unwrap();
         assert_eq!(v, json!({"type":"ack","ref":"c1","id":id.to_string()}));
+        let v: Value = serde_json::from_str(
+            &ServerFrame::Ack {
+                r#ref: None,
+                id,
+                seq: 7,
+                epoch: "e1".into(),
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"ack","id":id.to_string(),"seq":7,"epoch":"e1"})
+        );
         let v: Value = serde_json::from_str(&ServerFrame::Pong { r#ref: None }.encode()).unwrap();
         assert_eq!(v, json!({"type":"pong"}));
         let err = FrameError::new(ErrorCode::NotJoined, "join first").with_ref(Some(json!(1)));

@@ -384,29 +384,41 @@ async fn health_and_page() {
             .unwrap()
             .contains(r#"<script type="module" src="/js/app.js">"#)
     );
-    // Every module the page imports, from app.js on, is served as it is.
-    let mut pending = vec!["app.js".to_owned()];
+    // Every module the page imports, from app.js on (the client library
+    // under /client/ included), is served as it is.
+    let mut pending = vec!["/js/app.js".to_owned()];
     let mut sources = HashMap::new();
-    while let Some(file) = pending.pop() {
-        if sources.contains_key(&file) {
+    while let Some(path) = pending.pop() {
+        if sources.contains_key(&path) {
             continue;
         }
-        let script = reqwest::get(node.http(&format!("/js/{file}")))
-            .await
-            .unwrap();
-        assert_eq!(script.status(), 200, "{file}");
+        let script = reqwest::get(node.http(&path)).await.unwrap();
+        assert_eq!(script.status(), 200, "{path}");
         assert_eq!(
             script.headers()["content-type"],
             "text/javascript; charset=utf-8"
         );
         let text = script.text().await.unwrap();
-        for import in text.split("from './").skip(1) {
-            pending.push(import.split('\'').next().unwrap().to_owned());
+        let dir = &path[..=path.rfind('/').unwrap()];
+        for import in text.split("from '").skip(1) {
+            let target = import.split('\'').next().unwrap();
+            pending.push(match target.strip_prefix("./") {
+                Some(file) => format!("{dir}{file}"),
+                None => target.to_owned(),
+            });
         }
-        sources.insert(file, text);
+        sources.insert(path, text);
     }
-    assert!(sources.len() >= 5, "{:?}", sources.keys());
-    assert!(sources["connection.js"].contains("/ws?name="));
+    assert!(sources.len() >= 10, "{:?}", sources.keys());
+    assert!(sources["/client/switchboard.js"].contains("/ws"));
+    let client = reqwest::get(node.http("/client/switchboard.js"))
+        .await
+        .unwrap();
+    assert_eq!(client.headers()["access-control-allow-origin"], "*");
+    for bad in ["/client/nope.js", "/client/..%2Fapp.css", "/client/"] {
+        let res = reqwest::get(node.http(bad)).await.unwrap();
+        assert_eq!(res.status(), 404, "{bad}");
+    }
     for bad in ["/js/nope.js", "/js/%FF", "/js/..%2Fapp.css"] {
         let res = reqwest::get(node.http(bad)).await.unwrap();
         assert_eq!(res.status(), 404, "{bad}");

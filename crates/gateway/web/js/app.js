@@ -1,18 +1,17 @@
 // The chat page's entry point (an ES module, served as it is): the start
 // form, signing out, and the page's event wiring.
 
-import { addRoom, handleFrame, leaveRoom, retry, submitComposer, switchTo } from './chat.js';
-import * as connection from './connection.js';
+import * as chat from './chat.js';
+import { addRoom, leaveRoom, retry, submitComposer, switchTo } from './chat.js';
 import { $, toast } from './dom.js';
 import { colorFor, initial } from './format.js';
 import { checkName, checkRoom, limits, loadLimits } from './limits.js';
-import { outbox, rooms, state } from './state.js';
+import { rooms, state } from './state.js';
 import { autosize, bindView, closeNav, nearBottom, renderRooms, updateCounter } from './view.js';
 
 const NAME_KEY = 'switchboard.name';
 
 loadLimits();
-connection.onFrame(handleFrame);
 bindView({ leave: leaveRoom, select: switchTo, retry });
 
 function start(name, room) {
@@ -23,19 +22,12 @@ function start(name, room) {
   $('me-avatar').style.background = colorFor(name);
   $('start-view').hidden = true;
   $('app-view').hidden = false;
-  state.stopped = false;
+  chat.start(name);
   addRoom(room, true);
-  connection.start();
 }
 
 function signOut() {
-  state.stopped = true;
-  connection.stop();
-  for (const p of outbox.values()) clearTimeout(p.timer);
-  outbox.clear();
-  for (const r of rooms.values()) clearTimeout(r.joinTimer);
-  rooms.clear();
-  state.active = null;
+  chat.stop();
   $('messages').replaceChildren();
   $('app-view').hidden = true;
   $('start-view').hidden = false;
@@ -87,7 +79,7 @@ $('jump').addEventListener('click', () => {
   list.scrollTop = list.scrollHeight;
 });
 
-$('status').addEventListener('click', connection.reconnectNow);
+$('status').addEventListener('click', chat.reconnectNow);
 $('change-name').addEventListener('click', signOut);
 $('menu-btn').addEventListener('click', () => $('app-view').classList.toggle('nav-open'));
 $('backdrop').addEventListener('click', closeNav);
@@ -97,9 +89,9 @@ document.addEventListener('visibilitychange', () => {
   if (document.visibilityState !== 'visible') return;
   const room = state.active && rooms.get(state.active);
   if (room && room.unread && nearBottom()) { room.unread = 0; renderRooms(); }
-  if (!connection.connected() && !state.stopped) connection.reconnectNow();
+  if (!state.stopped) chat.reconnectNow();
 });
-window.addEventListener('online', connection.reconnectNow);
+window.addEventListener('online', chat.reconnectNow);
 
 // Prefill the start form.
 try {

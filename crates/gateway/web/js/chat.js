@@ -1,17 +1,15 @@
-// What the page does with rooms and messages: joining, leaving and
-// switching rooms, sending with retries by id, and the server's answers.
+// What the page does with rooms and messages, on the switchboard client
+// (/client/switchboard.js): it connects, joins, sends and shows; the
+// client reconnects, rejoins with `since`, resends by id and delivers each
+// message once.
 
-import { connected, isOpen, reconnectNow, send, sendJoin } from './connection.js';
+import { connect } from '/client/switchboard.js';
 import { $, toast } from './dom.js';
 import { bytes, limits, uuid } from './limits.js';
-import {
-  advance, joinRefs, mineIds, newRoom, nextRef, outbox, rooms, sendRefs, state, trim, upsert, isMine,
-} from './state.js';
+import { isMine, mineIds, newRoom, rooms, state, trim, upsert } from './state.js';
 import {
   autosize, closeNav, isWatching, renderMessagesSoon, renderPeople, renderRooms, updateCounter, updateMsgEl,
 } from './view.js';
-
-const SEND_TRIES = 4;                // automatic attempts after `unavailable`
 
 const FRIENDLY = {
   too_large: 'That message is too long to send.',
@@ -22,213 +20,58 @@ const FRIENDLY = {
   unavailable: 'The server is busy right now.',
   forbidden: 'You may not join that room.',
   rate_limited: 'You are sending too fast; slow down.',
+  outbox_full: 'Too many messages are waiting to be sent.',
+};
+const friendly = (e) => FRIENDLY[e?.code] || e?.message || String(e);
+
+// With AUTH=required the page is opened as /#token=<JWT> (the fragment
+// never reaches a server log); the token's name then wins over `me`.
+const token = new URLSearchParams(location.hash.slice(1)).get('token');
+
+// ---------- the connection ----------
+const STATUS = {
+  connecting: ['connecting', 'Connecting…'],
+  open: ['online', 'Online'],
+  reconnecting: ['reconnecting', 'Reconnecting…'],
+  closed: ['offline', 'Offline'],
 };
 
-// ---------- frames from the server ----------
-export function handleFrame(f) {
-  switch (f.type) {
-    case 'joined': return onJoined(f);
-    case 'message': return onMessage(f);
-    case 'ack': return onAck(f);
-    case 'presence': return onPresence(f);
-    case 'presence_change': return onPresenceChange(f);
-    case 'error': return onError(f);
-    default: return;
-  }
-}
-
-function onJoined(f) {
-  if (f.ref != null) joinRefs.delete(f.ref);
-  const room = rooms.get(f.room);
-  if (!room) {
-    // Left while the join was under way.
-    send({ type: 'leave', room: f.room });
-    return;
-  }
-  const fresh = !room.joinedOnce;
-  if (f.recovered === false) {
-    // What was missed cannot all be told (too much, or the server lost its
-    // count): say so, and show the latest history instead of a gap.
-    toast(`Some messages in #${room.name} could not be recovered; showing the latest.`, 'warn');
-    for (const [id] of room.msgs) if (!outbox.has(id)) room.msgs.delete(id);
-    room.position = null;
-  }
-  let added = 0;
-  for (const m of Array.isArray(f.history) ? f.history : []) {
-    if (upsert(room, m)) added++;
-    advance(room, m);
-  }
-  advance(room, f);
-  // Messages missed while disconnected count as unread in other rooms.
-  if (!fresh && added && !isWatching(room)) room.unread += added;
-  room.state = 'joined';
-  room.joinedOnce = true;
-  room.joinTries = 0;
-  if (typeof f.count === 'number') room.count = f.count;
-  // Who is online now; changes come as `presence_change`.
-  send({ type: 'presence', room: room.name });
-  trim(room);
+function setStatus(clientState) {
+  const [s, text] = STATUS[clientState] ?? STATUS.connecting;
+  const status = $('status');
+  status.dataset.state = s;
+  $('status-text').textContent = text;
+  status.title = s === 'reconnecting' ? 'Click to reconnect now' : 'Connection status';
+  $('banner').hidden = s !== 'reconnecting';
+  if (clientState !== 'open') for (const room of rooms.values()) room.state = 'joining';
   renderRooms();
-  if (room.name === state.active) renderMessagesSoon(fresh ? 'bottom' : undefined);
-  // Everything not acked yet goes out again with its same id.
-  for (const p of outbox.values()) {
-    if (p.room === room.name && !p.inFlight && !p.timer && p.state !== 'failed') transmit(p);
-  }
 }
 
-function onMessage(f) {
-  const room = rooms.get(f.room);
-  if (!room || typeof f.id !== 'string') return;
-  const isNew = upsert(room, f);
-  advance(room, f);
-  if (!isNew) {
-    if (room.name === state.active) renderMessagesSoon();
-    return;
-  }
-  trim(room);
-  if (!isWatching(room) && !isMine(room.msgs.get(f.id))) {
-    room.unread++;
-    renderRooms();
-  }
-  if (room.name === state.active) renderMessagesSoon();
+// Signs in as `name`: one client for the page's life on the start form.
+export function start(name) {
+  state.stopped = false;
+  state.client = connect(location.origin, { name, ...(token ? { token } : {}) });
+  state.client.on('state', setStatus);
+  // What the page shows stays; the room's latest history (without what
+  // it has already) follows.
+  state.client.on('gap', ({ room }) => {
+    toast(`Some messages in #${room} could not be recovered; showing the latest.`, 'warn');
+  });
+  state.client.on('error', (e) => console.warn('switchboard:', e));
+  setStatus(state.client.state);
 }
 
-function onPresence(f) {
-  const room = rooms.get(f.room);
-  if (!room || !Array.isArray(f.members)) return;
-  room.people = new Map(f.members.map((m) => [String(m.name), Number(m.connections) || 1]));
-  room.count = Number(f.count) || room.people.size;
-  if (room.name === state.active) renderPeople();
+// Signs out: the client closes, every room goes.
+export function stop() {
+  state.stopped = true;
+  state.client?.close();
+  state.client = null;
+  rooms.clear();
+  state.active = null;
 }
 
-function onPresenceChange(f) {
-  const room = rooms.get(f.room);
-  if (!room) return;
-  if (f.event === 'join' && typeof f.name === 'string') room.people.set(f.name, room.people.get(f.name) || 1);
-  if (f.event === 'leave' && typeof f.name === 'string') room.people.delete(f.name);
-  if (typeof f.count === 'number') room.count = f.count;
-  if (room.name === state.active) renderPeople();
-}
-
-function onAck(f) {
-  const p = outbox.get(f.id);
-  if (f.ref != null) sendRefs.delete(f.ref);
-  if (!p) return;
-  clearTimeout(p.timer);
-  outbox.delete(f.id);
-  const room = rooms.get(p.room);
-  const m = room && room.msgs.get(f.id);
-  if (m) {
-    m.state = 'sent';
-    updateMsgEl(m);
-  }
-}
-
-function onError(f) {
-  const code = String(f.code || 'error');
-  if (f.ref != null && joinRefs.has(f.ref)) return onJoinError(f, code);
-  // An error about a message we sent.
-  const ref = f.ref;
-  const id = typeof f.id === 'string' && outbox.has(f.id) ? f.id : (ref != null ? sendRefs.get(ref) : undefined);
-  if (ref != null) sendRefs.delete(ref);
-  const p = id && outbox.get(id);
-  if (p) return onSendError(f, code, p);
-  toast(FRIENDLY[code] ? `${FRIENDLY[code]}${f.message ? ` (${f.message})` : ''}` : (f.message || code), 'error');
-}
-
-function onJoinError(f, code) {
-  const name = joinRefs.get(f.ref);
-  joinRefs.delete(f.ref);
-  const room = rooms.get(name);
-  if (!room) return;
-  if (code === 'unavailable' && room.joinTries < 5) {
-    room.joinTries++;
-    room.joinTimer = setTimeout(() => { if (rooms.has(name) && connected()) sendJoin(room); }, 600 * 2 ** room.joinTries);
-    return;
-  }
-  toast(`Could not join #${name}: ${FRIENDLY[code] || f.message || code}`, 'error');
-  if (!room.joinedOnce) removeRoom(name);
-}
-
-function onSendError(f, code, p) {
-  p.inFlight = false;
-  if (code === 'unavailable' && p.tries < SEND_TRIES) {
-    const delay = 400 * 2 ** (p.tries - 1) + Math.random() * 200;
-    p.timer = setTimeout(() => { p.timer = 0; transmit(p); }, delay);
-    return;
-  }
-  if (code === 'rate_limited') {
-    // Not accepted, and not counted as a try: the budget refills.
-    p.tries--;
-    p.timer = setTimeout(() => { p.timer = 0; transmit(p); }, 1000 + Math.random() * 500);
-    return;
-  }
-  if (code === 'not_joined' && p.tries < SEND_TRIES && rooms.has(p.room)) {
-    // The server forgot our membership: join again; `joined` resends.
-    const room = rooms.get(p.room);
-    room.state = 'joining';
-    sendJoin(room);
-    renderRooms();
-    return;
-  }
-  fail(p, code === 'too_large' ? 'Too long' : code === 'unavailable' ? 'Not delivered' : 'Not sent');
-  toast(`Message not sent: ${FRIENDLY[code] || f.message || code}`, 'error');
-}
-
-// ---------- sending ----------
-function transmit(p) {
-  const room = rooms.get(p.room);
-  if (!room || room.state !== 'joined') return false;  // sent again on `joined`
-  const ref = nextRef('c');
-  p.tries++;
-  const frame = { type: 'send', room: p.room, text: p.text, ref, id: p.id };
-  if (!send(frame)) { p.tries--; return false; }
-  sendRefs.set(ref, p.id);
-  p.inFlight = true;
-  return true;
-}
-
-function fail(p, why) {
-  clearTimeout(p.timer);
-  p.timer = 0;
-  p.inFlight = false;
-  p.state = 'failed';
-  const room = rooms.get(p.room);
-  const m = room && room.msgs.get(p.id);
-  if (m) { m.state = 'failed'; m.why = why; updateMsgEl(m); }
-}
-
-export function retry(id) {
-  const p = outbox.get(id);
-  if (!p) return;
-  p.state = 'pending';
-  p.tries = 0;
-  const room = rooms.get(p.room);
-  const m = room && room.msgs.get(id);
-  if (m) { m.state = 'pending'; updateMsgEl(m); }
-  if (!transmit(p) && !connected()) reconnectNow();
-}
-
-export function submitComposer() {
-  const box = $('composer');
-  const text = box.value;
-  const active = state.active;
-  if (!text.trim() || !active) return;
-  if (bytes(text) > limits.maxTextBytes) {
-    toast(`That message is too long (${bytes(text)} of ${limits.maxTextBytes} bytes).`, 'warn');
-    return;
-  }
-  const id = uuid();
-  mineIds.add(id);
-  const room = rooms.get(active);
-  const p = { id, room: active, text, tries: 0, timer: 0, inFlight: false, state: 'pending' };
-  outbox.set(id, p);
-  upsert(room, { id, room: active, from: state.me, text, ts: Date.now() }, 'pending');
-  box.value = '';
-  autosize();
-  updateCounter();
-  renderMessagesSoon('bottom');
-  transmit(p);
+export function reconnectNow() {
+  state.client?.reconnect();
 }
 
 // ---------- rooms ----------
@@ -237,20 +80,75 @@ export function addRoom(name, activate) {
   if (!room) {
     room = newRoom(name);
     rooms.set(name, room);
-    if (isOpen()) sendJoin(room);
+    join(room);
   }
   if (activate) switchTo(name);
   else renderRooms();
 }
 
-function removeRoom(name) {
-  const room = rooms.get(name);
-  if (!room) return;
-  clearTimeout(room.joinTimer);
-  rooms.delete(name);
-  for (const p of [...outbox.values()]) {
-    if (p.room === name) { clearTimeout(p.timer); outbox.delete(p.id); }
+function join(room) {
+  const client = state.client;
+  room.ready = client.join(room.name, {
+    history: limits.history,
+    presence: true,
+    onMessage: (m) => onMessage(room, m),
+    onPresence: (change) => onPresenceChange(room, change),
+  }).then((handle) => {
+    if (rooms.get(room.name) !== room) return handle.leave();
+    room.handle = handle;
+    handle.on('joined', () => onJoined(room));
+    onJoined(room);
+    return handle;
+  }, (e) => {
+    if (rooms.get(room.name) === room && state.client === client) {
+      toast(`Could not join #${room.name}: ${friendly(e)}`, 'error');
+      removeRoom(room.name);
+    }
+    throw e;
+  });
+  room.ready.catch(() => {});
+}
+
+// Joined (the first time, or again after a reconnect).
+function onJoined(room) {
+  const fresh = !room.joinedOnce;
+  room.state = 'joined';
+  room.joinedOnce = true;
+  room.count = room.handle.count;
+  renderRooms();
+  if (room.name === state.active) renderMessagesSoon(fresh ? 'bottom' : undefined);
+  // Who is online now; changes come as presence events.
+  room.handle.presence().then((p) => {
+    room.people = new Map(p.members.map((m) => [String(m.name), Number(m.connections) || 1]));
+    room.count = p.count;
+    if (room.name === state.active) renderPeople();
+  }, () => {});
+}
+
+function onMessage(room, m) {
+  const isNew = upsert(room, m);
+  if (!isNew) {
+    if (room.name === state.active) renderMessagesSoon();
+    return;
   }
+  trim(room);
+  // Messages missed while disconnected count as unread too.
+  if (!isWatching(room) && !isMine(room.msgs.get(m.id)) && room.joinedOnce) {
+    room.unread++;
+    renderRooms();
+  }
+  if (room.name === state.active) renderMessagesSoon();
+}
+
+function onPresenceChange(room, f) {
+  if (f.event === 'join' && typeof f.name === 'string') room.people.set(f.name, room.people.get(f.name) || 1);
+  if (f.event === 'leave' && typeof f.name === 'string') room.people.delete(f.name);
+  if (typeof f.count === 'number') room.count = f.count;
+  if (room.name === state.active) renderPeople();
+}
+
+function removeRoom(name) {
+  if (!rooms.delete(name)) return;
   if (state.active === name) {
     const next = rooms.keys().next();
     switchTo(next.done ? null : next.value);
@@ -260,8 +158,9 @@ function removeRoom(name) {
 }
 
 export function leaveRoom(name) {
-  if (!rooms.has(name)) return;
-  send({ type: 'leave', room: name });
+  const room = rooms.get(name);
+  if (!room) return;
+  room.handle?.leave();
   removeRoom(name);
 }
 
@@ -278,4 +177,54 @@ export function switchTo(name) {
   renderPeople();
   renderMessagesSoon('bottom');
   if (name && matchMedia('(min-width: 761px)').matches) $('composer').focus();
+}
+
+// ---------- sending ----------
+export function submitComposer() {
+  const box = $('composer');
+  const text = box.value;
+  const room = state.active && rooms.get(state.active);
+  if (!text.trim() || !room) return;
+  if (bytes(text) > limits.maxTextBytes) {
+    toast(`That message is too long (${bytes(text)} of ${limits.maxTextBytes} bytes).`, 'warn');
+    return;
+  }
+  const id = uuid();
+  mineIds.add(id);
+  upsert(room, { id, room: room.name, from: state.me, text, ts: Date.now() }, 'pending');
+  box.value = '';
+  autosize();
+  updateCounter();
+  renderMessagesSoon('bottom');
+  deliver(room, id, text);
+}
+
+// Hands a send to the client (again, for a retry: the same id is stored
+// once) and shows how it ended.
+async function deliver(room, id, text) {
+  const settle = (msgState, why) => {
+    const m = room.msgs.get(id);
+    if (!m) return;
+    m.state = msgState;
+    m.why = why;
+    updateMsgEl(m);
+  };
+  try {
+    // A room still joining takes sends once joined.
+    const handle = await room.ready;
+    await handle.send(text, { id });
+    settle('sent', '');
+  } catch (e) {
+    settle('failed', e.code === 'too_large' ? 'Too long' : e.code === 'unavailable' ? 'Not delivered' : 'Not sent');
+    if (rooms.get(room.name) === room && e.code !== 'closed') toast(`Message not sent: ${friendly(e)}`, 'error');
+  }
+}
+
+export function retry(id) {
+  const room = state.active && rooms.get(state.active);
+  const m = room && room.msgs.get(id);
+  if (!m || m.state !== 'failed') return;
+  m.state = 'pending';
+  updateMsgEl(m);
+  deliver(room, id, m.text);
 }

@@ -1,0 +1,219 @@
+// A joined room as the application sees it: its messages, exactly once and
+// in order; sending with an ack once durable; history; presence; leaving.
+
+import { Merge } from './merge.js';
+import { SwitchboardError } from './outbox.js';
+
+/** Listeners by event name. */
+export class Emitter {
+  constructor() {
+    /** @type {Map<string, Set<Function>>} */
+    this.listeners = new Map();
+  }
+
+  /**
+   * Calls `fn` with every value of `event` from now on; returns a function
+   * that stops it.
+   * @param {string} event
+   * @param {Function} fn
+   */
+  on(event, fn) {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+
+  /**
+   * Calls the listeners of `event` with `value`; one that throws is told
+   * to `failed` and the others still run.
+   * @param {string} event
+   * @param {unknown} value
+   */
+  emit(event, value) {
+    for (const fn of [...(this.listeners.get(event) ?? [])]) {
+      try {
+        fn(value);
+      } catch (e) {
+        this.failed(e, event);
+      }
+    }
+  }
+
+  /**
+   * A listener of `event` threw `e`.
+   * @param {unknown} e
+   * @param {string} event
+   */
+  failed(e, event) {}
+}
+
+/**
+ * A room of a {@link Client}. Made by `client.join`; it stays joined across
+ * reconnects (rejoined with `since`) until `leave()` or `client.close()`.
+ * Its events (`on`): `message` (a message, once, in order), `presence` (a
+ * `presence_change` object), `gap` (`{ room }`: messages were lost) and
+ * `joined` (`{ room, count, rejoined }`: joined, the first time or again
+ * after a reconnect, once that join's history was delivered).
+ */
+export class Room extends Emitter {
+  /**
+   * @param {import('./switchboard.js').Client} client
+   * @param {string} name
+   * @param {import('./index').JoinOptions} options
+   */
+  constructor(client, name, options) {
+    super();
+    this.client = client;
+    this.name = name;
+    this.options = options;
+    /** `joining`, `joined`, or `left`. */
+    this.state = 'joining';
+    /** Names in the room (from `joined` and presence changes). */
+    this.count = 0;
+    this.merge = new Merge();
+    /** Whether a `joined` arrived on some connection. */
+    this.joinedOnce = false;
+    if (options.onMessage) this.on('message', options.onMessage);
+    if (options.onPresence) this.on('presence', options.onPresence);
+  }
+
+  /** The position of the last message delivered: `{ epoch, seq }` or null. */
+  get position() {
+    return this.merge.since();
+  }
+
+  /**
+   * A listener threw: told to the client's `error` listeners.
+   * @param {unknown} e
+   */
+  failed(e) {
+    this.client.emit('error', e);
+  }
+
+  /**
+   * Sends `text`; resolves with `{ id, seq, epoch }` once the message is
+   * durable, rejects with a {@link SwitchboardError} carrying the server's
+   * code. Survives reconnects: it is resent with its id until acked.
+   * @param {string} text
+   * @param {{ id?: string }} [options]
+   */
+  send(text, options = {}) {
+    if (this.client.state === 'closed') return Promise.reject(new SwitchboardError('closed', 'the client is closed'));
+    if (this.state === 'left') return Promise.reject(new SwitchboardError('not_joined', `${this.name} was left`));
+    return this.client.enqueue(this, text, options.id);
+  }
+
+  /**
+   * Messages from the store over HTTP, oldest first: the latest `limit`
+   * before message `before` (an id), or the room's latest.
+   * @param {{ before?: string, limit?: number }} [options]
+   */
+  history({ before, limit } = {}) {
+    const q = new URLSearchParams();
+    if (limit !== undefined) q.set('limit', String(limit));
+    if (before !== undefined) q.set('before', before);
+    const query = q.toString();
+    return getJson(this.client, `/api/rooms/${encodeURIComponent(this.name)}/messages${query ? `?${query}` : ''}`);
+  }
+
+  /** Who is in the room across every node: `{ count, members, truncated }`. */
+  async presence() {
+    const f = await this.client.request({ type: 'presence', room: this.name });
+    return { count: f.count, members: f.members, truncated: f.truncated === true };
+  }
+
+  /** Leaves the room; its unacked sends are rejected with `not_joined`. */
+  async leave() {
+    if (this.state === 'left') return;
+    this.client.forget(this, new SwitchboardError('not_joined', `${this.name} was left`));
+    try {
+      await this.client.request({ type: 'leave', room: this.name });
+    } catch {
+      // Not connected: the server dropped the membership with the socket.
+    }
+  }
+
+  /**
+   * The `join` frame to send with `ref`: after a first `joined`, with
+   * `since` the last position, so the server answers what was missed.
+   * @param {string} ref
+   */
+  joinFrame(ref) {
+    const since = this.joinedOnce ? this.position : null;
+    /** @type {Record<string, unknown>} */
+    const frame = { type: 'join', room: this.name, ref };
+    if (this.options.history !== undefined) frame.history = this.options.history;
+    if (this.options.presence) frame.presence = true;
+    if (since) frame.since = since;
+    return frame;
+  }
+
+  /**
+   * A message frame of this room: delivered when new.
+   * @param {any} f
+   */
+  deliver(f) {
+    if (this.merge.accept(f)) this.emit('message', toMessage(f));
+  }
+
+  /**
+   * A `joined` frame: the history's new messages, and a gap when
+   * messages were lost while away.
+   * @param {any} f
+   * @param {boolean} rejoined
+   */
+  joined(f, rejoined) {
+    const { messages, gap } = this.merge.joined(f, rejoined);
+    const again = this.joinedOnce;
+    this.state = 'joined';
+    this.joinedOnce = true;
+    if (typeof f.count === 'number') this.count = f.count;
+    if (gap) {
+      const event = { room: this.name };
+      this.emit('gap', event);
+      this.client.emit('gap', event);
+    }
+    for (const m of messages) this.emit('message', toMessage(m));
+    this.emit('joined', { room: this.name, count: this.count, rejoined: again });
+  }
+
+  /** @param {any} f */
+  presenceChange(f) {
+    if (typeof f.count === 'number') this.count = f.count;
+    this.emit('presence', { room: this.name, event: f.event, name: f.name, count: f.count });
+  }
+}
+
+/**
+ * GETs `path` from the node of the client's current (or last) connection,
+ * with its token: the JSON answer, or a {@link SwitchboardError} with the
+ * server's code (`unavailable` when the node could not be reached).
+ * @param {import('./switchboard.js').Client} client
+ * @param {string} path
+ */
+async function getJson(client, path) {
+  /** @type {Record<string, string>} */
+  const headers = {};
+  if (client.token) headers.authorization = `Bearer ${client.token}`;
+  let res;
+  try {
+    res = await fetch(`${client.current.http}${path}`, { headers });
+  } catch (e) {
+    throw new SwitchboardError('unavailable', String(e));
+  }
+  const body = await res.json().catch(() => null);
+  if (!res.ok) throw new SwitchboardError(body?.code ?? `http_${res.status}`, body?.message);
+  return body;
+}
+
+/**
+ * The application's view of a message frame (without `type`).
+ * @param {any} f
+ * @returns {import('./index').Message}
+ */
+function toMessage(f) {
+  const m = { id: f.id, room: f.room, from: f.from, text: f.text, ts: f.ts };
+  if (typeof f.seq === 'number') Object.assign(m, { seq: f.seq, epoch: f.epoch });
+  return m;
+}

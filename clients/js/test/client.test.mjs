@@ -1,0 +1,197 @@
+// The client against a scripted stand-in for a node (no switchboard binary):
+// what the real server cannot easily be made to do, such as never answering
+// a handshake, or acking without a position.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import WebSocket, { WebSocketServer } from 'ws';
+import { connect, SwitchboardError } from '../switchboard.js';
+
+const cleanup = [];
+after(() => { for (const fn of cleanup.reverse()) fn(); });
+
+/** A TCP server that accepts connections and never says a word. */
+async function silentNode() {
+  const sockets = new Set();
+  const server = net.createServer((s) => { sockets.add(s); s.on('error', () => {}); });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanup.push(() => { for (const s of sockets) s.destroy(); server.close(); });
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
+/**
+ * A WebSocket server playing a node: `answer(frame, socket)` is called for
+ * every frame a client sends.
+ */
+async function scriptedNode(answer) {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/ws' });
+  await once(wss, 'listening');
+  const frames = [];
+  wss.on('connection', (socket, req) => {
+    frames.push({ type: '(connected)', url: req.url });
+    socket.on('message', (data) => {
+      const f = JSON.parse(String(data));
+      frames.push(f);
+      answer(f, (reply) => socket.send(JSON.stringify(reply)), socket);
+    });
+  });
+  cleanup.push(() => { for (const c of wss.clients) c.terminate(); wss.close(); });
+  return { url: `http://127.0.0.1:${wss.address().port}`, frames, wss };
+}
+
+async function until(fn, what, ms = 5000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (fn()) return;
+    await sleep(10);
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+test('close() while the socket is still connecting rejects the join with closed and throws nothing', async () => {
+  const url = await silentNode();
+  const client = connect(url, { WebSocket });
+  const joining = client.join('lobby');
+  await until(() => client.ws && client.ws.readyState === 0, 'a socket in CONNECTING');
+  client.close();
+  await assert.rejects(joining, (e) => e instanceof SwitchboardError && e.code === 'closed');
+  assert.equal(client.state, 'closed');
+  await sleep(100);   // the socket's abort error would surface here as an uncaught exception
+});
+
+test('a node that never answers the handshake is given up on after connectTimeout', async () => {
+  const silent = await silentNode();
+  const node = await scriptedNode((f, reply) => {
+    if (f.type === 'join') reply({ type: 'joined', room: f.room, history: [], epoch: 'e', seq: 0, ref: f.ref });
+  });
+  const states = [];
+  const client = connect([silent, node.url], { WebSocket, connectTimeout: 300, backoffMin: 10, backoffMax: 20 });
+  client.on('state', (s) => states.push(s));
+  const started = Date.now();
+  const room = await client.join('lobby');
+  assert.ok(Date.now() - started >= 250, 'waited for the timeout');
+  assert.equal(room.state, 'joined');
+  assert.equal(client.state, 'open');
+  assert.deepEqual(states, ['open']);
+  client.close();
+});
+
+test('an ack without seq takes the position of our message, live or in a rejoin history', async () => {
+  let connection = 0;
+  const held = [];
+  const node = await scriptedNode((f, reply, socket) => {
+    if (f.type === 'join') {
+      connection++;
+      const history = connection === 2 ? held.map((m) => ({ ...m, type: undefined })) : [];
+      reply({ type: 'joined', room: f.room, history, epoch: 'e1', seq: connection === 2 ? 2 : 0, recovered: connection === 2 ? true : undefined, ref: f.ref });
+    } else if (f.type === 'send') {
+      const m = { type: 'message', id: f.id, room: f.room, from: 'me', text: f.text, ts: 1, seq: held.length + 1, epoch: 'e1' };
+      if (connection === 1 && held.length === 0) {
+        held.push(m);
+        reply(m);
+        reply({ type: 'ack', id: f.id, ref: f.ref });            // the old server's ack: no position
+      } else if (connection === 1) {
+        held.push(m);
+        socket.terminate();                                      // delivered nowhere, then the connection is gone
+      } else {
+        reply({ type: 'ack', id: f.id, ref: f.ref });            // the resend: already in the history
+      }
+    }
+  });
+  const client = connect(node.url, { WebSocket, backoffMin: 10, backoffMax: 20 });
+  const seen = [];
+  const room = await client.join('r', { onMessage: (m) => seen.push(m.seq) });
+  assert.deepEqual(await room.send('one'), { id: held[0].id, seq: 1, epoch: 'e1' });
+  const second = await room.send('two');
+  assert.deepEqual(second, { id: held[1].id, seq: 2, epoch: 'e1' });
+  assert.deepEqual(seen, [1, 2]);
+  assert.equal(node.frames.filter((f) => f.type === 'send' && f.id === held[1].id).length, 2, 'resent with its id');
+  client.close();
+});
+
+test('an ack with seq and epoch is taken as it is', async () => {
+  const node = await scriptedNode((f, reply) => {
+    if (f.type === 'join') reply({ type: 'joined', room: f.room, history: [], epoch: 'e', seq: 0, ref: f.ref });
+    if (f.type === 'send') reply({ type: 'ack', id: f.id, ref: f.ref, seq: 99, epoch: 'e9' });
+  });
+  const client = connect(node.url, { WebSocket });
+  const room = await client.join('r');
+  const ack = await room.send('x', { id: '0b7e4b6e-4a57-4d64-9d49-3c5f6c7a0a01' });
+  assert.deepEqual(ack, { id: '0b7e4b6e-4a57-4d64-9d49-3c5f6c7a0a01', seq: 99, epoch: 'e9' });
+  client.close();
+});
+
+test('rate_limited is retried with the same id; too_large is not', async () => {
+  let refused = 0;
+  const node = await scriptedNode((f, reply) => {
+    if (f.type === 'join') reply({ type: 'joined', room: f.room, history: [], epoch: 'e', seq: 0, ref: f.ref });
+    if (f.type === 'send' && f.text === 'big') reply({ type: 'error', code: 'too_large', message: 'too long', ref: f.ref });
+    else if (f.type === 'send' && refused++ < 2) reply({ type: 'error', code: 'rate_limited', message: 'slow down', ref: f.ref });
+    else if (f.type === 'send') reply({ type: 'ack', id: f.id, ref: f.ref, seq: 1, epoch: 'e' });
+  });
+  const client = connect(node.url, { WebSocket });
+  const room = await client.join('r');
+  const ack = await room.send('small');
+  const sends = node.frames.filter((f) => f.type === 'send');
+  assert.equal(sends.length, 3);
+  assert.ok(sends.every((f) => f.id === ack.id));
+  await assert.rejects(room.send('big'), (e) => e.code === 'too_large');
+  client.close();
+});
+
+test('after close(), send, join and presence reject with closed', async () => {
+  const node = await scriptedNode((f, reply) => {
+    if (f.type === 'join') reply({ type: 'joined', room: f.room, history: [], epoch: 'e', seq: 0, ref: f.ref });
+  });
+  const client = connect(node.url, { WebSocket });
+  const room = await client.join('r');
+  const pending = room.send('never acked');
+  client.close();
+  await assert.rejects(pending, (e) => e.code === 'closed');
+  await assert.rejects(room.send('later'), (e) => e.code === 'closed');
+  await assert.rejects(client.join('s'), (e) => e.code === 'closed');
+  assert.equal(client.state, 'closed');
+});
+
+test('the room\'s joined event comes after every joined, with rejoined after a reconnect', async () => {
+  const node = await scriptedNode((f, reply, socket) => {
+    if (f.type === 'join') {
+      reply({ type: 'joined', room: f.room, history: [], epoch: 'e', seq: 0, count: 1, recovered: f.since ? true : undefined, ref: f.ref });
+      if (f.since === undefined && node.frames.filter((x) => x.type === 'join').length === 1) setTimeout(() => socket.terminate(), 50);
+    }
+  });
+  const client = connect(node.url, { WebSocket, backoffMin: 10, backoffMax: 20 });
+  const room = await client.join('r');
+  const events = [];
+  room.on('joined', (j) => events.push(j));
+  await until(() => events.length === 1, 'the second joined');
+  assert.deepEqual(events, [{ room: 'r', count: 1, rejoined: true }]);
+  client.close();
+});
+
+test('reconnect() dials at once instead of waiting out the backoff; nothing while open', async () => {
+  let up = false;
+  const node = await scriptedNode((f, reply) => {
+    if (f.type === 'join') reply({ type: 'joined', room: f.room, history: [], epoch: 'e', seq: 0, ref: f.ref });
+  });
+  // Refused until `up`: the client backs off for a long time.
+  node.wss.options.verifyClient = () => up;
+  const client = connect(node.url, { WebSocket, backoffMin: 60_000, backoffMax: 60_000 });
+  await until(() => node.frames.length === 0 && client.timers.reconnect !== null, 'the first attempt refused');
+  up = true;
+  const started = Date.now();
+  client.reconnect();
+  await client.join('r');
+  assert.ok(Date.now() - started < 5000, 'did not wait 30-60 s');
+  assert.equal(client.state, 'open');
+  const connections = node.frames.filter((f) => f.type === '(connected)').length;
+  client.reconnect();
+  await sleep(100);
+  assert.equal(node.frames.filter((f) => f.type === '(connected)').length, connections, 'no second connection');
+  client.close();
+  client.reconnect();
+  assert.equal(client.state, 'closed');
+});
