@@ -22,6 +22,7 @@ mod listen;
 mod mailbox;
 mod origin;
 pub mod peer;
+pub mod policy;
 mod positions;
 mod presence;
 mod recent;
