@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use switchboard_protocol::Limits;
 
+use crate::policy::{Bounds, Policies};
 use crate::{AuthConfig, Rate, TrustedProxies};
 
 /// Gateway settings; the binary builds them from its configuration.
@@ -63,6 +64,22 @@ pub struct GatewayConfig {
     /// Whether `/metrics` and `/api/stats` answer without credentials on
     /// the main listener (else they need the API key).
     pub metrics_public: bool,
+    /// Room policies by namespace (`CONFIG_FILE`); `None`: every room
+    /// under the node's settings.
+    pub policies: Option<Policies>,
+}
+
+impl GatewayConfig {
+    /// The node's settings a policy starts from and must keep within.
+    pub fn policy_bounds(&self) -> Bounds {
+        Bounds {
+            history_default: self.limits.history_default,
+            history_max: self.limits.history_max,
+            recovery_max: self.recovery_max,
+            max_message_bytes: self.limits.max_message_bytes,
+            max_frame_bytes: self.max_frame_bytes,
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -93,6 +110,7 @@ impl Default for GatewayConfig {
             http_connections_per_ip: 0,
             trusted_proxies: TrustedProxies::default(),
             metrics_public: true,
+            policies: None,
         }
     }
 }

@@ -220,6 +220,7 @@ async fn client_config(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse
             crate::AuthMode::Off => "off",
             crate::AuthMode::Required => "required",
         },
+        "policies": gateway.policies.describe(),
     }))
 }
 

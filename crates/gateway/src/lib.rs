@@ -53,6 +53,7 @@ pub use crate::config::GatewayConfig;
 pub use crate::limits::Rate;
 use crate::limits::{Admission, HttpConnections};
 pub use crate::peer::TrustedProxies;
+pub use crate::policy::{Policies, Policy, PolicyError};
 use crate::recent::RecentIds;
 use crate::registry::Registry;
 
@@ -84,6 +85,8 @@ pub struct Gateway {
     admission: Admission,
     http_connections: HttpConnections,
     metrics: Option<PrometheusHandle>,
+    /// Every room's policy, by namespace.
+    policies: Policies,
 }
 
 /// The ordering point a node uses.
@@ -148,7 +151,12 @@ impl Gateway {
                 ))
             }
         };
+        let policies = config
+            .policies
+            .clone()
+            .unwrap_or_else(|| Policies::uniform(config.policy_bounds()));
         let gateway = Arc::new(Self {
+            policies,
             config,
             registry,
             bus,

@@ -68,7 +68,7 @@ pub struct Policy {
     /// is ephemeral (delivered live only, never stored).
     pub store: bool,
     /// Messages a `join` gets when it does not ask (0: none); also its cap.
-    pub history: usize,
+    pub history: u32,
     /// Whether a `join` with `since` recovers what was missed.
     pub recovery: bool,
     /// Most messages such a join recovers.
@@ -123,7 +123,7 @@ impl std::error::Error for PolicyError {}
 #[serde(deny_unknown_fields)]
 struct Table {
     store: Option<bool>,
-    history: Option<usize>,
+    history: Option<u32>,
     recovery: Option<bool>,
     recovery_max: Option<u64>,
     presence: Option<PresenceRule>,
@@ -164,8 +164,8 @@ impl Table {
 /// The node's settings a policy starts from, and bounds it must keep.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
-    pub history_default: usize,
-    pub history_max: usize,
+    pub history_default: u32,
+    pub history_max: u32,
     pub recovery_max: u64,
     pub max_message_bytes: usize,
     /// A message must fit a frame.
@@ -235,6 +235,11 @@ impl Policies {
             .and_then(|(ns, _)| self.namespaces.get(ns))
             .unwrap_or(&self.default)
             .clone()
+    }
+
+    /// How many namespaces have a policy of their own.
+    pub fn namespaces(&self) -> usize {
+        self.namespaces.len()
     }
 
     /// The default policy and every namespace's, for `GET /api/config`.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use switchboard_gateway::{GatewayConfig, Rate};
+use switchboard_gateway::{GatewayConfig, Policies, Rate};
 use switchboard_protocol::Limits;
 
 mod auth;
@@ -48,6 +48,12 @@ pub enum Command {
     Archive,
     /// Generate load against switchboard or a peer and report what came back.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Check the configuration (the policy file included) and exit: 0 when
+    /// it is usable, 64 with what is wrong.
+    CheckConfig {
+        /// The policy file to check; CONFIG_FILE when omitted.
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 /// Log line format.
@@ -84,6 +90,9 @@ pub struct Config {
     /// The original system's name for DATABASE_URL; used when that is unset.
     #[arg(long, env = "POSTGRES_URL", hide = true, global = true)]
     pub postgres_url: Option<String>,
+    /// Room policies by namespace: a TOML file (see deploy/switchboard.toml).
+    #[arg(long, env = "CONFIG_FILE", global = true)]
+    pub config_file: Option<std::path::PathBuf>,
     /// This node's name in logs and bus payloads; default hostname:port.
     #[arg(long, env = "NODE_ID", global = true)]
     pub node_id: Option<String>,
@@ -149,7 +158,37 @@ impl Config {
         self.cluster.validate()?;
         self.kafka.validate()?;
         self.listener.validate()?;
+        self.policies()?;
         self.auth_config().map(|_| ())
+    }
+
+    /// The room policies of CONFIG_FILE, or `None` without one.
+    pub fn policies(&self) -> Result<Option<Policies>, ConfigError> {
+        let Some(path) = &self.config_file else {
+            return Ok(None);
+        };
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("CONFIG_FILE", format!("{name}: cannot read it: {e}")))?;
+        let bounds = GatewayConfig {
+            limits: self.limits(),
+            max_frame_bytes: self.limits.max_frame_bytes,
+            recovery_max: self.limits.recovery_max,
+            ..GatewayConfig::default()
+        }
+        .policy_bounds();
+        Policies::parse(&name, &text, bounds)
+            .map(Some)
+            .map_err(|e| invalid("CONFIG_FILE", e.to_string()))
+    }
+
+    /// The message and history limits.
+    fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.limits.max_message_bytes,
+            history_default: self.limits.history_default,
+            history_max: self.limits.history_max,
+        }
     }
 
     /// DATABASE_URL, else POSTGRES_URL, else the embedded file.
@@ -176,11 +215,7 @@ impl Config {
     pub fn gateway(&self) -> Result<GatewayConfig, ConfigError> {
         Ok(GatewayConfig {
             node_id: self.node_id(),
-            limits: Limits {
-                max_message_bytes: self.limits.max_message_bytes,
-                history_default: self.limits.history_default,
-                history_max: self.limits.history_max,
-            },
+            limits: self.limits(),
             max_frame_bytes: self.limits.max_frame_bytes,
             max_rooms_per_connection: self.limits.max_rooms_per_connection,
             client_queue_frames: self.limits.client_queue_frames,
@@ -206,6 +241,7 @@ impl Config {
             http_connections_per_ip: self.listener.http_connections_per_ip,
             trusted_proxies: self.listener.trusted_proxies()?,
             metrics_public: self.metrics_public(),
+            policies: self.policies()?,
             ..GatewayConfig::default()
         })
     }

@@ -27,6 +27,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let mut cli = cli;
+    if let Some(Command::CheckConfig { file: Some(file) }) = &cli.command {
+        cli.config.config_file = Some(file.clone());
+    }
     if let Err(e) = cli.config.validate() {
         eprintln!("switchboard: {e}");
         return ExitCode::from(EXIT_CONFIG);
@@ -51,6 +55,18 @@ fn main() -> ExitCode {
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Bench(args) => switchboard::bench::run(*args).await,
+        Command::CheckConfig { .. } => {
+            let policies = cli.config.policies()?;
+            match (&cli.config.config_file, policies) {
+                (Some(file), Some(policies)) => println!(
+                    "{}: ok: {} namespaces",
+                    file.display(),
+                    policies.namespaces()
+                ),
+                _ => println!("ok (no CONFIG_FILE: every room under the node's settings)"),
+            }
+            Ok(())
+        }
         Command::Migrate => {
             let url = cli.config.database_url();
             switchboard_store::open_with(&url, true).await?;

@@ -161,3 +161,31 @@ fn defaults_match_the_gateway_defaults() {
     assert_eq!(from_cli.recovery_window, defaults.recovery_window);
     assert_eq!(from_cli.presence_events_max, defaults.presence_events_max);
 }
+
+#[test]
+fn the_policy_file_is_read_and_a_bad_one_names_file_line_and_field() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/switchboard.toml");
+    let c = parse(&["--config-file", example]).unwrap();
+    let policies = c.policies().unwrap().expect("a file was given");
+    assert_eq!(policies.namespaces(), 3);
+    assert!(!policies.of("typing:lobby").store);
+    assert!(c.gateway().unwrap().policies.is_some());
+
+    let dir = std::env::temp_dir().join(format!("sb-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[default]\nhistory = 10\n[namespaces.x]\nstroe = false\n",
+    )
+    .unwrap();
+    let e = parse(&["--config-file", bad.to_str().unwrap()]).unwrap_err();
+    assert!(e.contains("CONFIG_FILE"), "{e}");
+    assert!(e.contains("bad.toml:4: `stroe`"), "{e}");
+    let e = parse(&["--config-file", dir.join("missing.toml").to_str().unwrap()]).unwrap_err();
+    assert!(
+        e.contains("CONFIG_FILE") && e.contains("cannot read it"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
