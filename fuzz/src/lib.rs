@@ -69,8 +69,8 @@ pub fn check_request(request: &Request, limits: &Limits) {
                 assert!(since.epoch.len() <= switchboard_protocol::MAX_EPOCH_LEN);
             }
             assert!(
-                *history <= limits.history_max || *history == limits.history_default,
-                "history {history} over the cap {}",
+                history.is_none_or(|h| h <= limits.history_max),
+                "history {history:?} over the cap {}",
                 limits.history_max
             );
         }
@@ -174,9 +174,8 @@ pub fn check_limits_agree(
                     assert_eq!(since_a, since_b, "{what}: since depends on no limit");
                     assert_eq!(p, q, "{what}: presence depends on no limit");
                     assert!(
-                        *g == tiny_limits.history_default
-                            || *g == (*h).min(tiny_limits.history_max),
-                        "{what}: history {h} became {g}"
+                        *g == h.map(|h| h.min(tiny_limits.history_max)),
+                        "{what}: history {h:?} became {g:?}"
                     );
                 }
                 (d, t) => assert_eq!(d, t, "{what}"),
@@ -296,7 +295,9 @@ pub fn encode_request(request: &Request) -> String {
         } => {
             map.insert("type".into(), json!("join"));
             map.insert("room".into(), json!(room.as_str()));
-            map.insert("history".into(), json!(history));
+            if let Some(history) = history {
+                map.insert("history".into(), json!(history));
+            }
             if let Some(since) = since {
                 map.insert("since".into(), json!({"seq": since.seq, "epoch": since.epoch}));
             }

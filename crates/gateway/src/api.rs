@@ -13,7 +13,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use switchboard_protocol::{ClientFrame, PlainValue, Request, RoomName, validate_name};
+use switchboard_protocol::{
+    ClientFrame, ErrorCode, FrameError, PlainValue, Request, RoomName, validate_name,
+};
 use uuid::Uuid;
 
 use crate::Gateway;
@@ -121,7 +123,7 @@ fn readable(
     let token = crate::auth::request_token(query.get("token").map(String::as_str), headers);
     if let Reader::Client(identity) = gateway.reader(token)? {
         identity
-            .check_join(&room)
+            .check_join(&room, gateway.policies.of(room.as_str()).join)
             .map_err(ApiError::forbidden_room)?;
     }
     Ok((room, query))
@@ -195,6 +197,13 @@ pub(crate) async fn room_presence(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (room, _) = readable(&gateway, path, query, &headers)?;
+    if gateway.policies.of(room.as_str()).presence == crate::policy::PresenceRule::Off {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("presence is off in `{room}`"),
+        ));
+    }
     match gateway.presence.members(&room).await {
         Ok(listing) => Ok(axum::Json(serde_json::json!({
             "room": room,
@@ -271,6 +280,14 @@ pub(crate) async fn publish(
             "not a send",
         ));
     };
+    // The room's own size; the server may publish where members may not.
+    let most = gateway.policies.of(room.as_str()).max_message_bytes;
+    if switchboard_protocol::json_string_len(&text) > most {
+        return Err(ApiError::frame(FrameError::new(
+            ErrorCode::TooLarge,
+            format!("messages in `{room}` are at most {most} bytes"),
+        )));
+    }
     let (message, durable) = match gateway.accept(&from, room, text, id).await {
         Ok(accepted) => accepted,
         Err(e) => {

@@ -19,6 +19,8 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use switchboard_protocol::{ErrorCode, FrameError, RoomName, validate_name};
 
+use crate::policy::{JoinRule, PublishRule};
+
 /// Whether connections need a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -160,6 +162,7 @@ impl TokenVerifier {
             user: Some(claims.sub),
             name,
             rooms: claims.rooms.map(Into::into),
+            publish: claims.publish.map(Into::into),
         })
     }
 }
@@ -171,6 +174,7 @@ struct Claims {
     #[allow(dead_code, reason = "required and checked by the validation")]
     exp: u64,
     rooms: Option<Vec<String>>,
+    publish: Option<Vec<String>>,
 }
 
 /// Why a token was refused. The messages say what was wrong with the token,
@@ -207,8 +211,11 @@ pub struct Identity {
     /// The display name that becomes the `from` of its messages.
     pub name: String,
     /// Rooms it may join (exact names, or prefixes ending in `*`); `None`
-    /// for any room.
+    /// for any room (of a namespace that does not ask for a grant).
     pub rooms: Option<Arc<[String]>>,
+    /// Rooms it may send to, the same way; `None` for any it joined (of a
+    /// namespace that does not ask for a grant).
+    pub publish: Option<Arc<[String]>>,
 }
 
 /// The name of a client that gave none: `anon-` and six hex digits.
@@ -223,12 +230,13 @@ impl Identity {
             user: None,
             name,
             rooms: None,
+            publish: None,
         }
     }
 
-    /// `forbidden` unless it may join `room`.
-    pub fn check_join(&self, room: &RoomName) -> Result<(), FrameError> {
-        if self.may_join(room) {
+    /// `forbidden` unless it may join `room`, whose namespace asks `rule`.
+    pub fn check_join(&self, room: &RoomName, rule: JoinRule) -> Result<(), FrameError> {
+        if self.may_join(room, rule) {
             return Ok(());
         }
         Err(FrameError::new(
@@ -237,17 +245,45 @@ impl Identity {
         ))
     }
 
-    /// Whether it may join `room`.
-    pub fn may_join(&self, room: &RoomName) -> bool {
-        let Some(patterns) = &self.rooms else {
-            return true;
-        };
-        let room = room.as_str();
-        patterns.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => room.starts_with(prefix),
-            None => p == room,
-        })
+    /// Whether it may join `room`: the `rooms` claim names it, or there is
+    /// no claim and the namespace lets anyone in.
+    pub fn may_join(&self, room: &RoomName, rule: JoinRule) -> bool {
+        match &self.rooms {
+            Some(patterns) => matches(patterns, room),
+            None => rule == JoinRule::Anyone,
+        }
     }
+
+    /// `forbidden` unless it may send to `room`, whose namespace asks
+    /// `rule`: the `publish` claim names it, or there is no claim and the
+    /// namespace lets members send; never where only the server publishes.
+    pub fn check_publish(&self, room: &RoomName, rule: PublishRule) -> Result<(), FrameError> {
+        let allowed = match (rule, &self.publish) {
+            (PublishRule::Server, _) => false,
+            (_, Some(patterns)) => matches(patterns, room),
+            (PublishRule::Members, None) => true,
+            (PublishRule::Granted, None) => false,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let why = if rule == PublishRule::Server {
+            format!("only the server publishes to `{room}`")
+        } else {
+            format!("your token does not allow sending to `{room}`")
+        };
+        Err(FrameError::new(ErrorCode::Forbidden, why))
+    }
+}
+
+/// Whether a claim's patterns (exact names, or prefixes ending in `*`)
+/// name `room`.
+fn matches(patterns: &[String], room: &RoomName) -> bool {
+    let room = room.as_str();
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => p == room,
+    })
 }
 
 impl AuthConfig {
@@ -325,10 +361,10 @@ mod tests {
             .unwrap();
         assert_eq!(id.user.as_deref(), Some("u1"));
         assert_eq!(id.name, "Alice");
-        assert!(id.may_join(&room("general")));
-        assert!(id.may_join(&room("team-red")));
-        assert!(!id.may_join(&room("generalx")));
-        assert!(!id.may_join(&room("random")));
+        assert!(id.may_join(&room("general"), JoinRule::Anyone));
+        assert!(id.may_join(&room("team-red"), JoinRule::Granted));
+        assert!(!id.may_join(&room("generalx"), JoinRule::Anyone));
+        assert!(!id.may_join(&room("random"), JoinRule::Anyone));
         let no_name = v
             .verify(&token(json!({"sub": "bob", "exp": now() + 60})))
             .unwrap();
@@ -336,7 +372,53 @@ mod tests {
             no_name.name, "bob",
             "sub is the name when there is no name claim"
         );
-        assert!(no_name.may_join(&room("anything")));
+        assert!(no_name.may_join(&room("anything"), JoinRule::Anyone));
+        assert!(
+            !no_name.may_join(&room("anything"), JoinRule::Granted),
+            "a granted namespace needs the claim"
+        );
+    }
+
+    #[test]
+    fn the_publish_claim_and_the_namespace_rule_decide_who_sends() {
+        let v = TokenVerifier::hs256(SECRET);
+        let writer = v
+            .verify(&token(
+                json!({"sub": "w", "exp": now() + 60, "publish": ["news:*"]}),
+            ))
+            .unwrap();
+        let reader = v
+            .verify(&token(json!({"sub": "r", "exp": now() + 60})))
+            .unwrap();
+        let news = room("news:today");
+        assert!(writer.check_publish(&news, PublishRule::Granted).is_ok());
+        assert!(writer.check_publish(&news, PublishRule::Members).is_ok());
+        let off_claim = writer.check_publish(&room("chat"), PublishRule::Members);
+        assert_eq!(
+            off_claim.unwrap_err().code,
+            ErrorCode::Forbidden,
+            "the claim bounds every send"
+        );
+        assert!(reader.check_publish(&news, PublishRule::Members).is_ok());
+        assert_eq!(
+            reader
+                .check_publish(&news, PublishRule::Granted)
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden
+        );
+        let server_only = writer
+            .check_publish(&news, PublishRule::Server)
+            .unwrap_err();
+        assert!(
+            server_only.message.contains("only the server"),
+            "{}",
+            server_only.message
+        );
+        let wrong_type = v.verify(&token(
+            json!({"sub": "x", "exp": now() + 60, "publish": "news"}),
+        ));
+        assert!(matches!(wrong_type, Err(AuthError::Claims(_))));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use switchboard_bus::BusError;
 use switchboard_protocol::{Message, Position, RoomName};
 use switchboard_store::StoreError;
 
+use crate::policy::Policy;
 use crate::{Gateway, Positions, SETTLE_TIMEOUT};
 
 /// How long a recovery waits for the last positions given to reach the
@@ -80,6 +81,7 @@ impl Gateway {
         limit: u32,
         since: Option<Position>,
         recent: Vec<Message>,
+        policy: &Policy,
     ) -> Result<Joined, ReadError> {
         self.settle(room).await;
         let position = match self.room_position(room).await {
@@ -100,8 +102,11 @@ impl Gateway {
             flows.joined_at(room, &position);
         }
         let recovered = match &since {
-            Some(since) => self.recover(room, since, &position, &recent).await?,
-            None => None,
+            Some(since) if policy.recovery => {
+                self.recover(room, since, &position, &recent, policy.recovery_max)
+                    .await?
+            }
+            _ => None,
         };
         let (history, recovered) = match (recovered, since) {
             (Some(missed), _) => (History::within(missed, JOINED_MAX_BYTES), Some(true)),
@@ -148,11 +153,9 @@ impl Gateway {
         since: &Position,
         now: &Position,
         recent: &[Message],
+        most: u64,
     ) -> Result<Option<Vec<Message>>, ReadError> {
-        if since.epoch != now.epoch
-            || since.seq > now.seq
-            || now.seq - since.seq > self.config.recovery_max
-        {
+        if since.epoch != now.epoch || since.seq > now.seq || now.seq - since.seq > most {
             return Ok(None);
         }
         let missed = now.seq - since.seq;

@@ -155,6 +155,10 @@ impl Gateway {
             .policies
             .clone()
             .unwrap_or_else(|| Policies::uniform(config.policy_bounds()));
+        // Frames are decoded against the largest room's limit; each room's
+        // own is checked when a message is sent to it.
+        let mut config = config;
+        config.limits.max_message_bytes = policies.largest_message();
         let gateway = Arc::new(Self {
             policies,
             config,

@@ -237,6 +237,15 @@ impl Policies {
             .clone()
     }
 
+    /// The largest message any room takes: what a decoder must let
+    /// through before the room's own limit is checked.
+    pub fn largest_message(&self) -> usize {
+        self.namespaces
+            .values()
+            .map(|p| p.max_message_bytes)
+            .fold(self.default.max_message_bytes, usize::max)
+    }
+
     /// How many namespaces have a policy of their own.
     pub fn namespaces(&self) -> usize {
         self.namespaces.len()

@@ -9,13 +9,17 @@
 //! their own): both lend them through [`HoldsRooms`].
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde_json::Value;
-use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame};
+use switchboard_protocol::{
+    ClientFrame, ErrorCode, FrameError, Request, RoomName, ServerFrame, json_string_len,
+};
 use uuid::Uuid;
 
 use crate::auth::Identity;
 use crate::limits::{FrameBudget, Verdict};
+use crate::policy::{Policies, Policy, PresenceRule};
 use crate::registry::Sink;
 use crate::{Gateway, Unavailable};
 
@@ -118,17 +122,27 @@ impl Session {
                 since,
                 presence,
             } => {
-                let joined =
-                    rooms.with_rooms(|rooms| self.join(gateway, rooms, &room, sink, presence));
+                // Resolved once per join, kept with the membership.
+                let policy = gateway.policies.of(room.as_str());
+                let watch = presence && policy.presence == PresenceRule::Events;
+                let joined = rooms
+                    .with_rooms(|rooms| self.join(gateway, rooms, &room, &policy, sink, watch));
                 drop(turn);
+                let history = match policy.history {
+                    0 => 0,
+                    default => history.unwrap_or(default),
+                };
                 let (recent, newly) = match joined {
                     Ok(Some(joined)) => joined,
                     Ok(None) => return Answer::Silent,
                     Err(err) => return Answer::Now(ServerFrame::error(err.with_ref(r#ref))),
                 };
-                match gateway.joined(&room, history, since, recent).await {
+                match gateway.joined(&room, history, since, recent, &policy).await {
                     Ok(joined) => {
-                        let count = gateway.presence.count(&room).await;
+                        let count = match policy.presence {
+                            PresenceRule::Off => None,
+                            _ => gateway.presence.count(&room).await,
+                        };
                         tracing::debug!(conn_id = self.id, %room, history = joined.history.messages.len(), truncated = joined.history.truncated, recovered = ?joined.recovered, "joined");
                         Answer::Now(ServerFrame::Joined {
                             room,
@@ -151,12 +165,19 @@ impl Session {
                 }
             }
             ClientFrame::Presence { room } => {
-                let joined = rooms.with_rooms(|rooms| rooms.contains(&room));
+                let policy = rooms.with_rooms(|rooms| rooms.policy(&room, &gateway.policies));
                 drop(turn);
-                if !joined {
+                let Some(policy) = policy else {
                     let err = FrameError::new(
                         ErrorCode::NotJoined,
                         format!("join `{room}` before asking who is in it"),
+                    );
+                    return Answer::Now(ServerFrame::error(err.with_ref(r#ref)));
+                };
+                if policy.presence == PresenceRule::Off {
+                    let err = FrameError::new(
+                        ErrorCode::Forbidden,
+                        format!("presence is off in `{room}`"),
                     );
                     return Answer::Now(ServerFrame::error(err.with_ref(r#ref)));
                 }
@@ -184,7 +205,10 @@ impl Session {
             }
             ClientFrame::Send { room, text, id } => {
                 let budget = self.budget.as_deref();
-                if let Err(err) = rooms.with_rooms(|rooms| rooms.may_send(&room, budget)) {
+                let allowed = rooms.with_rooms(|rooms| {
+                    rooms.may_send(&room, &text, &self.identity, &gateway.policies, budget)
+                });
+                if let Err(err) = allowed {
                     return Answer::Now(ServerFrame::error(err.with_ref(r#ref)));
                 }
                 let accepted = gateway.accept(&self.identity.name, room, text, id).await;
@@ -221,6 +245,7 @@ impl Session {
         gateway: &Gateway,
         rooms: &mut Rooms,
         room: &RoomName,
+        policy: &Arc<Policy>,
         sink: impl FnOnce() -> Sink,
         presence: bool,
     ) -> Result<Option<(Vec<switchboard_protocol::Message>, bool)>, FrameError> {
@@ -230,9 +255,10 @@ impl Session {
         rooms.may_join(
             &self.identity,
             room,
+            policy,
             gateway.config.max_rooms_per_connection,
         )?;
-        let newly = rooms.join(room);
+        let newly = rooms.join(room, policy);
         let recent = gateway
             .registry
             .join(room, self.id, sink(), &self.identity.name, presence);
@@ -264,7 +290,8 @@ impl Session {
 /// cost as little as possible.
 #[derive(Debug, Default)]
 pub(crate) struct Rooms {
-    joined: Vec<RoomName>,
+    /// Each with its policy, resolved when joined.
+    joined: Vec<(RoomName, Arc<Policy>)>,
     /// In `lobby` the original Socket.IO way (`event:listen` strings), not
     /// by a `join`; such a socket is in `lobby` without counting a room.
     legacy_lobby: bool,
@@ -290,10 +317,11 @@ impl Rooms {
         &self,
         identity: &Identity,
         room: &RoomName,
+        policy: &Policy,
         max: usize,
     ) -> Result<(), FrameError> {
-        identity.check_join(room)?;
-        if !self.joined.contains(room) && self.joined.len() >= max {
+        identity.check_join(room, policy.join)?;
+        if !self.is_member(room) && self.joined.len() >= max {
             return Err(FrameError::new(
                 ErrorCode::TooManyRooms,
                 format!("at most {max} rooms per connection"),
@@ -305,11 +333,12 @@ impl Rooms {
     /// Records a join; true when the connection was not in the room before
     /// (a legacy `lobby` member joining `lobby` was: it only switches to
     /// `message` frames).
-    pub fn join(&mut self, room: &RoomName) -> bool {
-        if self.joined.contains(room) {
+    pub fn join(&mut self, room: &RoomName, policy: &Arc<Policy>) -> bool {
+        if let Some((_, kept)) = self.joined.iter_mut().find(|(r, _)| r == room) {
+            *kept = policy.clone();
             return false;
         }
-        self.joined.push(room.clone());
+        self.joined.push((room.clone(), policy.clone()));
         let was_legacy = self.is_lobby(room) && std::mem::take(&mut self.legacy_lobby);
         !was_legacy
     }
@@ -317,32 +346,56 @@ impl Rooms {
     /// Records a leave; true when the connection was in the room (then the
     /// registry must be told).
     pub fn leave(&mut self, room: &RoomName) -> bool {
-        if let Some(at) = self.joined.iter().position(|r| r == room) {
+        if let Some(at) = self.joined.iter().position(|(r, _)| r == room) {
             self.joined.swap_remove(at);
             return true;
         }
         self.is_lobby(room) && std::mem::take(&mut self.legacy_lobby)
     }
 
-    /// Whether a `send` to `room` may be accepted: `not_joined` unless the
-    /// connection is in the room, then `rate_limited` when `budget` is spent.
+    /// Whether `text` may be sent to `room`: `not_joined` unless the
+    /// connection is in the room, `forbidden` unless the room's policy and
+    /// the token let it publish, `too_large` past the room's size, then
+    /// `rate_limited` when `budget` is spent (a refused send spends none).
     pub fn may_send(
         &self,
         room: &RoomName,
+        text: &str,
+        identity: &Identity,
+        policies: &Policies,
         budget: Option<&FrameBudget>,
     ) -> Result<(), FrameError> {
-        if !self.contains(room) {
+        let Some(policy) = self.policy(room, policies) else {
             return Err(FrameError::new(
                 ErrorCode::NotJoined,
                 format!("join `{room}` before sending to it"),
+            ));
+        };
+        identity.check_publish(room, policy.publish)?;
+        if json_string_len(text) > policy.max_message_bytes {
+            return Err(FrameError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "messages in `{room}` are at most {} bytes",
+                    policy.max_message_bytes
+                ),
             ));
         }
         FrameBudget::check_send(budget)
     }
 
-    /// Whether the connection is in `room`, joined or the legacy way.
-    pub fn contains(&self, room: &RoomName) -> bool {
-        self.joined.contains(room) || (self.legacy_lobby && self.is_lobby(room))
+    /// The policy of `room` if the connection is in it (joined, or in
+    /// `lobby` the legacy way).
+    pub fn policy(&self, room: &RoomName, policies: &Policies) -> Option<Arc<Policy>> {
+        if let Some((_, policy)) = self.joined.iter().find(|(r, _)| r == room) {
+            return Some(policy.clone());
+        }
+        (self.legacy_lobby && self.is_lobby(room)).then(|| policies.of(room.as_str()))
+    }
+
+    /// Whether it joined `room`.
+    fn is_member(&self, room: &RoomName) -> bool {
+        self.joined.iter().any(|(r, _)| r == room)
     }
 
     /// Whether it is in `lobby` the legacy way.
@@ -361,7 +414,10 @@ impl Rooms {
         if std::mem::replace(&mut self.closed, true) {
             return None;
         }
-        let mut all = std::mem::take(&mut self.joined);
+        let mut all: Vec<RoomName> = std::mem::take(&mut self.joined)
+            .into_iter()
+            .map(|(room, _)| room)
+            .collect();
         if std::mem::take(&mut self.legacy_lobby) {
             all.push(lobby());
         }
@@ -389,33 +445,56 @@ pub(crate) fn lobby() -> RoomName {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
+    use crate::policy::{Bounds, JoinRule, PublishRule};
 
     fn room(name: &str) -> RoomName {
         RoomName::parse(name).unwrap()
     }
 
+    fn policies() -> Policies {
+        let bounds = Bounds {
+            history_default: 50,
+            history_max: 500,
+            recovery_max: 1000,
+            max_message_bytes: 100,
+            max_frame_bytes: 65536,
+        };
+        let file = "[namespaces.news]\npublish = \"server\"\n[namespaces.vip]\njoin = \"granted\"\nmax_message_bytes = 10\n";
+        Policies::parse("t.toml", file, bounds).unwrap()
+    }
+
     #[test]
     fn joins_are_bounded_and_forbidden_rooms_refused() {
         let anyone = Identity::anonymous("a".into());
+        let p = policies();
+        let open = p.of("a");
         let mut rooms = Rooms::new(false);
-        assert!(rooms.may_join(&anyone, &room("a"), 2).is_ok());
-        assert!(rooms.join(&room("a")));
-        assert!(!rooms.join(&room("a")), "a second join is not new");
-        assert!(rooms.join(&room("b")));
-        let full = rooms.may_join(&anyone, &room("c"), 2).unwrap_err();
+        assert!(rooms.may_join(&anyone, &room("a"), &open, 2).is_ok());
+        assert!(rooms.join(&room("a"), &open));
+        assert!(!rooms.join(&room("a"), &open), "a second join is not new");
+        assert!(rooms.join(&room("b"), &open));
+        let full = rooms.may_join(&anyone, &room("c"), &open, 2).unwrap_err();
         assert_eq!(full.code, ErrorCode::TooManyRooms);
         assert!(
-            rooms.may_join(&anyone, &room("a"), 2).is_ok(),
+            rooms.may_join(&anyone, &room("a"), &open, 2).is_ok(),
             "rejoining is fine"
+        );
+        let vip = p.of("vip:x");
+        assert_eq!(vip.join, JoinRule::Granted);
+        let refused = rooms
+            .may_join(&anyone, &room("vip:x"), &vip, 10)
+            .unwrap_err();
+        assert_eq!(
+            refused.code,
+            ErrorCode::Forbidden,
+            "a granted namespace needs a token"
         );
         let limited = Identity {
             rooms: Some(Arc::from(vec!["team-*".to_owned()])),
             ..Identity::anonymous("t".into())
         };
-        let refused = rooms.may_join(&limited, &room("a"), 10).unwrap_err();
+        let refused = rooms.may_join(&limited, &room("a"), &open, 10).unwrap_err();
         assert_eq!(refused.code, ErrorCode::Forbidden);
         assert!(rooms.leave(&room("a")));
         assert!(!rooms.leave(&room("a")));
@@ -425,24 +504,52 @@ mod tests {
     }
 
     #[test]
-    fn sends_need_the_room() {
+    fn sends_need_the_room_the_right_to_publish_and_a_size_within_the_policy() {
+        let p = policies();
+        let me = Identity::anonymous("a".into());
         let mut rooms = Rooms::new(false);
-        let err = rooms.may_send(&room("x"), None).unwrap_err();
+        let err = rooms.may_send(&room("x"), "hi", &me, &p, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::NotJoined);
-        rooms.join(&room("x"));
-        assert!(rooms.may_send(&room("x"), None).is_ok());
+        rooms.join(&room("x"), &p.of("x"));
+        assert!(rooms.may_send(&room("x"), "hi", &me, &p, None).is_ok());
+        let long = "x".repeat(101);
+        let err = rooms
+            .may_send(&room("x"), &long, &me, &p, None)
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        rooms.join(&room("vip:x"), &p.of("vip:x"));
+        let err = rooms
+            .may_send(&room("vip:x"), "eleven byte", &me, &p, None)
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge, "the namespace's own size");
+        let news = p.of("news:today");
+        assert_eq!(news.publish, PublishRule::Server);
+        rooms.join(&room("news:today"), &news);
+        let err = rooms
+            .may_send(&room("news:today"), "hi", &me, &p, None)
+            .unwrap_err();
+        assert_eq!(
+            err.code,
+            ErrorCode::Forbidden,
+            "members read, the server writes"
+        );
     }
 
     #[test]
     fn the_legacy_lobby_is_a_membership_without_a_room() {
+        let p = policies();
         let mut rooms = Rooms::new(true);
-        assert!(rooms.contains(&lobby()));
-        assert!(rooms.may_send(&lobby(), None).is_ok());
-        assert!(!rooms.join(&lobby()), "joining lobby only switches frames");
-        assert!(!rooms.in_legacy_lobby() && rooms.contains(&lobby()));
+        assert!(rooms.policy(&lobby(), &p).is_some());
+        let me = Identity::anonymous("a".into());
+        assert!(rooms.may_send(&lobby(), "hi", &me, &p, None).is_ok());
+        assert!(
+            !rooms.join(&lobby(), &p.of("lobby")),
+            "joining lobby only switches frames"
+        );
+        assert!(!rooms.in_legacy_lobby() && rooms.policy(&lobby(), &p).is_some());
         let mut legacy = Rooms::new(true);
         assert!(legacy.leave(&lobby()));
-        assert!(!legacy.contains(&lobby()));
+        assert!(legacy.policy(&lobby(), &p).is_none());
         assert_eq!(Rooms::new(true).close(), Some(vec![lobby()]));
     }
 }

@@ -40,7 +40,8 @@ pub enum ClientFrame {
     /// `since`, exactly the messages after that position.
     Join {
         room: RoomName,
-        history: u32,
+        /// `None` when not asked: the room's policy decides.
+        history: Option<u32>,
         since: Option<Position>,
         /// Also receive the room's `presence` events.
         presence: bool,
@@ -146,9 +147,9 @@ fn decode_fields(
         "join" => {
             let room = room(map)?;
             let history = match map.get("history") {
-                None | Some(Value::Null) => limits.history_default,
+                None | Some(Value::Null) => None,
                 Some(v) => match v.as_u64() {
-                    Some(n) => n.min(u64::from(limits.history_max)) as u32,
+                    Some(n) => Some(n.min(u64::from(limits.history_max)) as u32),
                     None => return Err(bad_field("history", "a non-negative integer")),
                 },
             };

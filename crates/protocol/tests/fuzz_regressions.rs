@@ -29,7 +29,7 @@ fn raw_value_key_is_an_ordinary_key() {
         by_event.frame,
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
-            history: 50,
+            history: None,
             since: None,
             presence: false
         }

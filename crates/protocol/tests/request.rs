@@ -58,7 +58,7 @@ fn decodes_every_request() {
         r.frame,
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
-            history: 10,
+            history: Some(10),
             since: None,
             presence: false
         }
@@ -68,7 +68,7 @@ fn decodes_every_request() {
         r.frame,
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
-            history: 50,
+            history: None,
             since: None,
             presence: false
         }
@@ -78,7 +78,7 @@ fn decodes_every_request() {
         r.frame,
         ClientFrame::Join {
             room: RoomName::parse("lobby").unwrap(),
-            history: 500,
+            history: Some(500),
             since: None,
             presence: false
         }

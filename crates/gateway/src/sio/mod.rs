@@ -129,7 +129,7 @@ async fn setup(
     let identity = gateway
         .identify(token.as_deref(), name.as_deref())
         .map_err(|e| e.connect_error())?;
-    let in_lobby = identity.may_join(&lobby());
+    let in_lobby = identity.may_join(&lobby(), gateway.policies.of(crate::LOBBY).join);
     let conn = SioConn::new(Session::new(&gateway, identity), in_lobby);
     socket.extensions.insert(conn);
 
