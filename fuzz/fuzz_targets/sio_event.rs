@@ -69,10 +69,16 @@ fn check_legacy_message(data: &Value) {
             let r = r.expect("accepted");
             assert_eq!(r.r#ref, None);
             match r.frame {
-                ClientFrame::Send { room, text: t, id } => {
+                ClientFrame::Send {
+                    room,
+                    text: t,
+                    id,
+                    ephemeral,
+                } => {
                     assert_eq!(room.as_str(), "lobby");
                     assert_eq!(&t, text);
                     assert_eq!(id, None);
+                    assert!(!ephemeral);
                 }
                 other => panic!("event:message became {other:?}"),
             }

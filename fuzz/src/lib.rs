@@ -243,7 +243,7 @@ fn check_answers(request: &Request) {
             room: room.clone(),
             r#ref: r#ref.clone(),
         },
-        ClientFrame::Send { room, text, id } => {
+        ClientFrame::Send { room, text, id, .. } => {
             let id = id.unwrap_or_else(Uuid::nil);
             let m = Message {
                 id,
@@ -313,12 +313,20 @@ pub fn encode_request(request: &Request) -> String {
             map.insert("type".into(), json!("leave"));
             map.insert("room".into(), json!(room.as_str()));
         }
-        ClientFrame::Send { room, text, id } => {
+        ClientFrame::Send {
+            room,
+            text,
+            id,
+            ephemeral,
+        } => {
             map.insert("type".into(), json!("send"));
             map.insert("room".into(), json!(room.as_str()));
             map.insert("text".into(), json!(text));
             if let Some(id) = id {
                 map.insert("id".into(), json!(id.to_string()));
+            }
+            if *ephemeral {
+                map.insert("ephemeral".into(), json!(true));
             }
         }
         ClientFrame::Ping => {

@@ -273,7 +273,13 @@ pub(crate) async fn publish(
     // The same checks as a client's `send` (text size, id).
     let request =
         Request::send_to(room, &fields, &gateway.config.limits).map_err(ApiError::frame)?;
-    let ClientFrame::Send { room, text, id } = request.frame else {
+    let ClientFrame::Send {
+        room,
+        text,
+        id,
+        ephemeral,
+    } = request.frame
+    else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_frame",
@@ -281,12 +287,23 @@ pub(crate) async fn publish(
         ));
     };
     // The room's own size; the server may publish where members may not.
-    let most = gateway.policies.of(room.as_str()).max_message_bytes;
+    let policy = gateway.policies.of(room.as_str());
+    let most = policy.max_message_bytes;
     if switchboard_protocol::json_string_len(&text) > most {
         return Err(ApiError::frame(FrameError::new(
             ErrorCode::TooLarge,
             format!("messages in `{room}` are at most {most} bytes"),
         )));
+    }
+    if ephemeral && policy.store && !policy.ephemeral {
+        return Err(ApiError::frame(FrameError::new(
+            ErrorCode::Forbidden,
+            format!("ephemeral sends are not allowed in `{room}`"),
+        )));
+    }
+    if ephemeral || !policy.store {
+        let message = gateway.accept_ephemeral(&from, room, text, id);
+        return Ok((StatusCode::CREATED, axum::Json(message)).into_response());
     }
     let (message, durable) = match gateway.accept(&from, room, text, id).await {
         Ok(accepted) => accepted,

@@ -224,6 +224,12 @@ impl Gateway {
                     }
                 };
                 match &gateway.positions {
+                    // Ephemeral: no position to order by, delivered once.
+                    _ if message.seq == 0 => {
+                        if gateway.recent_ids.first_sighting(message.id) {
+                            gateway.deliver(&message);
+                        }
+                    }
                     Positions::Cluster(flows) => flows.arrive(message),
                     // A retry accepted on another node is not delivered twice.
                     Positions::Local(_) => {
@@ -427,6 +433,35 @@ impl Gateway {
             }
         };
         Ok((message, wait))
+    }
+
+    /// Accepts an ephemeral message: delivered to every member here and
+    /// handed to the other nodes, never positioned, journaled or kept for
+    /// history. A resend of an id this node saw lately is not delivered
+    /// again.
+    pub(crate) fn accept_ephemeral(
+        &self,
+        from: &str,
+        room: RoomName,
+        text: String,
+        id: Option<Uuid>,
+    ) -> Message {
+        let message = Message {
+            id: id.unwrap_or_else(Uuid::now_v7),
+            room,
+            from: from.to_owned(),
+            text,
+            ts: now_ms(),
+            // No position: what marks it live only on every node.
+            seq: 0,
+            epoch: String::new(),
+        };
+        if self.recent_ids.first_sighting(message.id) {
+            self.deliver(&message);
+            self.bus.publish(&message);
+            metrics::counter!("switchboard_messages_ephemeral_total").increment(1);
+        }
+        message
     }
 
     /// A new message to every member here and to the other nodes.

@@ -299,7 +299,8 @@ impl Registry {
             let Some(room) = rooms.get(&msg.room) else {
                 return Vec::new();
             };
-            {
+            // An ephemeral message (no position) is live only: never history.
+            if msg.seq != 0 {
                 let mut recent = room.recent.lock().unwrap_or_else(PoisonError::into_inner);
                 if recent.len() == RECENT_PER_ROOM {
                     recent.pop_front();

@@ -203,13 +203,33 @@ impl Session {
                 rooms.with_rooms(|rooms| self.leave(gateway, rooms, &room));
                 Answer::Now(ServerFrame::Left { room, r#ref })
             }
-            ClientFrame::Send { room, text, id } => {
+            ClientFrame::Send {
+                room,
+                text,
+                id,
+                ephemeral,
+            } => {
                 let budget = self.budget.as_deref();
+                let send = Outgoing {
+                    text: &text,
+                    ephemeral,
+                };
                 let allowed = rooms.with_rooms(|rooms| {
-                    rooms.may_send(&room, &text, &self.identity, &gateway.policies, budget)
+                    rooms.may_send(&room, send, &self.identity, &gateway.policies, budget)
                 });
-                if let Err(err) = allowed {
-                    return Answer::Now(ServerFrame::error(err.with_ref(r#ref)));
+                let policy = match allowed {
+                    Ok(policy) => policy,
+                    Err(err) => return Answer::Now(ServerFrame::error(err.with_ref(r#ref))),
+                };
+                if ephemeral || !policy.store {
+                    // Live only: acked once handed to the bus.
+                    let message = gateway.accept_ephemeral(&self.identity.name, room, text, id);
+                    return Answer::Now(ServerFrame::Ack {
+                        r#ref,
+                        id: message.id,
+                        seq: 0,
+                        epoch: String::new(),
+                    });
                 }
                 let accepted = gateway.accept(&self.identity.name, room, text, id).await;
                 // Accepted in order; the next request need not wait for
@@ -283,6 +303,14 @@ impl Session {
         }
         true
     }
+}
+
+/// What a `send` asks, as the checks see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    pub text: &'a str,
+    /// Asked to be live only.
+    pub ephemeral: bool,
 }
 
 /// The rooms a connection is in. A list, not a set: connections are in
@@ -360,11 +388,11 @@ impl Rooms {
     pub fn may_send(
         &self,
         room: &RoomName,
-        text: &str,
+        send: Outgoing<'_>,
         identity: &Identity,
         policies: &Policies,
         budget: Option<&FrameBudget>,
-    ) -> Result<(), FrameError> {
+    ) -> Result<Arc<Policy>, FrameError> {
         let Some(policy) = self.policy(room, policies) else {
             return Err(FrameError::new(
                 ErrorCode::NotJoined,
@@ -372,7 +400,13 @@ impl Rooms {
             ));
         };
         identity.check_publish(room, policy.publish)?;
-        if json_string_len(text) > policy.max_message_bytes {
+        if send.ephemeral && policy.store && !policy.ephemeral {
+            return Err(FrameError::new(
+                ErrorCode::Forbidden,
+                format!("ephemeral sends are not allowed in `{room}`"),
+            ));
+        }
+        if json_string_len(send.text) > policy.max_message_bytes {
             return Err(FrameError::new(
                 ErrorCode::TooLarge,
                 format!(
@@ -381,7 +415,8 @@ impl Rooms {
                 ),
             ));
         }
-        FrameBudget::check_send(budget)
+        FrameBudget::check_send(budget)?;
+        Ok(policy)
     }
 
     /// The policy of `room` if the connection is in it (joined, or in
@@ -452,6 +487,13 @@ mod tests {
         RoomName::parse(name).unwrap()
     }
 
+    fn text(text: &str) -> Outgoing<'_> {
+        Outgoing {
+            text,
+            ephemeral: false,
+        }
+    }
+
     fn policies() -> Policies {
         let bounds = Bounds {
             history_default: 50,
@@ -508,25 +550,41 @@ mod tests {
         let p = policies();
         let me = Identity::anonymous("a".into());
         let mut rooms = Rooms::new(false);
-        let err = rooms.may_send(&room("x"), "hi", &me, &p, None).unwrap_err();
+        let err = rooms
+            .may_send(&room("x"), text("hi"), &me, &p, None)
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::NotJoined);
         rooms.join(&room("x"), &p.of("x"));
-        assert!(rooms.may_send(&room("x"), "hi", &me, &p, None).is_ok());
+        assert!(
+            rooms
+                .may_send(&room("x"), text("hi"), &me, &p, None)
+                .is_ok()
+        );
+        let live = Outgoing {
+            text: "typing",
+            ephemeral: true,
+        };
+        let err = rooms.may_send(&room("x"), live, &me, &p, None).unwrap_err();
+        assert_eq!(
+            err.code,
+            ErrorCode::Forbidden,
+            "the policy does not allow ephemeral sends"
+        );
         let long = "x".repeat(101);
         let err = rooms
-            .may_send(&room("x"), &long, &me, &p, None)
+            .may_send(&room("x"), text(&long), &me, &p, None)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge);
         rooms.join(&room("vip:x"), &p.of("vip:x"));
         let err = rooms
-            .may_send(&room("vip:x"), "eleven byte", &me, &p, None)
+            .may_send(&room("vip:x"), text("eleven byte"), &me, &p, None)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge, "the namespace's own size");
         let news = p.of("news:today");
         assert_eq!(news.publish, PublishRule::Server);
         rooms.join(&room("news:today"), &news);
         let err = rooms
-            .may_send(&room("news:today"), "hi", &me, &p, None)
+            .may_send(&room("news:today"), text("hi"), &me, &p, None)
             .unwrap_err();
         assert_eq!(
             err.code,
@@ -541,7 +599,7 @@ mod tests {
         let mut rooms = Rooms::new(true);
         assert!(rooms.policy(&lobby(), &p).is_some());
         let me = Identity::anonymous("a".into());
-        assert!(rooms.may_send(&lobby(), "hi", &me, &p, None).is_ok());
+        assert!(rooms.may_send(&lobby(), text("hi"), &me, &p, None).is_ok());
         assert!(
             !rooms.join(&lobby(), &p.of("lobby")),
             "joining lobby only switches frames"

@@ -55,6 +55,8 @@ pub enum ClientFrame {
         room: RoomName,
         text: String,
         id: Option<Uuid>,
+        /// Delivered live only: never journaled, stored or positioned.
+        ephemeral: bool,
     },
     /// Liveness check.
     Ping,
@@ -113,6 +115,7 @@ impl Request {
                 room,
                 text,
                 id: None,
+                ephemeral: false,
             },
         })
     }
@@ -180,7 +183,8 @@ fn decode_fields(
     }
 }
 
-/// A `send` to `room` from the fields `text` and optional `id` of `map`.
+/// A `send` to `room` from the fields `text`, and the optional `id` and
+/// `ephemeral`, of `map`.
 fn send_fields(
     room: RoomName,
     map: &Map<String, Value>,
@@ -199,10 +203,16 @@ fn send_fields(
         }
         Some(_) => return Err(bad_field("id", "a UUID string")),
     };
+    let ephemeral = match map.get("ephemeral") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad_field("ephemeral", "a boolean")),
+    };
     Ok(ClientFrame::Send {
         room,
         text: text.clone(),
         id,
+        ephemeral,
     })
 }
 

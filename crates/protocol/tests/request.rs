@@ -119,7 +119,8 @@ fn decodes_every_request() {
         ClientFrame::Send {
             room: RoomName::parse("x").unwrap(),
             text: "hi".into(),
-            id: Some(id)
+            id: Some(id),
+            ephemeral: false
         }
     );
     assert_eq!(
@@ -246,7 +247,8 @@ fn typed_sends_follow_the_send_frame_rules() {
         ClientFrame::Send {
             room: room.clone(),
             text: "hi".into(),
-            id: None
+            id: None,
+            ephemeral: false
         }
     );
     for bad in ["", "\u{1}\u{1}", "eleven byte"] {
@@ -264,13 +266,18 @@ fn typed_sends_follow_the_send_frame_rules() {
         ClientFrame::Send {
             room: room.clone(),
             text: "hey".into(),
-            id: Some(id)
+            id: Some(id),
+            ephemeral: false
         }
     );
     for (doc, code) in [
         (json!({"text": 5}), ErrorCode::BadFrame),
         (json!({}), ErrorCode::BadFrame),
         (json!({"text": "x", "id": "no"}), ErrorCode::BadFrame),
+        (
+            json!({"text": "x", "ephemeral": "yes"}),
+            ErrorCode::BadFrame,
+        ),
         (json!({"text": "x".repeat(11)}), ErrorCode::TooLarge),
     ] {
         let Value::Object(fields) = doc else {

@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::jwt::{API_KEY, SECRET, hs256, now};
-use common::{Client, Node};
+use common::redis::{await_numsub, shared_url};
+use common::{Client, Node, unique};
 use serde_json::{Value, json};
 use switchboard_gateway::{
     AllowedOrigins, AuthConfig, AuthMode, GatewayConfig, Policies, TokenVerifier,
@@ -16,13 +17,15 @@ use switchboard_gateway::{
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/switchboard.toml");
 
-/// The example's namespaces and `granted` (publishing needs the claim).
-async fn node() -> Node {
+/// The example's namespaces, `granted` (publishing needs the claim) and
+/// `game` (ephemeral sends allowed).
+fn config() -> GatewayConfig {
     let mut file = std::fs::read_to_string(EXAMPLE).unwrap();
     file.push_str("\n[namespaces.granted]\npublish = \"granted\"\n");
+    file.push_str("\n[namespaces.game]\nephemeral = true\n");
     let base = GatewayConfig::default();
     let policies = Policies::parse("t.toml", &file, base.policy_bounds()).unwrap();
-    let config = GatewayConfig {
+    GatewayConfig {
         auth: AuthConfig {
             mode: AuthMode::Off,
             tokens: Some(Arc::new(TokenVerifier::hs256(SECRET.as_bytes()))),
@@ -31,8 +34,11 @@ async fn node() -> Node {
         },
         policies: Some(policies),
         ..base
-    };
-    Node::start("sqlite::memory:", config).await
+    }
+}
+
+async fn node() -> Node {
+    Node::start("sqlite::memory:", config()).await
 }
 
 async fn with_token(node: &Node, claims: Value) -> Client {
@@ -189,7 +195,7 @@ async fn history_presence_recovery_and_size_follow_the_namespace() {
     assert_eq!(http.json::<Value>().await.unwrap()["code"], "forbidden");
     // Recovery off: a join with `since` gets the latest history (none
     // here), `recovered: false`.
-    let since = json!({"seq": joined["seq"].as_u64().unwrap() - 1, "epoch": joined["epoch"]});
+    let since = json!({"seq": joined["seq"], "epoch": joined["epoch"]});
     let mut c = node.client("cat").await;
     c.send(json!({"type": "join", "room": "typing:doc-1", "since": since}))
         .await;
@@ -227,4 +233,123 @@ async fn history_presence_recovery_and_size_follow_the_namespace() {
     assert_eq!(joined["history"].as_array().unwrap().len(), 1);
     assert_eq!(joined["count"], 2, "{joined}");
     node.stop().await;
+}
+
+/// The stored history of `room` over HTTP.
+async fn stored(node: &Node, room: &str) -> Vec<Value> {
+    let res = reqwest::get(node.http(&format!("/api/rooms/{room}/messages?limit=100")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn ephemeral_messages_reach_every_node_once_and_are_never_stored() {
+    let prefix = unique("eph");
+    let url = shared_url();
+    let named = |id: &str| GatewayConfig {
+        node_id: id.into(),
+        ..config()
+    };
+    let a = Node::clustered(&url, &prefix, named("eph-a")).await;
+    let b = Node::clustered(&url, &prefix, named("eph-b")).await;
+    let room = format!("typing:{}", unique("doc"));
+    let game = format!("game:{}", unique("g"));
+    let mut ann = a.client("ann").await;
+    let mut ben = b.client("ben").await;
+    for r in [&room, &game] {
+        join(&mut ann, r).await;
+        join(&mut ben, r).await;
+        await_numsub(&url, &format!("{{{prefix}:{r}}}:ch"), 2).await;
+    }
+
+    // A `store = false` namespace: every send is live only.
+    let ack = ask(
+        &mut ann,
+        json!({"type": "send", "room": room, "text": "ann is typing", "ref": "t"}),
+    )
+    .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert!(ack.get("seq").is_none(), "no position: {ack}");
+    let got = ben.recv_type("message").await;
+    assert_eq!(
+        (got["text"].as_str(), got.get("seq")),
+        (Some("ann is typing"), None),
+        "{got}"
+    );
+    // A resend of the same id is acked and not delivered again.
+    let id = ack["id"].as_str().unwrap();
+    let again = ask(
+        &mut ann,
+        json!({"type": "send", "room": room, "text": "ann is typing", "id": id}),
+    )
+    .await;
+    assert_eq!(again["type"], "ack");
+
+    // `game` allows `ephemeral: true` next to stored messages.
+    let live = ask(
+        &mut ben,
+        json!({"type": "send", "room": game, "text": "x=3", "ephemeral": true}),
+    )
+    .await;
+    assert_eq!(live["type"], "ack", "{live}");
+    assert!(live.get("seq").is_none());
+    ben.send_text(&game, "gg").await;
+    // Live and stored messages take different paths between nodes: no
+    // order between them.
+    let mut got = [
+        ann.recv_type("message").await,
+        ann.recv_type("message").await,
+    ];
+    got.sort_by_key(|m| m["text"].as_str().map(str::to_owned));
+    assert_eq!(
+        (got[0]["text"].as_str(), got[0]["seq"].as_u64()),
+        (Some("gg"), Some(1)),
+        "the ephemeral one took no position"
+    );
+    assert_eq!(
+        (got[1]["text"].as_str(), got[1].get("seq")),
+        (Some("x=3"), None),
+        "{}",
+        got[1]
+    );
+    // Outside: refused.
+    join(&mut ann, "plain-room").await;
+    let refused = ask(
+        &mut ann,
+        json!({"type": "send", "room": "plain-room", "text": "x", "ephemeral": true}),
+    )
+    .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    // Nothing of it in history, on either node (each has its own store
+    // here), nor in a later join.
+    ann.silent_for_type("message", std::time::Duration::from_millis(300))
+        .await;
+    for node in [&a, &b] {
+        assert_eq!(stored(node, &room).await, Vec::<Value>::new());
+    }
+    assert_eq!(stored(&a, &game).await, Vec::<Value>::new());
+    let texts: Vec<_> = stored(&b, &game)
+        .await
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
+    assert_eq!(texts, vec![json!("gg")]);
+    let mut cat = b.client("cat").await;
+    let joined = ask(
+        &mut cat,
+        json!({"type": "join", "room": game, "history": 10}),
+    )
+    .await;
+    let history: Vec<_> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
+    assert_eq!(history, vec![json!("gg")]);
+    a.stop().await;
+    b.stop().await;
 }
