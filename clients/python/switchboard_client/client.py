@@ -33,41 +33,6 @@ STATES = ("connecting", "open", "reconnecting", "closed")
 TokenProvider = Callable[[], Awaitable[str]]
 
 
-def connect(
-    urls: Union[str, Sequence[str]],
-    *,
-    name: Optional[str] = None,
-    token: Optional[str] = None,
-    get_token: Optional[TokenProvider] = None,
-    backoff_min: float = 0.25,
-    backoff_max: float = 10.0,
-    stable_after: float = 10.0,
-    outbox_max: int = 1000,
-    queue_max: int = 10_000,
-    dedupe_window: int = 10_000,
-    send_tries: int = 6,
-    max_inflight: int = 256,
-    ping_interval: float = 25.0,
-    ping_timeout: float = 10.0,
-    connect_timeout: float = 10.0,
-    max_frame_bytes: int = 65_536,
-) -> "Client":
-    """A client for the node at ``urls`` (or any of several nodes).
-
-    Use it as ``async with connect(url, name="bot") as sb: ...``: entering
-    waits for the first connection, leaving closes the client. The options
-    are those of :class:`Client`.
-    """
-    return Client(
-        urls, name=name, token=token, get_token=get_token,
-        backoff_min=backoff_min, backoff_max=backoff_max, stable_after=stable_after,
-        outbox_max=outbox_max, queue_max=queue_max, dedupe_window=dedupe_window,
-        send_tries=send_tries, max_inflight=max_inflight,
-        ping_interval=ping_interval, ping_timeout=ping_timeout,
-        connect_timeout=connect_timeout, max_frame_bytes=max_frame_bytes,
-    )
-
-
 class Client:
     """A connection to a switchboard cluster that reconnects by itself.
 
@@ -469,3 +434,10 @@ def _current_task() -> Optional["asyncio.Task[Any]"]:
         return asyncio.current_task()
     except RuntimeError:
         return None
+
+
+#: ``connect(urls, **options)``: a :class:`Client` for the node at ``urls``
+#: (or any of several nodes), the class itself so its options are written
+#: and typed once. Use it as ``async with connect(url, name="bot") as sb:``:
+#: entering waits for the first connection, leaving closes the client.
+connect = Client
