@@ -111,8 +111,8 @@ export class SwitchboardError extends Error {
 
 export class Room {
   readonly name: string;
-  /** `joining` (also while reconnecting), `joined`, or `left`. */
-  readonly state: 'joining' | 'joined' | 'left';
+  /** `joining` (also while reconnecting), `filling` (reading what a cut recovery left out), `joined`, or `left`. */
+  readonly state: 'joining' | 'filling' | 'joined' | 'left';
   /** Names in the room, from `joined` and presence changes. */
   readonly count: number;
   /** The position of the last message delivered, or null. */

@@ -4,6 +4,9 @@
 import { Merge } from './merge.js';
 import { SwitchboardError } from './outbox.js';
 
+/** Messages per history page when filling a cut recovery. */
+const FILL_PAGE = 100;
+
 /** Listeners by event name. */
 export class Emitter {
   constructor() {
@@ -74,6 +77,8 @@ export class Room extends Emitter {
     this.merge = new Merge();
     /** Whether a `joined` arrived on some connection. */
     this.joinedOnce = false;
+    /** @type {any[]} live messages waiting while a cut recovery is filled */
+    this.held = [];
     if (options.onMessage) this.on('message', options.onMessage);
     if (options.onPresence) this.on('presence', options.onPresence);
   }
@@ -164,6 +169,61 @@ export class Room extends Emitter {
    * @param {boolean} rejoined
    */
   joined(f, rejoined) {
+    const since = this.merge.position;
+    const history = Array.isArray(f.history) ? f.history : [];
+    if (rejoined && f.recovered === false && f.truncated === true && since && f.epoch === since.epoch
+      && history.length && history[0].seq > since.seq + 1) {
+      // What was missed did not fit one frame: the rest is read from the
+      // store by position before anything is delivered (live messages wait).
+      this.state = 'filling';
+      this.held = [];
+      this.fill(f, since, history).catch((e) => this.failed(e));
+      return;
+    }
+    this.finish(f, rejoined);
+  }
+
+  /**
+   * Reads the messages between `since` and a cut recovery's first one
+   * from the history API, then delivers everything in order; a gap only
+   * if the store does not have them all (or the connection dropped: the
+   * next rejoin recovers from the same position).
+   * @param {any} f
+   * @param {{ epoch: string, seq: number }} since
+   * @param {any[]} history
+   */
+  async fill(f, since, history) {
+    const first = history[0].seq;
+    const missing = [];
+    let after = since.seq;
+    try {
+      while (after + 1 < first) {
+        const q = `after_seq=${after}&epoch=${encodeURIComponent(since.epoch)}&limit=${FILL_PAGE}`;
+        const page = await getJson(this.client, `/api/rooms/${encodeURIComponent(this.name)}/messages?${q}`);
+        const got = (Array.isArray(page) ? page : []).filter((m) => m.seq > after && m.seq < first);
+        if (!got.length || got[0].seq !== after + 1) break;
+        for (const m of got) {
+          if (m.seq !== after + 1) break;
+          missing.push(m);
+          after = m.seq;
+        }
+      }
+    } catch {
+      // Unreadable: told as a gap below.
+    }
+    if (this.state !== 'filling') return;
+    const complete = after + 1 === first;
+    this.finish({ ...f, history: [...missing, ...history], recovered: complete, truncated: !complete }, true);
+    const held = this.held ?? [];
+    this.held = [];
+    for (const m of held) this.deliver(m);
+  }
+
+  /**
+   * @param {any} f
+   * @param {boolean} rejoined
+   */
+  finish(f, rejoined) {
     const { messages, gap } = this.merge.joined(f, rejoined);
     const again = this.joinedOnce;
     this.state = 'joined';

@@ -18,6 +18,7 @@ const PONG_TIMEOUT = 10_000;
 const RETRIES = 6;                   // automatic retries of `rate_limited` / `unavailable`
 const REJOIN_RETRIES = 8;            // of a join answered `unavailable`
 const RETRIABLE = new Set(['rate_limited', 'unavailable']);
+const HELD_MAX = 10_000;             // live messages held while a cut recovery is filled
 
 /**
  * Connects to switchboard and stays connected until `close()`.
@@ -277,6 +278,11 @@ export class Client extends Emitter {
         const room = this.rooms.get(f.room);
         this.own(f);
         if (room && room.state === 'joined') room.deliver(f);
+        else if (room && room.state === 'filling') {
+          // Bounded: past it, start over (the rejoin recovers from the same position).
+          if (room.held.length >= HELD_MAX) this.drop(4000);
+          else room.held.push(f);
+        }
         return;
       }
       case 'ack':

@@ -50,7 +50,7 @@ export async function main(): Promise<void> {
     }
     throw e;
   }
-  const state: 'joining' | 'joined' | 'left' = room.state;
+  const state: 'joining' | 'filling' | 'joined' | 'left' = room.state;
   console.log(room.name, state, room.count, room.position?.seq ?? 'no position yet');
   room.on('gap', (gap: Gap) => console.warn('gap in', gap.room));
   room.on('joined', (j: Joined) => console.log(j.rejoined ? `back in ${j.room}` : `in ${j.room}`, j.count));

@@ -3,6 +3,7 @@
 // a handshake, or acking without a position.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -194,4 +195,52 @@ test('reconnect() dials at once instead of waiting out the backoff; nothing whil
   client.close();
   client.reconnect();
   assert.equal(client.state, 'closed');
+});
+
+test('a recovery cut to fit one frame is completed from the history API, in order, without a gap', async () => {
+  const E = 'e1';
+  const msg = (seq) => ({ id: `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`, room: 'r', from: 'a', text: `m${seq}`, ts: seq, seq, epoch: E });
+  // The node's HTTP side: the store, by position.
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url, 'http://x');
+    const after = Number(u.searchParams.get('after_seq'));
+    const limit = Number(u.searchParams.get('limit'));
+    const page = [];
+    for (let s = after + 1; s <= Math.min(300, after + limit); s++) page.push(msg(s));
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(page));
+  });
+  const wss = new WebSocketServer({ server, path: '/ws' });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanup.push(() => { for (const c of wss.clients) c.terminate(); wss.close(); server.close(); });
+  let joins = 0;
+  wss.on('connection', (socket) => {
+    socket.on('message', (data) => {
+      const f = JSON.parse(String(data));
+      if (f.type !== 'join') return;
+      joins++;
+      const reply = (x) => socket.send(JSON.stringify(x));
+      if (joins === 1) {
+        reply({ type: 'joined', room: 'r', ref: f.ref, epoch: E, seq: 2, history: [msg(1), msg(2)] });
+        setTimeout(() => socket.terminate(), 50);
+        return;
+      }
+      assert.deepEqual(f.since, { seq: 2, epoch: E });
+      const cut = [];
+      for (let s = 251; s <= 300; s++) cut.push(msg(s));
+      reply({ type: 'joined', room: 'r', ref: f.ref, epoch: E, seq: 300, history: cut, truncated: true, recovered: false });
+      reply({ type: 'message', ...msg(301) });
+    });
+  });
+  const client = connect(`http://127.0.0.1:${server.address().port}`, { WebSocket, backoffMin: 10 });
+  cleanup.push(() => client.close());
+  const seen = [];
+  const gaps = [];
+  client.on('gap', (g) => gaps.push(g));
+  await client.join('r', { onMessage: (m) => seen.push(m.seq) });
+  await until(() => seen.length >= 301, 'every message', 10_000);
+  await sleep(100);
+  assert.deepEqual(seen, Array.from({ length: 301 }, (_, i) => i + 1));
+  assert.deepEqual(gaps, []);
 });
