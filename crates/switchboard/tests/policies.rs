@@ -353,3 +353,56 @@ async fn ephemeral_messages_reach_every_node_once_and_are_never_stored() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn an_ephemeral_flood_is_held_to_the_send_rate_and_members_get_only_what_was_acked() {
+    let node = Node::start(
+        "sqlite::memory:",
+        GatewayConfig {
+            send_rate: switchboard_gateway::Rate {
+                per_second: 5,
+                burst: 10,
+            },
+            ..config()
+        },
+    )
+    .await;
+    let mut flooder = node.client("flood").await;
+    let mut watcher = node.client("watch").await;
+    join(&mut flooder, "typing:flood").await;
+    join(&mut watcher, "typing:flood").await;
+    let started = std::time::Instant::now();
+    for i in 0..40 {
+        flooder
+            .send(
+                json!({"type": "send", "room": "typing:flood", "text": format!("t{i}"), "ref": i}),
+            )
+            .await;
+    }
+    let (mut acked, mut limited) = (0, 0);
+    while acked + limited < 40 {
+        let v = flooder.recv().await;
+        match (v["type"].as_str(), v["code"].as_str()) {
+            (Some("ack"), _) => acked += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            (Some("message"), _) => {}
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    // The burst, and what refilled while the flood was answered.
+    let refilled = (5.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!(
+        acked >= 10 && acked <= 10 + refilled,
+        "{acked} acked, {refilled} refilled"
+    );
+    let mut delivered = 0;
+    while delivered < acked {
+        watcher.recv_type("message").await;
+        delivered += 1;
+    }
+    watcher
+        .silent_for_type("message", std::time::Duration::from_millis(300))
+        .await;
+    assert_eq!(stored(&node, "typing:flood").await, Vec::<Value>::new());
+    node.stop().await;
+}
