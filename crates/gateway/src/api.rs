@@ -232,44 +232,10 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let auth = &gateway.config.auth;
-    if auth.api_key.is_none() {
-        return Err(ApiError::not_found());
-    }
-    if !crate::auth::bearer(&headers).is_some_and(|key| auth.api_key_matches(key)) {
-        metrics::counter!("switchboard_auth_refusals_total", "reason" => "api_key").increment(1);
-        return Err(ApiError::credentials_required(
-            "a valid API key is required: Authorization: Bearer <API_KEY>",
-        ));
-    }
+    server_only(&gateway, &headers)?;
     let room = room_of(path)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            let limit = gateway.config.max_body_bytes;
-            ApiError::new(
-                e.status(),
-                "too_large",
-                format!("the body is over {limit} bytes"),
-            )
-        } else {
-            ApiError::new(e.status(), "bad_request", e.body_text())
-        }
-    })?;
-    // Parsed as `PlainValue`, like every other document a client sends.
-    let fields = match serde_json::from_slice::<PlainValue>(&body) {
-        Ok(PlainValue(Value::Object(fields))) => fields,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_frame",
-                "the body must be a JSON object: {\"text\": .., \"from\": .., \"id\"?: ..}",
-            ));
-        }
-    };
-    let from = match fields.get("from") {
-        Some(Value::String(from)) => validate_name(from).map_err(ApiError::bad_name)?,
-        _ => return Err(ApiError::bad_name("`from` must be a string")),
-    };
+    let fields = json_object(&gateway, body, "{\"text\": .., \"from\": .., \"id\"?: ..}")?;
+    let from = sender(&fields)?;
     // The same checks as a client's `send` (text size, id).
     let request =
         Request::send_to(room, &fields, &gateway.config.limits).map_err(ApiError::frame)?;
@@ -286,7 +252,75 @@ pub(crate) async fn publish(
             "not a send",
         ));
     };
-    // The room's own size; the server may publish where members may not.
+    let message = publish_one(&gateway, &from, room, text, id, ephemeral).await?;
+    Ok((StatusCode::CREATED, axum::Json(message)).into_response())
+}
+
+/// `401` unless the request carries the API key; `404` when there is none
+/// (the server's routes do not exist then).
+pub(crate) fn server_only(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
+    let auth = &gateway.config.auth;
+    if auth.api_key.is_none() {
+        return Err(ApiError::not_found());
+    }
+    if !crate::auth::bearer(headers).is_some_and(|key| auth.api_key_matches(key)) {
+        metrics::counter!("switchboard_auth_refusals_total", "reason" => "api_key").increment(1);
+        return Err(ApiError::credentials_required(
+            "a valid API key is required: Authorization: Bearer <API_KEY>",
+        ));
+    }
+    Ok(())
+}
+
+/// A request body that must be a JSON object (`shape` says which, in the
+/// error), parsed as `PlainValue` like every document a client sends.
+pub(crate) fn json_object(
+    gateway: &Gateway,
+    body: Result<Bytes, BytesRejection>,
+    shape: &str,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let limit = gateway.config.max_body_bytes;
+            ApiError::new(
+                e.status(),
+                "too_large",
+                format!("the body is over {limit} bytes"),
+            )
+        } else {
+            ApiError::new(e.status(), "bad_request", e.body_text())
+        }
+    })?;
+    match serde_json::from_slice::<PlainValue>(&body) {
+        Ok(PlainValue(Value::Object(fields))) => Ok(fields),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_frame",
+            format!("the body must be a JSON object: {shape}"),
+        )),
+    }
+}
+
+/// The `from` of a server-side send.
+pub(crate) fn sender(fields: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
+    match fields.get("from") {
+        Some(Value::String(from)) => validate_name(from).map_err(ApiError::bad_name),
+        _ => Err(ApiError::bad_name("`from` must be a string")),
+    }
+}
+
+/// One server-side message to `room`, checked against the room's policy
+/// (its size; the server may publish where members may not), delivered
+/// and, unless ephemeral, made durable: the message, or `unavailable`
+/// with the id to retry with.
+pub(crate) async fn publish_one(
+    gateway: &Gateway,
+    from: &str,
+    room: RoomName,
+    text: String,
+    id: Option<Uuid>,
+    ephemeral: bool,
+) -> Result<switchboard_protocol::Message, ApiError> {
     let policy = gateway.policies.of(room.as_str());
     let most = policy.max_message_bytes;
     if switchboard_protocol::json_string_len(&text) > most {
@@ -302,10 +336,9 @@ pub(crate) async fn publish(
         )));
     }
     if ephemeral || !policy.store {
-        let message = gateway.accept_ephemeral(&from, room, text, id);
-        return Ok((StatusCode::CREATED, axum::Json(message)).into_response());
+        return Ok(gateway.accept_ephemeral(from, room, text, id));
     }
-    let (message, durable) = match gateway.accept(&from, room, text, id).await {
+    let (message, durable) = match gateway.accept(from, room, text, id).await {
         Ok(accepted) => accepted,
         Err(e) => {
             let answer = ApiError::unavailable(e.0);
@@ -316,7 +349,7 @@ pub(crate) async fn publish(
         }
     };
     match durable.await {
-        Ok(()) => Ok((StatusCode::CREATED, axum::Json(message)).into_response()),
+        Ok(()) => Ok(message),
         Err(e) => Err(ApiError::unavailable(e.0).with_id(message.id)),
     }
 }

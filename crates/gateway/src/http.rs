@@ -53,6 +53,10 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
             get(crate::api::room_messages).post(crate::api::publish),
         )
         .route("/api/rooms/{room}/presence", get(crate::api::room_presence))
+        .route(
+            "/api/broadcast",
+            axum::routing::post(crate::broadcast::broadcast),
+        )
         .route("/api/stats", get(stats))
         .route("/api/config", get(client_config))
         .route("/healthz", get(healthz))

@@ -10,6 +10,7 @@
 mod admit;
 mod api;
 pub mod auth;
+mod broadcast;
 mod config;
 mod engineio;
 mod error;

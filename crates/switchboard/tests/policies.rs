@@ -406,3 +406,170 @@ async fn an_ephemeral_flood_is_held_to_the_send_rate_and_members_get_only_what_w
     assert_eq!(stored(&node, "typing:flood").await, Vec::<Value>::new());
     node.stop().await;
 }
+
+async fn post_broadcast(node: &Node, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(node.http("/api/broadcast"))
+        .json(&body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().await.unwrap();
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_room_once_even_when_retried_and_bad_ones_send_nothing() {
+    let node = node().await;
+    let mut reader = node.client("reader").await;
+    let rooms = ["news:a", "news:b", "plain-x"];
+    for room in rooms {
+        join(&mut reader, room).await;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let body = json!({"rooms": rooms, "text": "maintenance at noon", "from": "ops", "id": id});
+    let (status, answer) = post_broadcast(&node, Some(API_KEY), body.clone()).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["id"], id.as_str());
+    let messages = answer["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3);
+    let mut got: Vec<String> = Vec::new();
+    for _ in rooms {
+        let m = reader.recv_type("message").await;
+        assert_eq!(
+            (m["text"].as_str(), m["from"].as_str()),
+            (Some("maintenance at noon"), Some("ops"))
+        );
+        got.push(m["room"].as_str().unwrap().to_owned());
+    }
+    got.sort();
+    assert_eq!(got, rooms.map(str::to_owned).to_vec());
+    // A retry with the same id: the same messages, nothing delivered or stored twice.
+    let (status, again) = post_broadcast(&node, Some(API_KEY), body).await;
+    assert_eq!(status, 201, "{again}");
+    let ids_and_seqs = |a: &Value| -> Vec<(Value, Value)> {
+        let all = a["messages"].as_array().unwrap();
+        all.iter()
+            .map(|m| (m["id"].clone(), m["seq"].clone()))
+            .collect()
+    };
+    assert_eq!(
+        ids_and_seqs(&again),
+        ids_and_seqs(&answer),
+        "the same ids and positions"
+    );
+    reader
+        .silent_for_type("message", std::time::Duration::from_millis(300))
+        .await;
+    for room in rooms {
+        assert_eq!(stored(&node, room).await.len(), 1, "{room}");
+    }
+
+    // Refusals send nothing.
+    let long = "x".repeat(300);
+    for (key, body, status, code) in [
+        (
+            None,
+            json!({"rooms": ["a"], "text": "x", "from": "ops"}),
+            401,
+            "unauthorized",
+        ),
+        (
+            Some("wrong"),
+            json!({"rooms": ["a"], "text": "x", "from": "ops"}),
+            401,
+            "unauthorized",
+        ),
+        (
+            Some(API_KEY),
+            json!({"rooms": [], "text": "x", "from": "ops"}),
+            400,
+            "bad_request",
+        ),
+        (
+            Some(API_KEY),
+            json!({"rooms": "a", "text": "x", "from": "ops"}),
+            400,
+            "bad_request",
+        ),
+        (
+            Some(API_KEY),
+            json!({"rooms": ["a", "a"], "text": "x", "from": "ops"}),
+            400,
+            "bad_request",
+        ),
+        (
+            Some(API_KEY),
+            json!({"rooms": ["a", "no space"], "text": "x", "from": "ops"}),
+            400,
+            "bad_room",
+        ),
+        (
+            Some(API_KEY),
+            json!({"rooms": ["a"], "text": "", "from": "ops"}),
+            413,
+            "too_large",
+        ),
+        (
+            Some(API_KEY),
+            json!({"rooms": ["a"], "text": "x"}),
+            400,
+            "bad_name",
+        ),
+        (
+            Some(API_KEY),
+            json!({"rooms": ["plain-x", "typing:z"], "text": long, "from": "ops"}),
+            413,
+            "too_large",
+        ),
+        (
+            Some(API_KEY),
+            json!({"rooms": ["plain-x"], "text": "x", "from": "ops", "ephemeral": true}),
+            403,
+            "forbidden",
+        ),
+    ] {
+        let (got_status, answer) = post_broadcast(&node, key, body.clone()).await;
+        assert_eq!(
+            (got_status, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    let too_many: Vec<String> = (0..1001).map(|i| format!("r{i}")).collect();
+    let (status, answer) = post_broadcast(
+        &node,
+        Some(API_KEY),
+        json!({"rooms": too_many, "text": "x", "from": "ops"}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("bad_request")),
+        "{answer}"
+    );
+    reader
+        .silent_for_type("message", std::time::Duration::from_millis(200))
+        .await;
+
+    // The largest broadcast is bounded in time.
+    let most: Vec<String> = (0..1000).map(|i| format!("bulk-{i}")).collect();
+    let started = std::time::Instant::now();
+    let (status, answer) = post_broadcast(
+        &node,
+        Some(API_KEY),
+        json!({"rooms": most, "text": "all", "from": "ops"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["messages"].as_array().unwrap().len(), 1000);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    node.stop().await;
+}

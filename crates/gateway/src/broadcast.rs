@@ -1,0 +1,150 @@
+//! `POST /api/broadcast`: one message from the back end to each of many
+//! rooms (announcements into `publish = "server"` rooms, say), answered
+//! once every one is durable. Retrying is safe: each room's message id is
+//! derived from the broadcast's id and the room's name, so a retry with the
+//! same id stores and delivers nothing twice.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName};
+use uuid::Uuid;
+
+use crate::Gateway;
+use crate::api::{json_object, publish_one, sender, server_only};
+use crate::error::ApiError;
+
+/// Rooms one broadcast may name at most.
+pub(crate) const BROADCAST_MAX: usize = 1000;
+
+/// `POST /api/broadcast` with `{"rooms": [..], "text": .., "from": ..,
+/// "id"?: .., "ephemeral"?: ..}` and the API key: 201 with the broadcast's
+/// id and every room's message once all are durable; a room the policy
+/// refuses fails the whole broadcast before anything is sent; 503 with the
+/// id and the rooms that failed (the others are durable) to retry.
+pub(crate) async fn broadcast(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    server_only(&gateway, &headers)?;
+    let fields = json_object(
+        &gateway,
+        body,
+        "{\"rooms\": [..], \"text\": .., \"from\": .., \"id\"?: ..}",
+    )?;
+    let from = sender(&fields)?;
+    let rooms = rooms(fields.get("rooms"))?;
+    // The text, id and ephemeral flag follow a send's rules.
+    let request = Request::send_to(rooms[0].clone(), &fields, &gateway.config.limits)
+        .map_err(ApiError::frame)?;
+    let ClientFrame::Send {
+        text,
+        id,
+        ephemeral,
+        ..
+    } = request.frame
+    else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_frame",
+            "not a send",
+        ));
+    };
+    // Every room's policy first: a refusal sends nothing.
+    for room in &rooms {
+        let policy = gateway.policies.of(room.as_str());
+        if switchboard_protocol::json_string_len(&text) > policy.max_message_bytes {
+            return Err(ApiError::frame(FrameError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "messages in `{room}` are at most {} bytes",
+                    policy.max_message_bytes
+                ),
+            )));
+        }
+        if ephemeral && policy.store && !policy.ephemeral {
+            return Err(ApiError::frame(FrameError::new(
+                ErrorCode::Forbidden,
+                format!("ephemeral sends are not allowed in `{room}`"),
+            )));
+        }
+    }
+    let broadcast_id = id.unwrap_or_else(Uuid::now_v7);
+    let sends = rooms.iter().map(|room| {
+        let id = Uuid::new_v5(&broadcast_id, room.as_str().as_bytes());
+        publish_one(
+            &gateway,
+            &from,
+            room.clone(),
+            text.clone(),
+            Some(id),
+            ephemeral,
+        )
+    });
+    let results = join_all(sends).await;
+    let mut messages = Vec::with_capacity(results.len());
+    let mut failed = Vec::new();
+    for (room, result) in rooms.iter().zip(results) {
+        match result {
+            Ok(message) => messages.push(message),
+            Err(e) => {
+                tracing::warn!(%room, code = e.code, "broadcast: a room's message failed");
+                failed.push(room.as_str());
+            }
+        }
+    }
+    if failed.is_empty() {
+        let body = json!({ "id": broadcast_id, "messages": messages });
+        return Ok((StatusCode::CREATED, axum::Json(body)).into_response());
+    }
+    let body = json!({
+        "code": "unavailable",
+        "message": "some rooms' messages could not be made durable; retry with the same id",
+        "id": broadcast_id,
+        "rooms": failed,
+    });
+    Ok((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response())
+}
+
+/// The `rooms` field: 1 to [`BROADCAST_MAX`] distinct valid room names.
+fn rooms(field: Option<&Value>) -> Result<Vec<RoomName>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message);
+    let Some(Value::Array(names)) = field else {
+        return Err(bad(format!(
+            "`rooms` must be an array of 1 to {BROADCAST_MAX} room names"
+        )));
+    };
+    if names.is_empty() || names.len() > BROADCAST_MAX {
+        return Err(bad(format!(
+            "`rooms` must name 1 to {BROADCAST_MAX} rooms, not {}",
+            names.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(names.len());
+    let mut rooms = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let room = name
+            .as_str()
+            .and_then(|s| RoomName::parse(s).ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_room",
+                    format!("`rooms[{i}]` is not a room name"),
+                )
+            })?;
+        if !seen.insert(room.as_str().to_owned()) {
+            return Err(bad(format!("`rooms[{i}]` (`{room}`) is named twice")));
+        }
+        rooms.push(room);
+    }
+    Ok(rooms)
+}
