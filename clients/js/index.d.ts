@@ -73,7 +73,11 @@ export interface ConnectOptions {
   name?: string;
   /** A JWT for servers with authentication. */
   token?: string;
-  /** Asked for a token before the first connection, after one was refused, and when it expired. */
+  /**
+   * Asked for a token before the first connection, after one was refused, when it expired, and when
+   * the server warns that it expires soon (`token_expiring`): the new one is sent as `refresh`, and
+   * the connection goes on.
+   */
   getToken?: () => string | Promise<string>;
   /** The shortest reconnect delay, ms (default 250). */
   backoffMin?: number;

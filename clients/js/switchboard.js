@@ -188,6 +188,24 @@ export class Client extends Emitter {
     this.token = await get();
   }
 
+  /**
+   * The server warned that the connection's token expires soon: with
+   * `getToken`, a new one is asked for and sent (`refresh`), so the
+   * connection goes on; without, the server closes it at expiry (4001)
+   * and the client reconnects.
+   */
+  async renewToken() {
+    const get = this.options.getToken;
+    if (!get || !this.isOpen()) return;
+    try {
+      const token = await get();
+      this.token = token;
+      await this.request({ type: 'refresh', token });
+    } catch (e) {
+      this.emit('error', e);
+    }
+  }
+
   /** @param {any} sock */
   opened(sock) {
     if (this.ws !== sock) return;
@@ -292,6 +310,8 @@ export class Client extends Emitter {
       case 'presence_change':
         this.rooms.get(f.room)?.presenceChange(f);
         return;
+      case 'token_expiring':
+        return this.renewToken();
       case 'error':
         return this.errorFrame(f, pending);
       default:

@@ -87,6 +87,9 @@ pub fn check_request(request: &Request, limits: &Limits) {
             );
         }
         ClientFrame::Ping => {}
+        ClientFrame::Refresh { token } => {
+            assert!(!token.is_empty() && token.len() <= switchboard_protocol::MAX_TOKEN_BYTES);
+        }
     }
     check_answers(request);
     // The request as a client would have written it decodes to itself.
@@ -270,6 +273,10 @@ fn check_answers(request: &Request) {
         ClientFrame::Ping => ServerFrame::Pong {
             r#ref: r#ref.clone(),
         },
+        ClientFrame::Refresh { .. } => ServerFrame::Refreshed {
+            exp: u64::MAX,
+            r#ref: r#ref.clone(),
+        },
     };
     let encoded = frame.encode();
     let v: Value = serde_json::from_str(&encoded).expect("server frames are JSON");
@@ -331,6 +338,10 @@ pub fn encode_request(request: &Request) -> String {
         }
         ClientFrame::Ping => {
             map.insert("type".into(), json!("ping"));
+        }
+        ClientFrame::Refresh { token } => {
+            map.insert("type".into(), json!("refresh"));
+            map.insert("token".into(), json!(token));
         }
     }
     if let Some(r#ref) = &request.r#ref {

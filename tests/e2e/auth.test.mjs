@@ -73,6 +73,40 @@ test("a token's name is the sender, on Socket.IO and on /ws", async () => {
   ws.close();
 });
 
+test('a Socket.IO socket is warned before its token expires, may refresh it, and is disconnected at expiry', async () => {
+  const short = await startServer({ AUTH: 'required', JWT_SECRET: SECRET, JWT_LEEWAY_SECS: '0', TOKEN_WARNING_MS: '1500' });
+  const now = () => Math.floor(Date.now() / 1000);
+  const open = (sub) => {
+    const socket = io(short.url, { transports: ['websocket'], reconnection: false, auth: { token: jwt({ sub, exp: now() + 3 }) } });
+    return new Promise((resolve, reject) => socket.once('connect', () => resolve(socket)).once('connect_error', reject));
+  };
+  try {
+    const stays = await open('ann');
+    const goes = await open('ben');
+    const warnings = await Promise.all([stays, goes].map((s) => new Promise((resolve) => s.once('token_expiring', resolve))));
+    for (const w of warnings) {
+      assert.equal(w.type, 'token_expiring');
+      assert.ok(w.in_ms > 0 && w.in_ms <= 1500, JSON.stringify(w));
+    }
+    const refused = await goes.timeout(5000).emitWithAck('refresh', { token: jwt({ sub: 'eve', exp: now() + 60 }) });
+    assert.equal(refused.code, 'forbidden');
+    const exp = now() + 60;
+    const refreshed = await stays.timeout(5000).emitWithAck('refresh', { token: jwt({ sub: 'ann', exp }) });
+    assert.deepEqual(refreshed, { type: 'refreshed', exp });
+    const told = new Promise((resolve) => goes.once('error', resolve));
+    const gone = new Promise((resolve) => goes.once('disconnect', resolve));
+    assert.equal((await told).code, 'token_expired');
+    assert.equal(await gone, 'io server disconnect');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(stays.connected, 'the refreshed socket stays');
+    const ack = await stays.timeout(5000).emitWithAck('join', { room: `r-${randomUUID().slice(0, 8)}` });
+    assert.equal(ack.type, 'joined');
+    stays.close();
+  } finally {
+    await short.stop();
+  }
+});
+
 test('the binary refuses AUTH=required without a key, naming the variable, exit 64', () => {
   const bin = process.env.SWITCHBOARD_BIN ?? '../../target/debug/switchboard';
   const run = spawnSync(bin, ['serve'], { env: { PATH: process.env.PATH, AUTH: 'required' }, encoding: 'utf8' });

@@ -244,3 +244,21 @@ test('a recovery cut to fit one frame is completed from the history API, in orde
   assert.deepEqual(seen, Array.from({ length: 301 }, (_, i) => i + 1));
   assert.deepEqual(gaps, []);
 });
+
+test('a token_expiring warning asks getToken again and sends the new token as refresh', async () => {
+  let asked = 0;
+  const node = await scriptedNode((f, reply) => {
+    if (f.type === 'refresh') reply({ type: 'refreshed', exp: 4102444800, ref: f.ref });
+  });
+  const client = connect(node.url, { WebSocket, getToken: () => `token-${++asked}` });
+  cleanup.push(() => client.close());
+  await until(() => client.state === 'open', 'open');
+  assert.equal(asked, 1);
+  for (const c of node.wss.clients) c.send(JSON.stringify({ type: 'token_expiring', in_ms: 30000 }));
+  await until(() => node.frames.some((f) => f.type === 'refresh'), 'a refresh');
+  const refresh = node.frames.find((f) => f.type === 'refresh');
+  assert.equal(refresh.token, 'token-2');
+  assert.equal(asked, 2);
+  assert.equal(client.state, 'open');
+  assert.match(node.frames[0].url, /token=token-1/);
+});

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
 
 from .backoff import backoff_delay
 from .errors import RETRYABLE_SEND_CODES, SwitchboardError
@@ -64,6 +64,8 @@ class Session:
         # it last stopped waiting: the keepalive does not blame the network.
         self.blocked = False
         self.unblocked_at = 0.0
+        # Token renewals under way (kept so they are not collected early).
+        self._renewals: Set["asyncio.Task[None]"] = set()
 
     async def write(self, frame: Dict[str, Any]) -> None:
         await self.socket.send(json.dumps(frame, separators=(",", ":")))
@@ -155,12 +157,38 @@ class Session:
             room = self.client._rooms.get(str(frame.get("room")))
             if room is not None:
                 room._emit_presence(PresenceChange.from_wire(frame))
+        elif kind == "token_expiring":
+            self._renew_token()
+        elif kind == "refreshed":
+            self.log.debug("token refreshed until %s", frame.get("exp"))
         elif kind == "left":
             request = self._take_request(frame)
             if request is not None and request.future is not None and not request.future.done():
                 request.future.set_result(None)
         elif kind != "pong":
             self.log.debug("ignoring a frame of type %r", kind)
+
+    def _renew_token(self) -> None:
+        """The server warned that the token expires soon: with ``get_token``,
+        a new one is asked for and sent as ``refresh`` so the connection goes
+        on; without, the server closes it at expiry (4001) and the client
+        reconnects."""
+        get_token = self.client._get_token
+        if get_token is None:
+            return
+
+        async def renew() -> None:
+            try:
+                token = await get_token()
+                self.client._token = token
+                if self.alive:
+                    await self.write({"type": "refresh", "token": token})
+            except Exception as exc:  # the provider's or the socket's failure
+                self.client._emit_error(exc)
+
+        task = self.loop.create_task(renew())
+        self._renewals.add(task)
+        task.add_done_callback(self._renewals.discard)
 
     def _take_request(self, frame: Dict[str, Any]) -> Optional[Request]:
         ref = _int(frame.get("ref"))

@@ -90,6 +90,27 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
             history = await room.history()
             self.assertEqual([m.id for m in history], [ack.id])
 
+    async def test_a_token_about_to_expire_is_refreshed_in_place(self) -> None:
+        node = await self.node(
+            AUTH="required", JWT_SECRET=SECRET, JWT_LEEWAY_SECS="0", TOKEN_WARNING_MS="1500"
+        )
+        calls: List[float] = []
+
+        async def get_token() -> str:
+            calls.append(time.time())
+            return jwt_hs256(SECRET, {"sub": "u1", "exp": int(time.time()) + 3})
+
+        states: List[str] = []
+        async with connect(node.url, get_token=get_token) as sb:
+            sb.on_state(states.append)
+            room = await sb.join(unique("refresh"))
+            # Past two of the tokens' lifetimes: warned and refreshed each time.
+            await asyncio.sleep(5)
+            self.assertGreaterEqual(len(calls), 3, calls)
+            self.assertEqual(states, [], "the connection never dropped")
+            ack = await room.send("still here")
+            self.assertIsNotNone(ack.seq)
+
     async def test_a_refused_static_token_fails_the_connect(self) -> None:
         node = await self.node(AUTH="required", JWT_SECRET=SECRET)
         bad = jwt_hs256("another-secret-of-at-least-32-bytes", {"sub": "u", "exp": int(time.time()) + 60})

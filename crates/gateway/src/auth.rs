@@ -100,6 +100,14 @@ impl TokenVerifier {
         self
     }
 
+    /// Seconds of clock skew allowed around `exp` and `nbf`
+    /// (`JWT_LEEWAY_SECS`, 30 by default); a connection lasts until its
+    /// token's `exp` plus this.
+    pub fn with_leeway(mut self, seconds: u64) -> Self {
+        self.validation.leeway = seconds;
+        self
+    }
+
     fn require(&mut self, claim: &str) {
         self.validation
             .required_spec_claims
@@ -163,6 +171,8 @@ impl TokenVerifier {
             name,
             rooms: claims.rooms.map(Into::into),
             publish: claims.publish.map(Into::into),
+            exp: Some(claims.exp),
+            expires_at: Some(claims.exp.saturating_add(self.validation.leeway)),
         })
     }
 }
@@ -171,7 +181,6 @@ impl TokenVerifier {
 struct Claims {
     sub: String,
     name: Option<String>,
-    #[allow(dead_code, reason = "required and checked by the validation")]
     exp: u64,
     rooms: Option<Vec<String>>,
     publish: Option<Vec<String>>,
@@ -216,6 +225,11 @@ pub struct Identity {
     /// Rooms it may send to, the same way; `None` for any it joined (of a
     /// namespace that does not ask for a grant).
     pub publish: Option<Arc<[String]>>,
+    /// The token's `exp` (Unix seconds); `None` without a token.
+    pub exp: Option<u64>,
+    /// When the connection must end unless refreshed (Unix seconds): `exp`
+    /// plus the clock-skew leeway a token is accepted with.
+    pub expires_at: Option<u64>,
 }
 
 /// The name of a client that gave none: `anon-` and six hex digits.
@@ -231,6 +245,8 @@ impl Identity {
             name,
             rooms: None,
             publish: None,
+            exp: None,
+            expires_at: None,
         }
     }
 
@@ -300,6 +316,33 @@ impl AuthConfig {
             (Some(_), None, AuthMode::Required) => Err(AuthError::NotConfigured),
             (_, _, AuthMode::Off) => Ok(Identity::anonymous(name())),
         }
+    }
+
+    /// The identity of a `refresh`'s token for the connection of `user`
+    /// that lasts until `expires_at`: the same user and a later expiry,
+    /// else `forbidden` and nothing changes.
+    pub fn refresh(
+        &self,
+        user: Option<&str>,
+        expires_at: u64,
+        token: &str,
+    ) -> Result<Identity, FrameError> {
+        let forbidden = |why: String| FrameError::new(ErrorCode::Forbidden, why);
+        let (Some(verifier), Some(user)) = (&self.tokens, user) else {
+            return Err(forbidden("this connection has no token to refresh".into()));
+        };
+        let fresh = verifier
+            .verify(token)
+            .map_err(|e| forbidden(format!("the new token is refused: {e}")))?;
+        if fresh.user.as_deref() != Some(user) {
+            return Err(forbidden("the new token is for another user".into()));
+        }
+        if fresh.expires_at.unwrap_or(0) <= expires_at {
+            return Err(forbidden(
+                "the new token does not expire later than the current one".into(),
+            ));
+        }
+        Ok(fresh)
     }
 
     /// Whether `presented` is the API key, compared in constant time.

@@ -50,6 +50,9 @@ pub struct GatewayConfig {
     pub ping_interval: Duration,
     /// A connection silent this long (pongs included) is closed.
     pub idle_timeout: Duration,
+    /// How long before its token expires a connection is sent
+    /// `token_expiring`.
+    pub token_warning: Duration,
     /// Largest HTTP request body, in bytes.
     pub max_body_bytes: usize,
     /// Sockets open without a WebSocket upgrade (plain HTTP, Socket.IO
@@ -105,6 +108,7 @@ impl Default for GatewayConfig {
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
+            token_warning: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             max_http_connections: 0,
             http_connections_per_ip: 0,

@@ -442,8 +442,15 @@ mod tests {
         let (a, _ra) = ws(64);
         reg.join(&room("r"), 1, Sink::Ws(a.clone()), "a", false);
         for i in 0..40 {
-            let _ = reg.deliver(&msg("r", &i.to_string()));
+            let positioned = Message {
+                seq: i + 1,
+                epoch: "e".into(),
+                ..msg("r", &i.to_string())
+            };
+            let _ = reg.deliver(&positioned);
         }
+        // An ephemeral message (no position) is delivered, not remembered.
+        let _ = reg.deliver(&msg("r", "live only"));
         let recent = reg.join(&room("r"), 2, Sink::Ws(a), "a", false);
         assert_eq!(recent.len(), RECENT_PER_ROOM);
         assert_eq!(recent.last().unwrap().text, "39");

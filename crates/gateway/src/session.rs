@@ -10,6 +10,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use switchboard_protocol::{
@@ -30,6 +31,9 @@ pub(crate) struct Session {
     pub identity: Identity,
     /// Frames per second it may send; `None` when unlimited.
     budget: Option<Box<FrameBudget>>,
+    /// When the connection must end unless refreshed (Unix seconds, 0:
+    /// never): its token's expiry, moved by each `refresh`.
+    expires_at: AtomicU64,
 }
 
 /// Lends a connection's rooms to the session for one step.
@@ -87,8 +91,17 @@ impl Session {
     pub fn new(gateway: &Gateway, identity: Identity) -> Self {
         Self {
             id: gateway.next_conn_id(),
+            expires_at: AtomicU64::new(identity.expires_at.unwrap_or(0)),
             identity,
             budget: FrameBudget::new(gateway.config.send_rate),
+        }
+    }
+
+    /// When the connection must end unless refreshed (Unix seconds).
+    pub fn expires_at(&self) -> Option<u64> {
+        match self.expires_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(at),
         }
     }
 
@@ -116,6 +129,27 @@ impl Session {
         let Request { r#ref, frame } = request;
         match frame {
             ClientFrame::Ping => Answer::Now(ServerFrame::Pong { r#ref }),
+            ClientFrame::Refresh { token } => {
+                drop(turn);
+                let user = self.identity.user.as_deref();
+                let current = self.expires_at();
+                match gateway
+                    .config
+                    .auth
+                    .refresh(user, current.unwrap_or(0), &token)
+                {
+                    Ok(fresh) => {
+                        self.expires_at
+                            .store(fresh.expires_at.unwrap_or(0), Ordering::Relaxed);
+                        metrics::counter!("switchboard_token_refreshes_total").increment(1);
+                        Answer::Now(ServerFrame::Refreshed {
+                            exp: fresh.exp.unwrap_or(0),
+                            r#ref,
+                        })
+                    }
+                    Err(err) => Answer::Now(ServerFrame::error(err.with_ref(r#ref))),
+                }
+            }
             ClientFrame::Join {
                 room,
                 history,

@@ -25,6 +25,9 @@ pub enum ErrorCode {
     /// `send` faster than the connection's rate limit; the message was not
     /// accepted. (Ten times the limit closes the connection with 1008.)
     RateLimited,
+    /// The connection's token expired without a `refresh`: `/ws` closes
+    /// with 4001, a Socket.IO socket gets this error and is disconnected.
+    TokenExpired,
 }
 
 impl ErrorCode {
@@ -39,6 +42,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TokenExpired => "token_expired",
         }
     }
 }

@@ -18,5 +18,7 @@ pub use message::{
     validate_name,
 };
 pub use plain::PlainValue;
-pub use request::{ClientFrame, Limits, MAX_EPOCH_LEN, MAX_REF_LEN, Request, json_string_len};
+pub use request::{
+    ClientFrame, Limits, MAX_EPOCH_LEN, MAX_REF_LEN, MAX_TOKEN_BYTES, Request, json_string_len,
+};
 pub use server::{Member, PresenceChange, PresenceEvent, ServerFrame};

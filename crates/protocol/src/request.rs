@@ -60,7 +60,12 @@ pub enum ClientFrame {
     },
     /// Liveness check.
     Ping,
+    /// A new token for the same user, before the connection's expires.
+    Refresh { token: String },
 }
+
+/// Longest token a `refresh` may carry, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 8192;
 
 /// A decoded client frame with its optional correlation `ref`.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +128,7 @@ impl Request {
     /// Maps a Socket.IO event (`join`, `leave`, `send`, `presence`) with its data object
     /// onto the same request a `/ws` client would send, with the same rules.
     pub fn from_event(event: &str, data: &Value, limits: &Limits) -> Result<Self, FrameError> {
-        if !matches!(event, "join" | "leave" | "send" | "presence") {
+        if !matches!(event, "join" | "leave" | "send" | "presence" | "refresh") {
             return Err(FrameError::new(
                 ErrorCode::BadFrame,
                 format!("unknown event `{event}`"),
@@ -176,6 +181,16 @@ fn decode_fields(
         "presence" => Ok(ClientFrame::Presence { room: room(map)? }),
         "send" => send_fields(room(map)?, map, limits),
         "ping" => Ok(ClientFrame::Ping),
+        "refresh" => match map.get("token") {
+            Some(Value::String(t)) if !t.is_empty() && t.len() <= MAX_TOKEN_BYTES => {
+                Ok(ClientFrame::Refresh { token: t.clone() })
+            }
+            Some(_) => Err(bad_field(
+                "token",
+                &format!("a JWT string of 1 to {MAX_TOKEN_BYTES} bytes"),
+            )),
+            None => Err(missing("token")),
+        },
         other => Err(FrameError::new(
             ErrorCode::BadFrame,
             format!("unknown type `{other}`"),

@@ -83,6 +83,16 @@ pub enum ServerFrame {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<Value>,
     },
+    /// The connection's token expires in `in_ms`: send `refresh` with a
+    /// new one before, or the connection is closed (4001).
+    TokenExpiring { in_ms: u64 },
+    /// A `refresh` was taken: the connection now lasts until the new
+    /// token's `exp` (Unix seconds).
+    Refreshed {
+        exp: u64,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<Value>,
+    },
     /// A refused request; the connection stays open.
     Error {
         code: ErrorCode,

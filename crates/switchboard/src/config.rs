@@ -236,6 +236,7 @@ impl Config {
             handshake_timeout: Duration::from_millis(self.listener.handshake_timeout_ms),
             ping_interval: Duration::from_millis(self.limits.ping_interval_ms),
             idle_timeout: Duration::from_millis(self.limits.idle_timeout_ms),
+            token_warning: Duration::from_millis(self.auth.token_warning_ms),
             max_body_bytes: self.listener.max_body_bytes,
             max_http_connections: self.listener.max_http_connections,
             http_connections_per_ip: self.listener.http_connections_per_ip,

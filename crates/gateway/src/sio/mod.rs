@@ -136,7 +136,7 @@ async fn setup(
     socket.on("event:message", on_legacy_message);
     // `join`, `leave`, `send` and `presence` share one handler; the event name picks
     // the request.
-    for event in ["join", "leave", "send", "presence"] {
+    for event in ["join", "leave", "send", "presence", "refresh"] {
         socket.on(
             event,
             async move |socket: SocketRef,
@@ -188,6 +188,46 @@ async fn on_connect(socket: SocketRef, State(gateway): State<Arc<Gateway>>) {
     }
     tracing::info!(conn_id = session.id, sid = %socket.id, user = %session.identity.name, protocol = "socket.io", "connection opened");
     metrics::gauge!("switchboard_connections", "protocol" => "socket.io").increment(1.0);
+    if session.expires_at().is_some() {
+        tokio::spawn(watch_expiry(gateway, socket));
+    }
+}
+
+/// How often a token's watcher checks that its socket is still there.
+const EXPIRY_RECHECK: Duration = Duration::from_secs(5);
+
+/// A socket authenticated by a token: warned (`token_expiring`) before the
+/// token expires, and at expiry, unless a `refresh` moved it, told
+/// `token_expired` and disconnected. Ends with the socket.
+async fn watch_expiry(gateway: Arc<Gateway>, socket: SocketRef) {
+    let mut warned_for = 0;
+    loop {
+        let Some(conn) = live_conn(&socket) else {
+            return;
+        };
+        let Some(at) = conn.session().expires_at() else {
+            return;
+        };
+        let left = Duration::from_millis((at * 1000).saturating_sub(crate::now_ms() as u64));
+        if left.is_zero() {
+            metrics::counter!("switchboard_token_expiries_total").increment(1);
+            let err = FrameError::new(ErrorCode::TokenExpired, "token expired");
+            let _ = socket.emit("error", &ServerFrame::error(err));
+            let _ = socket.clone().disconnect();
+            return;
+        }
+        let warn_in = left.saturating_sub(gateway.config.token_warning);
+        if warn_in.is_zero() && warned_for != at {
+            warned_for = at;
+            let in_ms = left.as_millis() as u64;
+            let _ = socket.emit("token_expiring", &ServerFrame::TokenExpiring { in_ms });
+        }
+        let wait = if warned_for == at { left } else { warn_in };
+        tokio::select! {
+            () = tokio::time::sleep(wait.min(EXPIRY_RECHECK)) => {}
+            () = gateway.shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// The socket's state if its CONNECT was answered. Events of a socket

@@ -13,6 +13,10 @@ pub(super) struct Due {
     pub flush: bool,
     pub ping: bool,
     pub idle: bool,
+    /// The token expires in this many ms: warn the client (once per expiry).
+    pub expiring: Option<u64>,
+    /// The token has expired (and was not refreshed).
+    pub expired: bool,
 }
 
 /// When a connection last flushed and last heard its client, and what is
@@ -34,6 +38,17 @@ pub(super) struct Clocks {
     pinged: bool,
     pub ping_after: Duration,
     idle_after: Duration,
+    /// How long before its token expires a client is warned.
+    warn_before: Duration,
+    /// The expiry (Unix seconds) the client was warned of.
+    warned_for: u64,
+}
+
+/// Now, in Unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Clocks {
@@ -46,7 +61,19 @@ impl Clocks {
             pinged: false,
             ping_after: config.ping_interval,
             idle_after: config.idle_timeout,
+            warn_before: config.token_warning,
+            warned_for: 0,
         }
+    }
+
+    /// How long until the timer must first fire: a ping, or a token's
+    /// warning, whichever comes first.
+    pub fn first_wait(&self, expires_at: Option<u64>) -> Duration {
+        let warn = expires_at.map(|at| {
+            let left = Duration::from_millis((at * 1000).saturating_sub(unix_ms()));
+            left.saturating_sub(self.warn_before)
+        });
+        warn.map_or(self.ping_after, |w| w.min(self.ping_after))
     }
 
     /// Whether a batch just fed should be flushed now; if not, makes sure
@@ -74,9 +101,30 @@ impl Clocks {
     }
 
     /// What is due now that the timer fired, re-arming it for what comes
-    /// next.
-    pub fn fired(&mut self, timer: Pin<&mut Sleep>) -> Due {
+    /// next; `expires_at` is when the connection's token runs out (Unix
+    /// seconds), as refreshes moved it.
+    pub fn fired(&mut self, timer: Pin<&mut Sleep>, expires_at: Option<u64>) -> Due {
         let now = Instant::now();
+        let left = expires_at.map(|at| (at, (at * 1000).saturating_sub(unix_ms())));
+        let expired = left.is_some_and(|(_, ms)| ms == 0);
+        let mut expiring = None;
+        let mut token_check = None;
+        if let Some((at, ms)) = left
+            && !expired
+        {
+            let warn_in = Duration::from_millis(ms).saturating_sub(self.warn_before);
+            if warn_in.is_zero() && self.warned_for != at {
+                self.warned_for = at;
+                expiring = Some(ms);
+            }
+            // Next: the warning, or (once warned) the expiry itself.
+            let wait = if self.warned_for == at {
+                Duration::from_millis(ms)
+            } else {
+                warn_in
+            };
+            token_check = Some(now + wait);
+        }
         let flush = self.flush_due.is_some_and(|due| now >= due);
         if flush {
             self.flush_due = None;
@@ -91,7 +139,14 @@ impl Clocks {
             } else {
                 self.ping_after
             };
+        let check = token_check.map_or(check, |t| t.min(check));
         timer.reset(self.flush_due.map_or(check, |due| due.min(check)).into());
-        Due { flush, ping, idle }
+        Due {
+            flush,
+            ping,
+            idle,
+            expiring,
+            expired,
+        }
     }
 }

@@ -104,6 +104,9 @@ struct Conn {
     forget_history_at: Instant,
 }
 
+/// The close code of a connection whose token expired unrefreshed.
+pub(crate) const TOKEN_EXPIRED: u16 = 4001;
+
 /// How long ids sent as join history are kept to drop live duplicates.
 const HISTORY_DEDUPE_WINDOW: Duration = Duration::from_secs(5);
 
@@ -192,7 +195,7 @@ impl Conn {
         };
         tokio::pin!(stop);
         let mut clocks = Clocks::new(&self.gateway.config);
-        let timer = tokio::time::sleep(clocks.ping_after);
+        let timer = tokio::time::sleep(clocks.first_wait(self.session.expires_at()));
         tokio::pin!(timer);
         // Every write stalls on a client that stopped reading once its
         // socket buffers are full, so each one runs `guarded`: racing `stop`.
@@ -201,7 +204,7 @@ impl Conn {
                 biased;
                 end = &mut stop => Some(end),
                 () = &mut timer => {
-                    let due = clocks.fired(timer.as_mut());
+                    let due = clocks.fired(timer.as_mut(), self.session.expires_at());
                     self.on_timer(socket, due, stop.as_mut()).await
                 }
                 Ready::Frames = std::future::poll_fn(|cx| self.sink.poll_ready(cx)) => {
@@ -232,6 +235,15 @@ impl Conn {
         }
         if due.idle {
             return Some(End::Close(1001, "idle timeout"));
+        }
+        if due.expired {
+            metrics::counter!("switchboard_token_expiries_total").increment(1);
+            return Some(End::Close(TOKEN_EXPIRED, "token expired"));
+        }
+        if let Some(in_ms) = due.expiring {
+            let warning = ServerFrame::TokenExpiring { in_ms }.encode();
+            // Through the queue: never a write outside the select.
+            self.sink.push(crate::mailbox::reply(warning));
         }
         if due.ping {
             let ping = socket.send(WsMessage::Ping(axum::body::Bytes::new()));

@@ -56,6 +56,19 @@ pub struct AuthArgs {
     /// The `iss` a token must have; unset: `iss` is not checked.
     #[arg(long, env = "JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
+    /// Seconds of clock skew allowed around a token's `exp` and `nbf`; a
+    /// connection lasts until its token's `exp` plus this (0..=300).
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
+    pub jwt_leeway_secs: u64,
+    /// Milliseconds before its token expires that a connection is sent
+    /// `token_expiring` (then `refresh`, or it is closed at expiry).
+    #[arg(
+        long,
+        env = "TOKEN_WARNING_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub token_warning_ms: u64,
     /// Bearer key of `POST /api/rooms/{room}/messages`; unset disables it.
     #[arg(long, env = "API_KEY", hide_env_values = true, global = true)]
     pub api_key: Option<Secret>,
@@ -127,7 +140,11 @@ impl Config {
                 "set only with JWT_SECRET or JWT_PUBLIC_KEY",
             ));
         }
+        if auth.jwt_leeway_secs > 300 {
+            return Err(invalid("JWT_LEEWAY_SECS", "0 to 300 seconds"));
+        }
         let tokens = tokens.map(|mut verifier| {
+            verifier = verifier.with_leeway(auth.jwt_leeway_secs);
             if let Some(audience) = &audience {
                 verifier = verifier.with_audience(audience);
             }
