@@ -115,7 +115,7 @@ export class SwitchboardError extends Error {
 
 export class Room {
   readonly name: string;
-  /** `joining` (also while reconnecting), `filling` (reading what a cut recovery left out), `joined`, or `left`. */
+  /** `joining` (also while reconnecting), `filling` (reading from the store what a cut recovery left out, or a hole in the live stream; live messages wait), `joined`, or `left`. */
   readonly state: 'joining' | 'filling' | 'joined' | 'left';
   /** Names in the room, from `joined` and presence changes. */
   readonly count: number;

@@ -159,6 +159,14 @@ export class Room extends Emitter {
    * @param {any} f
    */
   deliver(f) {
+    const p = this.merge.position;
+    if (this.state === 'joined' && p && typeof f.seq === 'number' && f.epoch === p.epoch && f.seq > p.seq + 1
+      && !this.merge.recent.has(f.id)) {
+      this.state = 'filling';
+      this.held = [f];
+      this.fillHole(p, f.seq).catch((e) => this.failed(e));
+      return;
+    }
     if (this.merge.accept(f)) this.emit('message', toMessage(f));
   }
 
@@ -193,7 +201,43 @@ export class Room extends Emitter {
    * @param {any[]} history
    */
   async fill(f, since, history) {
-    const first = history[0].seq;
+    const { missing, complete } = await this.between(since, history[0].seq);
+    if (this.state !== 'filling') return;
+    this.finish({ ...f, history: [...missing, ...history], recovered: complete, truncated: !complete }, true);
+    this.release();
+  }
+
+  /**
+   * A live message past a hole (the node gave up waiting for what was
+   * between): the hole is read from the store, then delivered in order,
+   * a gap only if the store lacks part of it.
+   * @param {{ epoch: string, seq: number }} since
+   * @param {number} first
+   */
+  async fillHole(since, first) {
+    const { missing, complete } = await this.between(since, first);
+    if (this.state !== 'filling') return;
+    this.state = 'joined';
+    if (!complete) {
+      const event = { room: this.name };
+      this.emit('gap', event);
+      this.client.emit('gap', event);
+    }
+    for (const m of missing) this.deliver(m);
+    // The message past the hole goes now, whether or not the hole was filled.
+    const [past, ...rest] = this.held;
+    this.held = rest;
+    if (past && this.merge.accept(past)) this.emit('message', toMessage(past));
+    this.release();
+  }
+
+  /**
+   * The messages after `since` and before seq `first`, read from the
+   * history API by position, and whether they are all there.
+   * @param {{ epoch: string, seq: number }} since
+   * @param {number} first
+   */
+  async between(since, first) {
     const missing = [];
     let after = since.seq;
     try {
@@ -209,14 +253,22 @@ export class Room extends Emitter {
         }
       }
     } catch {
-      // Unreadable: told as a gap below.
+      // Unreadable: told as a gap.
     }
-    if (this.state !== 'filling') return;
-    const complete = after + 1 === first;
-    this.finish({ ...f, history: [...missing, ...history], recovered: complete, truncated: !complete }, true);
-    const held = this.held ?? [];
+    return { missing, complete: after + 1 === first };
+  }
+
+  /** Delivers the live messages held while filling, in order (one may start another fill). */
+  release() {
+    const held = this.held;
     this.held = [];
-    for (const m of held) this.deliver(m);
+    for (let i = 0; i < held.length; i++) {
+      if (this.state === 'filling') {
+        this.held.push(...held.slice(i));
+        return;
+      }
+      this.deliver(held[i]);
+    }
   }
 
   /**

@@ -262,3 +262,40 @@ test('a token_expiring warning asks getToken again and sends the new token as re
   assert.equal(client.state, 'open');
   assert.match(node.frames[0].url, /token=token-1/);
 });
+
+test('a live message past a hole is held while the hole is read from the store; what the store lacks is a gap', async () => {
+  const E = 'e1';
+  const msg = (seq) => ({ id: `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`, room: 'r', from: 'a', text: `m${seq}`, ts: seq, seq, epoch: E });
+  const stored = new Set([4, 5]);   // the store has 4 and 5; 8 never made it
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url, 'http://x');
+    const after = Number(u.searchParams.get('after_seq'));
+    const page = [];
+    for (let s = after + 1; s <= after + Number(u.searchParams.get('limit')); s++) if (stored.has(s)) page.push(msg(s));
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(page));
+  });
+  const wss = new WebSocketServer({ server, path: '/ws' });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanup.push(() => { for (const c of wss.clients) c.terminate(); wss.close(); server.close(); });
+  wss.on('connection', (socket) => {
+    socket.on('message', (data) => {
+      const f = JSON.parse(String(data));
+      if (f.type !== 'join') return;
+      const reply = (x) => socket.send(JSON.stringify(x));
+      reply({ type: 'joined', room: 'r', ref: f.ref, epoch: E, seq: 2, history: [msg(1), msg(2)] });
+      for (const s of [3, 6, 7, 9, 10]) reply({ type: 'message', ...msg(s) });
+    });
+  });
+  const client = connect(`http://127.0.0.1:${server.address().port}`, { WebSocket });
+  cleanup.push(() => client.close());
+  const seen = [];
+  const gaps = [];
+  await client.join('r', { onMessage: (m) => seen.push(m.seq), onGap: () => {} });
+  client.on('gap', (g) => gaps.push(g.room));
+  await until(() => seen.length >= 9, `the messages (saw ${seen})`, 5000);
+  await sleep(100);
+  assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 9, 10], 'the hole 4-5 filled in order; 8 is gone');
+  assert.deepEqual(gaps, ['r'], 'what the store lacked (8) is a gap');
+});

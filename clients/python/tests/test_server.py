@@ -95,10 +95,13 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
             AUTH="required", JWT_SECRET=SECRET, JWT_LEEWAY_SECS="0", TOKEN_WARNING_MS="1500"
         )
         calls: List[float] = []
+        exps: List[int] = []
 
         async def get_token() -> str:
             calls.append(time.time())
-            return jwt_hs256(SECRET, {"sub": "u1", "exp": int(time.time()) + 3})
+            # Each a little later than the last (`exp` counts whole seconds).
+            exps.append(max(int(time.time()) + 3, exps[-1] + 1 if exps else 0))
+            return jwt_hs256(SECRET, {"sub": "u1", "exp": exps[-1]})
 
         states: List[str] = []
         async with connect(node.url, get_token=get_token) as sb:
