@@ -236,24 +236,71 @@ pub(crate) async fn publish(
     let room = room_of(path)?;
     let fields = json_object(&gateway, body, "{\"text\": .., \"from\": .., \"id\"?: ..}")?;
     let from = sender(&fields)?;
-    // The same checks as a client's `send` (text size, id).
+    let send = server_send(&gateway, room, &fields)?;
+    let message = publish_one(&gateway, &from, send).await?;
+    Ok((StatusCode::CREATED, axum::Json(message)).into_response())
+}
+
+/// A server-side send's fields, checked like a client's `send` (text
+/// size, id, ephemeral).
+pub(crate) struct ServerSend {
+    pub room: RoomName,
+    pub text: String,
+    pub id: Option<Uuid>,
+    pub ephemeral: bool,
+}
+
+/// The send `fields` ask for, to `room`.
+pub(crate) fn server_send(
+    gateway: &Gateway,
+    room: RoomName,
+    fields: &serde_json::Map<String, Value>,
+) -> Result<ServerSend, ApiError> {
     let request =
-        Request::send_to(room, &fields, &gateway.config.limits).map_err(ApiError::frame)?;
-    let ClientFrame::Send {
-        room,
-        text,
-        id,
-        ephemeral,
-    } = request.frame
-    else {
-        return Err(ApiError::new(
+        Request::send_to(room, fields, &gateway.config.limits).map_err(ApiError::frame)?;
+    match request.frame {
+        ClientFrame::Send {
+            room,
+            text,
+            id,
+            ephemeral,
+        } => Ok(ServerSend {
+            room,
+            text,
+            id,
+            ephemeral,
+        }),
+        _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_frame",
             "not a send",
-        ));
-    };
-    let message = publish_one(&gateway, &from, room, text, id, ephemeral).await?;
-    Ok((StatusCode::CREATED, axum::Json(message)).into_response())
+        )),
+    }
+}
+
+/// Whether the policy of `room` takes `text` (its size) as asked
+/// (ephemeral where allowed); the server may publish where members may not.
+pub(crate) fn check_policy(
+    gateway: &Gateway,
+    room: &RoomName,
+    text: &str,
+    ephemeral: bool,
+) -> Result<(), ApiError> {
+    let policy = gateway.policies.of(room.as_str());
+    let most = policy.max_message_bytes;
+    if switchboard_protocol::json_string_len(text) > most {
+        return Err(ApiError::frame(FrameError::new(
+            ErrorCode::TooLarge,
+            format!("messages in `{room}` are at most {most} bytes"),
+        )));
+    }
+    if ephemeral && policy.store && !policy.ephemeral {
+        return Err(ApiError::frame(FrameError::new(
+            ErrorCode::Forbidden,
+            format!("ephemeral sends are not allowed in `{room}`"),
+        )));
+    }
+    Ok(())
 }
 
 /// `401` unless the request carries the API key; `404` when there is none
@@ -309,32 +356,22 @@ pub(crate) fn sender(fields: &serde_json::Map<String, Value>) -> Result<String, 
     }
 }
 
-/// One server-side message to `room`, checked against the room's policy
-/// (its size; the server may publish where members may not), delivered
-/// and, unless ephemeral, made durable: the message, or `unavailable`
-/// with the id to retry with.
+/// One server-side message, checked against its room's policy,
+/// delivered and, unless ephemeral, made durable: the message, or
+/// `unavailable` with the id to retry with.
 pub(crate) async fn publish_one(
     gateway: &Gateway,
     from: &str,
-    room: RoomName,
-    text: String,
-    id: Option<Uuid>,
-    ephemeral: bool,
+    send: ServerSend,
 ) -> Result<switchboard_protocol::Message, ApiError> {
+    let ServerSend {
+        room,
+        text,
+        id,
+        ephemeral,
+    } = send;
+    check_policy(gateway, &room, &text, ephemeral)?;
     let policy = gateway.policies.of(room.as_str());
-    let most = policy.max_message_bytes;
-    if switchboard_protocol::json_string_len(&text) > most {
-        return Err(ApiError::frame(FrameError::new(
-            ErrorCode::TooLarge,
-            format!("messages in `{room}` are at most {most} bytes"),
-        )));
-    }
-    if ephemeral && policy.store && !policy.ephemeral {
-        return Err(ApiError::frame(FrameError::new(
-            ErrorCode::Forbidden,
-            format!("ephemeral sends are not allowed in `{room}`"),
-        )));
-    }
     if ephemeral || !policy.store {
         return Ok(gateway.accept_ephemeral(from, room, text, id));
     }

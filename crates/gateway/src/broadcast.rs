@@ -14,11 +14,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use switchboard_protocol::{ClientFrame, ErrorCode, FrameError, Request, RoomName};
+use switchboard_protocol::RoomName;
 use uuid::Uuid;
 
 use crate::Gateway;
-use crate::api::{json_object, publish_one, sender, server_only};
+use crate::api::{
+    ServerSend, check_policy, json_object, publish_one, sender, server_only, server_send,
+};
 use crate::error::ApiError;
 
 /// Rooms one broadcast may name at most.
@@ -43,51 +45,25 @@ pub(crate) async fn broadcast(
     let from = sender(&fields)?;
     let rooms = rooms(fields.get("rooms"))?;
     // The text, id and ephemeral flag follow a send's rules.
-    let request = Request::send_to(rooms[0].clone(), &fields, &gateway.config.limits)
-        .map_err(ApiError::frame)?;
-    let ClientFrame::Send {
+    let ServerSend {
         text,
         id,
         ephemeral,
         ..
-    } = request.frame
-    else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_frame",
-            "not a send",
-        ));
-    };
+    } = server_send(&gateway, rooms[0].clone(), &fields)?;
     // Every room's policy first: a refusal sends nothing.
     for room in &rooms {
-        let policy = gateway.policies.of(room.as_str());
-        if switchboard_protocol::json_string_len(&text) > policy.max_message_bytes {
-            return Err(ApiError::frame(FrameError::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "messages in `{room}` are at most {} bytes",
-                    policy.max_message_bytes
-                ),
-            )));
-        }
-        if ephemeral && policy.store && !policy.ephemeral {
-            return Err(ApiError::frame(FrameError::new(
-                ErrorCode::Forbidden,
-                format!("ephemeral sends are not allowed in `{room}`"),
-            )));
-        }
+        check_policy(&gateway, room, &text, ephemeral)?;
     }
     let broadcast_id = id.unwrap_or_else(Uuid::now_v7);
     let sends = rooms.iter().map(|room| {
-        let id = Uuid::new_v5(&broadcast_id, room.as_str().as_bytes());
-        publish_one(
-            &gateway,
-            &from,
-            room.clone(),
-            text.clone(),
-            Some(id),
+        let send = ServerSend {
+            room: room.clone(),
+            text: text.clone(),
+            id: Some(Uuid::new_v5(&broadcast_id, room.as_str().as_bytes())),
             ephemeral,
-        )
+        };
+        publish_one(&gateway, &from, send)
     });
     let results = join_all(sends).await;
     let mut messages = Vec::with_capacity(results.len());
