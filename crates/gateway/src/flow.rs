@@ -9,6 +9,10 @@
 //! (a Pub/Sub message lost in a Redis blip or a resubscribe, an inbox drop
 //! under load) from the room's window, for at most [`GAP_WAIT`]. What the
 //! window no longer has is skipped and counted.
+//!
+//! A gap is seen when a later message arrives; a room whose *last*
+//! messages were lost has none to reveal it, so a room that went quiet is
+//! asked its position once ([`Flows::probe_quiet`]) and catches up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,6 +36,10 @@ const HOLD_MAX: usize = 10_000;
 /// Flows kept before idle ones are forgotten.
 const SWEEP_ABOVE: usize = 10_000;
 const FORGET_AFTER: Duration = Duration::from_secs(300);
+/// A room quiet this long after its last message is probed once...
+const QUIET_AFTER: Duration = Duration::from_secs(1);
+/// ...if that message came within this long (older quiet rooms were).
+const QUIET_WITHIN: Duration = Duration::from_secs(10);
 
 /// The flows of every room this node has delivered in.
 pub(crate) struct Flows {
@@ -61,6 +69,8 @@ struct Flow {
     /// A fill task is running.
     filling: bool,
     used: Option<Instant>,
+    /// Its position was asked since its last message (see `probe_quiet`).
+    probed: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,6 +135,35 @@ impl Flows {
         }
     }
 
+    /// Rooms that went quiet lately (no message for [`QUIET_AFTER`], the
+    /// last within [`QUIET_WITHIN`]) are asked their position once per
+    /// quiet spell: messages lost at the end of a burst, with nothing after
+    /// them to reveal the gap, are filled from the log. One position read
+    /// per room that goes quiet, none for busy or idle rooms.
+    pub async fn probe_quiet(self: &Arc<Self>) {
+        let quiet: Vec<RoomName> = {
+            let rooms = lock(&self.rooms);
+            rooms
+                .flows
+                .iter()
+                .filter_map(|(room, flow)| {
+                    let mut f = lock(flow);
+                    let idle = f.used?.elapsed();
+                    if f.probed || f.filling || idle < QUIET_AFTER || idle > QUIET_WITHIN {
+                        return None;
+                    }
+                    f.probed = true;
+                    Some(room.clone())
+                })
+                .collect()
+        };
+        for room in quiet {
+            if let Ok(position) = self.sequencer.position(&room).await {
+                self.catch_up(&room, &position);
+            }
+        }
+    }
+
     /// The ordering point has given `position`: fill up to it.
     fn catch_up(self: &Arc<Self>, room: &RoomName, position: &Position) {
         let flow = self.flow(room);
@@ -149,6 +188,7 @@ impl Flows {
         let mut guard = lock(&flow);
         let flow_state = &mut *guard;
         flow_state.used = Some(Instant::now());
+        flow_state.probed = false;
         if flow_state.epoch != message.epoch {
             if !flow_state.epoch.is_empty() {
                 // The ordering point lost the room: what was held is

@@ -196,9 +196,19 @@ impl Gateway {
             let mut seen = gateway.bus.resubscriptions();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_millis(200));
+                let mut ticks = 0u64;
                 loop {
                     every.tick().await;
                     let Some(gateway) = weak.upgrade() else { break };
+                    ticks += 1;
+                    // Once a second: rooms that went quiet check they have
+                    // their last messages.
+                    if ticks.is_multiple_of(5)
+                        && let Positions::Cluster(flows) = &gateway.positions
+                    {
+                        let flows = flows.clone();
+                        tokio::spawn(async move { flows.probe_quiet().await });
+                    }
                     let now = gateway.bus.resubscriptions();
                     if now == seen {
                         continue;
