@@ -307,12 +307,23 @@ pub async fn kafka_node_with(
     redis: Option<RedisOptions>,
     ack_timeout: Duration,
 ) -> Node {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = GatewayConfig {
         node_id: node_id.into(),
         ack_timeout,
         ..GatewayConfig::default()
     };
+    kafka_node_config(brokers, s, gateway, redis).await
+}
+
+/// The same with `gateway` settings as given (`node_id` names it).
+pub async fn kafka_node_config(
+    brokers: &str,
+    s: &Setup,
+    gateway: GatewayConfig,
+    redis: Option<RedisOptions>,
+) -> Node {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_id = gateway.node_id.clone();
     let kafka = KafkaOptions {
         brokers: brokers.into(),
         topic: s.topic.clone(),

@@ -1,0 +1,126 @@
+//! Ephemeral messages through the durable pipeline: two clustered nodes
+//! journaling to Kafka (tansu) and an archiver writing PostgreSQL. Members
+//! on both nodes get the ephemeral messages; the Kafka topic and the store
+//! hold only the stored ones.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::pipeline::{Archiver, await_ready, await_rows, kafka, kafka_node_config, rows, setup};
+use common::redis::{await_numsub, shared_url};
+use common::unique;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use switchboard_bus::RedisOptions;
+use switchboard_gateway::{GatewayConfig, Policies};
+
+fn config(node: &str) -> GatewayConfig {
+    let file = "[namespaces.typing]\nstore = false\nhistory = 0\n";
+    let base = GatewayConfig::default();
+    GatewayConfig {
+        node_id: node.into(),
+        ack_timeout: Duration::from_secs(10),
+        policies: Some(Policies::parse("t.toml", file, base.policy_bounds()).unwrap()),
+        ..base
+    }
+}
+
+/// Every record of `topic` (its three partitions), read from the start.
+fn topic_records(topic: &str) -> Vec<Value> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    let mut end = 0;
+    for partition in 0..3 {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap();
+        end += high;
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (records.len() as i64) < end && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            records.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
+        }
+    }
+    assert_eq!(records.len() as i64, end, "read the whole topic");
+    records
+}
+
+#[tokio::test]
+async fn ephemeral_messages_reach_both_nodes_and_never_the_topic_or_the_store() {
+    let s = setup().await;
+    let prefix = unique("pp");
+    let redis = |node: &str| Some(RedisOptions::new(shared_url(), &prefix, node));
+    let n1 = kafka_node_config(&kafka(), &s, config("n1"), redis("n1")).await;
+    let n2 = kafka_node_config(&kafka(), &s, config("n2"), redis("n2")).await;
+    await_ready(&n1).await;
+    await_ready(&n2).await;
+    let archiver = Archiver::start(&kafka(), &s.topic, &s.group, &s.db);
+    let (typing, chat) = (format!("typing:{}", unique("t")), unique("chat"));
+    let mut a = n1.client("ann").await;
+    let mut b = n2.client("ben").await;
+    for room in [&typing, &chat] {
+        a.join(room).await;
+        b.join(room).await;
+        await_numsub(&shared_url(), &format!("{{{prefix}:{room}}}:ch"), 2).await;
+    }
+    for i in 0..5 {
+        a.send(json!({"type": "send", "room": typing, "text": format!("typing {i}")}))
+            .await;
+    }
+    let mut stored_ids = HashSet::new();
+    for i in 0..3 {
+        let id = a.send_text(&chat, &format!("said {i}")).await;
+        stored_ids.insert(id);
+    }
+    let mut live = 0;
+    let mut said = 0;
+    while live < 5 || said < 3 {
+        let m = b.recv_type("message").await;
+        if m["room"] == typing.as_str() {
+            assert!(m.get("seq").is_none(), "{m}");
+            live += 1;
+        } else {
+            said += 1;
+        }
+    }
+    assert_eq!(
+        await_rows(&s.schema, 3, Duration::from_secs(60)).await,
+        (3, 3)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored: HashSet<String> = rows(&s.schema)
+        .await
+        .iter()
+        .map(|r| r.0.to_string())
+        .collect();
+    assert_eq!(
+        stored, stored_ids,
+        "the store holds the stored messages only"
+    );
+    let records = topic_records(&s.topic);
+    assert!(
+        records.iter().all(|r| r["room"] == chat.as_str()),
+        "only the stored room's messages in the topic: {records:?}"
+    );
+    let ids: HashSet<String> = records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, stored_ids);
+    assert!(archiver.stop().success());
+    n1.stop().await;
+    n2.stop().await;
+}
