@@ -329,7 +329,7 @@ pub async fn kafka_node_config(
         topic: s.topic.clone(),
         partitions: 3,
         replication: 1,
-        node_id: node_id.into(),
+        node_id,
         overrides: vec![],
     };
     let options = NodeOptions {
