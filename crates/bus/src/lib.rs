@@ -117,6 +117,20 @@ pub trait Presences: Send + Sync + 'static {
 
     /// How many names are in `room`, across every node.
     fn count(&self, room: &RoomName) -> BusFuture<u64>;
+
+    /// A page of the rooms with members anywhere, with their names'
+    /// count: about `count` of them from `cursor` (0 to begin), and the
+    /// cursor of the next page (0 after the last).
+    fn rooms(&self, cursor: u64, count: u32) -> BusFuture<RoomPage>;
+}
+
+/// A page of rooms with members across the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomPage {
+    /// Each room with how many names are in it.
+    pub rooms: Vec<(RoomName, u64)>,
+    /// Where the next page starts; 0 when this was the last.
+    pub next: u64,
 }
 
 /// An ordering point could not be reached or answered nonsense.

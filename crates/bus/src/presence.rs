@@ -29,7 +29,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::sequence::Keys;
-use crate::{BusError, BusFuture, Presences};
+use crate::{BusError, BusFuture, Presences, RoomPage};
 
 /// A node's state for one name in one room. KEYS: pres, pcount. ARGV:
 /// node, name, connections, since, channel, room.
@@ -411,6 +411,51 @@ impl Presences for RedisPresence {
         let keys = Keys::new(&inner.prefix, room);
         Box::pin(async move { inner.read(redis::cmd("HLEN").arg(&keys.pcount)).await })
     }
+
+    fn rooms(&self, cursor: u64, count: u32) -> BusFuture<RoomPage> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            // Every room with names has its `{prefix:room}:pcount` hash.
+            let head = format!("{{{}:", inner.prefix);
+            let pattern = format!("{}*}}:pcount", glob_escape(&head));
+            let (next, keys): (u64, Vec<String>) = inner
+                .read(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(count.max(1)),
+                )
+                .await?;
+            let mut rooms = Vec::with_capacity(keys.len());
+            for key in keys {
+                let name = key
+                    .strip_prefix(&head)
+                    .and_then(|k| k.strip_suffix("}:pcount"));
+                let Some(room) = name.and_then(|n| RoomName::parse(n).ok()) else {
+                    continue;
+                };
+                let names: u64 = inner.read(redis::cmd("HLEN").arg(&key)).await?;
+                if names > 0 {
+                    rooms.push((room, names));
+                }
+            }
+            Ok(RoomPage { rooms, next })
+        })
+    }
+}
+
+/// `text` with Redis glob characters escaped, to match it literally.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Every node's `node\x1fname` -> `connections since`, by name: the

@@ -303,6 +303,52 @@ pub(crate) fn check_policy(
     Ok(())
 }
 
+/// Rooms per page of `GET /api/rooms` at most.
+const ROOMS_PAGE_MAX: u32 = 1000;
+
+/// `GET /api/rooms?cursor=0&limit=100` with the API key: the rooms with
+/// members across the cluster and how many names each has, a page at a
+/// time: `{"rooms":[{"room":..,"count":..}],"next":N}` (`next` 0 after the
+/// last page).
+pub(crate) async fn rooms(
+    State(gateway): State<Arc<Gateway>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    server_only(&gateway, &headers)?;
+    let query = query_of(query)?;
+    let number = |name: &str, default: u64, most: u64| -> Result<u64, ApiError> {
+        match query.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse::<u64>().ok().filter(|n| *n <= most).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("`{name}` must be an integer from 0 to {most}"),
+                )
+            }),
+        }
+    };
+    let cursor = number("cursor", 0, u64::MAX)?;
+    let limit = number("limit", 100, u64::from(ROOMS_PAGE_MAX))?.max(1) as u32;
+    match gateway.presence.rooms(cursor, limit).await {
+        Ok(page) => {
+            let rooms: Vec<Value> = page
+                .rooms
+                .iter()
+                .map(|(room, count)| serde_json::json!({"room": room, "count": count}))
+                .collect();
+            Ok(axum::Json(serde_json::json!({"rooms": rooms, "next": page.next})).into_response())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "room listing failed");
+            Err(ApiError::unavailable(
+                "the room list is unavailable; retry later",
+            ))
+        }
+    }
+}
+
 /// `401` unless the request carries the API key; `404` when there is none
 /// (the server's routes do not exist then).
 pub(crate) fn server_only(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {

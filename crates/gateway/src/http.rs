@@ -53,6 +53,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
             get(crate::api::room_messages).post(crate::api::publish),
         )
         .route("/api/rooms/{room}/presence", get(crate::api::room_presence))
+        .route("/api/rooms", get(crate::api::rooms))
         .route(
             "/api/broadcast",
             axum::routing::post(crate::broadcast::broadcast),

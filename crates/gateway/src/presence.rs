@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use switchboard_bus::{BusError, Presences};
+use switchboard_bus::{BusError, Presences, RoomPage};
 use switchboard_protocol::{Member, PresenceChange, PresenceEvent, RoomName};
 
 use crate::registry::{PresenceUpdate, Registry};
@@ -156,6 +156,30 @@ impl Presence {
             members,
             truncated,
         })
+    }
+
+    /// A page of the rooms with members (across the cluster) and how many
+    /// names each has: about `limit` from `cursor`, and where the next page
+    /// starts (0 after the last). A single node pages its sorted rooms by
+    /// offset; a cluster follows Redis's scan, whose pages may repeat a room.
+    pub async fn rooms(&self, cursor: u64, limit: u32) -> Result<RoomPage, BusError> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.rooms(cursor, limit).await;
+        }
+        let Some(registry) = self.registry() else {
+            return Ok(RoomPage::default());
+        };
+        let names = registry.room_names();
+        let start = usize::try_from(cursor)
+            .unwrap_or(usize::MAX)
+            .min(names.len());
+        let end = start.saturating_add(limit as usize).min(names.len());
+        let rooms = names[start..end]
+            .iter()
+            .map(|room| (room.clone(), registry.name_count(room) as u64))
+            .collect();
+        let next = if end < names.len() { end as u64 } else { 0 };
+        Ok(RoomPage { rooms, next })
     }
 
     /// How many names are in `room` (`None` when it cannot be read now).

@@ -363,6 +363,14 @@ impl Registry {
         cut
     }
 
+    /// The rooms with local members, sorted by name.
+    pub fn room_names(&self) -> Vec<RoomName> {
+        let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<RoomName> = rooms.keys().cloned().collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names
+    }
+
     /// Number of rooms with local members.
     pub fn room_count(&self) -> usize {
         self.rooms
