@@ -40,10 +40,13 @@ test('tokens, the API key and the secret stay out of trace-level logs', async ()
   const joined = await overWs.emitWithAck('join', { room });
   assert.equal(joined.type, 'joined');
   const wsUrl = server.url.replace('http', 'ws');
-  for (const ws of [
-    new WebSocket(`${wsUrl}/ws?token=${tokens[2]}`),
-    new WebSocket(`${wsUrl}/ws`, { headers: { authorization: `Bearer ${tokens[3]}` } }),
+  // One at a time, each made when awaited: a socket made earlier could open
+  // before its `open` listener is attached.
+  for (const open of [
+    () => new WebSocket(`${wsUrl}/ws?token=${tokens[2]}`),
+    () => new WebSocket(`${wsUrl}/ws`, { headers: { authorization: `Bearer ${tokens[3]}` } }),
   ]) {
+    const ws = open();
     await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
     ws.close();
   }
