@@ -333,9 +333,19 @@ async fn repeated_recoveries_are_bounded_and_do_not_starve_others() {
         writers.push(c);
     }
     writer.send_text(&room, "last").await;
+    // Every writer's sends accepted (they are read on their own
+    // connections, maybe after the last one): the room is 1,001 long.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let now = loop {
+        writer.send(json!({"type": "join", "room": room})).await;
+        let seq = writer.recv_type("joined").await["seq"].as_u64().unwrap();
+        if seq >= 1_001 || Instant::now() > deadline {
+            break seq;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(now, 1_001, "every send was accepted");
     // 1,000 behind: the most that is recovered.
-    writer.send(json!({"type": "join", "room": room})).await;
-    let now = writer.recv_type("joined").await["seq"].as_u64().unwrap();
     let mut attacker = node.client("attacker").await;
     for _ in 0..100 {
         attacker
