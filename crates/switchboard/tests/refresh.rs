@@ -30,8 +30,17 @@ async fn node() -> Node {
     Node::start("sqlite::memory:", config).await
 }
 
-async fn connect(node: &Node, sub: &str, lifetime: u64) -> Client {
-    let token = hs256(json!({"sub": sub, "exp": now() + lifetime}));
+/// Now, in Unix milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A connection of `sub` with a token expiring at `exp` (Unix seconds).
+async fn connect(node: &Node, sub: &str, exp: u64) -> Client {
+    let token = hs256(json!({"sub": sub, "exp": exp}));
     common::open_ws(node.addr, &format!("/ws?token={token}"), &[])
         .await
         .map_err(|(status, body)| format!("{status} {body}"))
@@ -47,18 +56,25 @@ async fn ask(client: &mut Client, frame: Value) -> Value {
 async fn a_warned_connection_that_refreshes_stays_and_one_that_does_not_is_closed_4001() {
     let node = node().await;
     let started = Instant::now();
-    let mut stays = connect(&node, "ann", 3).await;
-    let mut goes = connect(&node, "ben", 3).await;
+    // Whole seconds: a token of `now() + 3` lives 2 to 3 s.
+    let exp = now() + 3;
+    let mut stays = connect(&node, "ann", exp).await;
+    let mut goes = connect(&node, "ben", exp).await;
     for client in [&mut stays, &mut goes] {
         let warning = client.recv().await;
         assert_eq!(warning["type"], "token_expiring", "{warning}");
         let in_ms = warning["in_ms"].as_u64().unwrap();
-        assert!(in_ms <= 1500 && in_ms > 0, "{warning}");
+        assert!(
+            in_ms <= 1500 && in_ms > 0,
+            "warned within the last 1.5 s: {warning}"
+        );
+        // What it says is the time left until the token's `exp`.
+        let left = (exp * 1000).saturating_sub(now_ms());
+        assert!(
+            left.abs_diff(in_ms) < 300,
+            "{in_ms} ms said, {left} ms left"
+        );
     }
-    assert!(
-        started.elapsed() >= Duration::from_millis(1000),
-        "warned only near the end"
-    );
 
     // Refused refreshes change nothing.
     let other_user = hs256(json!({"sub": "eve", "exp": now() + 60}));
