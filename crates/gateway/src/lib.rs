@@ -28,6 +28,7 @@ mod positions;
 mod presence;
 mod recent;
 mod registry;
+mod rooms;
 mod session;
 mod sio;
 mod ws;

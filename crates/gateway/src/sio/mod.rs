@@ -31,7 +31,8 @@ use crate::auth::request_token;
 use crate::error::ApiError;
 use crate::gate::Gate;
 use crate::registry::{Cut, Sink};
-use crate::session::{Answer, Session, lobby};
+use crate::rooms::lobby;
+use crate::session::{Answer, Session};
 
 pub(crate) use socket::cut;
 use socket::{SioConn, conn_of};

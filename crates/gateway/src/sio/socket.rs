@@ -12,7 +12,8 @@ use socketioxide::extract::SocketRef;
 use tokio::sync::watch;
 
 use crate::registry::{Cut, Registry};
-use crate::session::{HoldsRooms, Rooms, Session};
+use crate::rooms::Rooms;
+use crate::session::{HoldsRooms, Session};
 
 /// How long a kicked slow consumer may take to accept its DISCONNECT before
 /// the engine's own heartbeat timeout is left to close it.

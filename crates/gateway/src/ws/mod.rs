@@ -33,7 +33,8 @@ use crate::limits::ConnectionSlot;
 use crate::mailbox::{Mailbox, Ready};
 use crate::recent::IdWindow;
 use crate::registry::{Sink, WsSink};
-use crate::session::{Answer, Rooms, Session};
+use crate::rooms::Rooms;
+use crate::session::{Answer, Session};
 use clocks::{Clocks, Due};
 
 /// Frames written per flush at most, so one busy connection cannot starve
