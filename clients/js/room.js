@@ -219,9 +219,7 @@ export class Room extends Emitter {
     if (this.state !== 'filling') return;
     this.state = 'joined';
     if (!complete) {
-      const event = { room: this.name };
-      this.emit('gap', event);
-      this.client.emit('gap', event);
+      this.gap();
     }
     for (const m of missing) this.deliver(m);
     // The message past the hole goes now, whether or not the hole was filled.
@@ -282,12 +280,17 @@ export class Room extends Emitter {
     this.joinedOnce = true;
     if (typeof f.count === 'number') this.count = f.count;
     if (gap) {
-      const event = { room: this.name };
-      this.emit('gap', event);
-      this.client.emit('gap', event);
+      this.gap();
     }
     for (const m of messages) this.emit('message', toMessage(m));
     this.emit('joined', { room: this.name, count: this.count, rejoined: again });
+  }
+
+  /** Messages of this room were lost: told to the room's and the client's `gap` listeners. */
+  gap() {
+    const event = { room: this.name };
+    this.emit('gap', event);
+    this.client.emit('gap', event);
   }
 
   /** @param {any} f */
