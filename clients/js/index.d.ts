@@ -8,12 +8,21 @@ export interface Message {
   room: string;
   /** The sender's display name. */
   from: string;
+  /** Empty when the message carries only `data`. */
   text: string;
+  /** A JSON value, when the sender gave one. */
+  data?: unknown;
   /** When the server accepted it, Unix milliseconds. */
   ts: number;
   /** Its place in the room: 1, 2, 3, ... within `epoch`; absent without a position. */
   seq?: number;
   epoch?: string;
+}
+
+/** A deleted message of a room. */
+export interface Deleted {
+  room: string;
+  id: string;
 }
 
 /** A durable send: its id and the position it was given. */
@@ -100,6 +109,8 @@ export interface JoinOptions {
   presence?: boolean;
   onMessage?: (message: Message) => void;
   onPresence?: (change: PresenceChange) => void;
+  /** A message of the room was deleted, also one in the join's history. */
+  onDeleted?: (deleted: Deleted) => void;
 }
 
 /** An error with the server's (or the client's) stable code. */
@@ -125,8 +136,14 @@ export class Room {
   on(event: 'presence', fn: (change: PresenceChange) => void): () => void;
   on(event: 'gap', fn: (gap: Gap) => void): () => void;
   on(event: 'joined', fn: (joined: Joined) => void): () => void;
-  /** Resolves once the message is durable; rejects with the server's code. Resent with its id across reconnects. */
-  send(text: string, options?: { id?: string }): Promise<Ack>;
+  /** A message of the room was deleted (moderation): forget it. */
+  on(event: 'deleted', fn: (deleted: Deleted) => void): () => void;
+  /**
+   * Sends a text, a JSON value (`options.data`, where the room's policy takes data) or both.
+   * Resolves once the message is durable (`ephemeral`: once handed to the cluster, `seq` null);
+   * rejects with the server's code. Resent with its id across reconnects.
+   */
+  send(text: string | null, options?: { id?: string; data?: unknown; ephemeral?: boolean }): Promise<Ack>;
   /** Stored messages, oldest first: the latest `limit` before message `before`. */
   history(options?: { before?: string; limit?: number }): Promise<Message[]>;
   presence(): Promise<PresenceList>;
@@ -178,6 +195,8 @@ export interface PendingSend {
   readonly id: string;
   readonly room: string;
   readonly text: string;
+  readonly data?: unknown;
+  readonly ephemeral: boolean;
 }
 
 /** Sends not acked yet, in the order they were made, at most `max` (used by `Client`). */
@@ -186,7 +205,10 @@ export class Outbox {
   readonly max: number;
   readonly size: number;
   /** Adds a send; throws `outbox_full` past the bound and `duplicate_id` for an id already pending. */
-  add(send: { id: string; room: string; text: string }): { entry: PendingSend; promise: Promise<Ack> };
+  add(send: { id: string; room: string; text: string; data?: unknown; ephemeral?: boolean }): {
+    entry: PendingSend;
+    promise: Promise<Ack>;
+  };
   get(id: string): PendingSend | undefined;
   /** Settles a pending send with its ack; false when it was not pending. */
   resolve(id: string, ack: Ack): boolean;

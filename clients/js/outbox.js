@@ -33,14 +33,14 @@ export class Outbox {
   /**
    * Adds a send; throws `outbox_full` past the bound and `duplicate_id`
    * for an id already pending.
-   * @param {{ id: string, room: string, text: string }} send
+   * @param {{ id: string, room: string, text: string, data?: unknown, ephemeral?: boolean }} send
    * @returns {{ entry: Pending, promise: Promise<Ack> }}
    */
-  add({ id, room, text }) {
+  add({ id, room, text, data, ephemeral = false }) {
     if (this.entries.size >= this.max) throw new SwitchboardError('outbox_full', `${this.max} sends are waiting for their ack`);
     if (this.entries.has(id)) throw new SwitchboardError('duplicate_id', `a send with id ${id} is already pending`);
     /** @type {Pending} */
-    const entry = { id, room, text, tries: 0, retries: 0, inFlight: false, timer: null, seq: 0, epoch: '', resolve: () => {}, reject: () => {} };
+    const entry = { id, room, text, data, ephemeral, tries: 0, retries: 0, inFlight: false, timer: null, seq: 0, epoch: '', resolve: () => {}, reject: () => {} };
     const promise = new Promise((resolve, reject) => {
       entry.resolve = resolve;
       entry.reject = reject;
@@ -113,7 +113,7 @@ export function uuid() {
 /**
  * @typedef {{ id: string, seq: number | null, epoch: string | null }} Ack
  * @typedef {{
- *   id: string, room: string, text: string,
+ *   id: string, room: string, text: string, data: unknown, ephemeral: boolean,
  *   tries: number, retries: number, inFlight: boolean,
  *   timer: ReturnType<typeof setTimeout> | null,
  *   seq: number, epoch: string,

@@ -81,6 +81,7 @@ export class Room extends Emitter {
     this.held = [];
     if (options.onMessage) this.on('message', options.onMessage);
     if (options.onPresence) this.on('presence', options.onPresence);
+    if (options.onDeleted) this.on('deleted', options.onDeleted);
   }
 
   /** The position of the last message delivered: `{ epoch, seq }` or null. */
@@ -97,16 +98,18 @@ export class Room extends Emitter {
   }
 
   /**
-   * Sends `text`; resolves with `{ id, seq, epoch }` once the message is
-   * durable, rejects with a {@link SwitchboardError} carrying the server's
-   * code. Survives reconnects: it is resent with its id until acked.
-   * @param {string} text
-   * @param {{ id?: string }} [options]
+   * Sends `text` (or null), with `options.data` (any JSON value, where the
+   * room's policy takes data); resolves with `{ id, seq, epoch }` once the
+   * message is durable (`ephemeral`: once handed to the cluster, without a
+   * position), rejects with a {@link SwitchboardError} carrying the
+   * server's code. Survives reconnects: it is resent with its id until acked.
+   * @param {string | null} text
+   * @param {{ id?: string, data?: unknown, ephemeral?: boolean }} [options]
    */
   send(text, options = {}) {
     if (this.client.state === 'closed') return Promise.reject(new SwitchboardError('closed', 'the client is closed'));
     if (this.state === 'left') return Promise.reject(new SwitchboardError('not_joined', `${this.name} was left`));
-    return this.client.enqueue(this, text, options.id);
+    return this.client.enqueue(this, text ?? '', options);
   }
 
   /**
@@ -167,7 +170,17 @@ export class Room extends Emitter {
       this.fillHole(p, f.seq).catch((e) => this.failed(e));
       return;
     }
-    if (this.merge.accept(f)) this.emit('message', toMessage(f));
+    if (this.merge.accept(f)) this.show(f);
+  }
+
+  /**
+   * An accepted message to the listeners: a tombstone (a deleted message
+   * recovered or read back) as `deleted`, others as `message`.
+   * @param {any} f
+   */
+  show(f) {
+    if (f.deleted) this.emit('deleted', { room: this.name, id: f.id });
+    else this.emit('message', toMessage(f));
   }
 
   /**
@@ -225,7 +238,7 @@ export class Room extends Emitter {
     // The message past the hole goes now, whether or not the hole was filled.
     const [past, ...rest] = this.held;
     this.held = rest;
-    if (past && this.merge.accept(past)) this.emit('message', toMessage(past));
+    if (past && this.merge.accept(past)) this.show(past);
     this.release();
   }
 
@@ -282,7 +295,7 @@ export class Room extends Emitter {
     if (gap) {
       this.gap();
     }
-    for (const m of messages) this.emit('message', toMessage(m));
+    for (const m of messages) this.show(m);
     this.emit('joined', { room: this.name, count: this.count, rejoined: again });
   }
 
@@ -328,7 +341,8 @@ async function getJson(client, path) {
  * @returns {import('./index').Message}
  */
 function toMessage(f) {
-  const m = { id: f.id, room: f.room, from: f.from, text: f.text, ts: f.ts };
+  const m = { id: f.id, room: f.room, from: f.from, text: f.text ?? '', ts: f.ts };
+  if (f.data !== undefined) Object.assign(m, { data: f.data });
   if (typeof f.seq === 'number') Object.assign(m, { seq: f.seq, epoch: f.epoch });
   return m;
 }

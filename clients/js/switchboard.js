@@ -310,6 +310,9 @@ export class Client extends Emitter {
       case 'presence_change':
         this.rooms.get(f.room)?.presenceChange(f);
         return;
+      case 'deleted':
+        this.rooms.get(f.room)?.emit('deleted', { room: f.room, id: f.id });
+        return;
       case 'token_expiring':
         return this.renewToken();
       case 'error':
@@ -420,13 +423,13 @@ export class Client extends Emitter {
   /**
    * @param {Room} room
    * @param {string} text
-   * @param {string} [id]
+   * @param {{ id?: string, data?: unknown, ephemeral?: boolean }} options
    */
-  enqueue(room, text, id) {
+  enqueue(room, text, { id, data, ephemeral }) {
     if (this.state === 'closed') return Promise.reject(new SwitchboardError('closed', 'the client is closed'));
     let added;
     try {
-      added = this.outbox.add({ id: id ?? uuid(), room: room.name, text });
+      added = this.outbox.add({ id: id ?? uuid(), room: room.name, text, data, ephemeral });
     } catch (e) {
       return Promise.reject(e);
     }
@@ -442,7 +445,12 @@ export class Client extends Emitter {
     this.refs.set(ref, { id: e.id, resolve() {}, reject() {} });
     e.tries++;
     e.inFlight = true;
-    this.write({ type: 'send', room: e.room, text: e.text, id: e.id, ref });
+    /** @type {Record<string, unknown>} */
+    const frame = { type: 'send', room: e.room, id: e.id, ref };
+    if (e.text) frame.text = e.text;
+    if (e.data !== undefined) frame.data = e.data;
+    if (e.ephemeral) frame.ephemeral = true;
+    this.write(frame);
   }
 
   /**

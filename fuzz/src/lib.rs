@@ -75,16 +75,24 @@ pub fn check_request(request: &Request, limits: &Limits) {
             );
         }
         ClientFrame::Leave { room } | ClientFrame::Presence { room } => check_room(room),
-        ClientFrame::Send { room, text, .. } => {
+        ClientFrame::Send { room, payload, .. } => {
             check_room(room);
-            assert!(!text.is_empty(), "an empty text was accepted");
-            // The limit is on the escaped size, what the text costs on the wire.
             assert!(
-                json_string_len(text) <= limits.max_message_bytes,
-                "a text of {} bytes as JSON passed the limit of {}",
-                json_string_len(text),
+                !payload.text.is_empty() || payload.data.is_some(),
+                "an empty send was accepted"
+            );
+            // The limit is on the escaped size, what the text and data cost
+            // on the wire.
+            let cost = json_string_len(&payload.text)
+                + payload.data.as_ref().map_or(0, |d| d.get().len());
+            assert!(
+                cost <= limits.max_message_bytes,
+                "a send of {cost} bytes as JSON passed the limit of {}",
                 limits.max_message_bytes
             );
+            if let Some(data) = &payload.data {
+                let _: Value = serde_json::from_str(data.get()).expect("data is JSON");
+            }
         }
         ClientFrame::Ping => {}
         ClientFrame::Refresh { token } => {
@@ -187,11 +195,8 @@ pub fn check_limits_agree(
         (Ok(d), Err(t)) => {
             assert_eq!(t.code, ErrorCode::TooLarge, "{what}: {t}");
             match &d.frame {
-                ClientFrame::Send { text, .. } => {
-                    assert!(
-                        json_string_len(text) > tiny_limits.max_message_bytes,
-                        "{what}: {t}"
-                    )
+                ClientFrame::Send { payload, .. } => {
+                    assert!(payload.cost() > tiny_limits.max_message_bytes, "{what}: {t}")
                 }
                 other => panic!("{what}: {other:?} refused only by the tiny limits: {t}"),
             }
@@ -246,22 +251,26 @@ fn check_answers(request: &Request) {
             room: room.clone(),
             r#ref: r#ref.clone(),
         },
-        ClientFrame::Send { room, text, id, .. } => {
+        ClientFrame::Send {
+            room, payload, id, ..
+        } => {
             let id = id.unwrap_or_else(Uuid::nil);
             let m = Message {
                 id,
                 room: room.clone(),
                 from: "fuzz".into(),
-                text: text.clone(),
+                text: payload.text.clone(),
                 ts: 0,
                 seq: 0,
                 epoch: String::new(),
+                data: payload.data.clone(),
+                deleted: false,
             };
             let encoded = ServerFrame::encode_message(&m);
             assert_eq!(encoded, ServerFrame::Message(m.clone()).encode());
             let v: Value = serde_json::from_str(&encoded).expect("message frames are JSON");
             assert_eq!(v["type"], "message", "{encoded}");
-            let back: Message = serde_json::from_value(v).expect("message frames decode");
+            let back: Message = serde_json::from_str(&encoded).expect("message frames decode");
             assert_eq!(back, m, "{encoded}");
             ServerFrame::Ack {
                 r#ref: r#ref.clone(),
@@ -322,13 +331,19 @@ pub fn encode_request(request: &Request) -> String {
         }
         ClientFrame::Send {
             room,
-            text,
+            payload,
             id,
             ephemeral,
         } => {
             map.insert("type".into(), json!("send"));
             map.insert("room".into(), json!(room.as_str()));
-            map.insert("text".into(), json!(text));
+            if !payload.text.is_empty() {
+                map.insert("text".into(), json!(payload.text));
+            }
+            if let Some(data) = &payload.data {
+                let value: Value = serde_json::from_str(data.get()).expect("data is JSON");
+                map.insert("data".into(), value);
+            }
             if let Some(id) = id {
                 map.insert("id".into(), json!(id.to_string()));
             }

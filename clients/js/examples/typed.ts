@@ -4,7 +4,7 @@
 //   connect to a node, join a room, send, read history and presence, leave.
 
 import { Backoff, connect, SwitchboardError } from '..';
-import type { Ack, Gap, Joined, Message, PresenceChange, PresenceList, Room, State } from '..';
+import type { Ack, Deleted, Gap, Joined, Message, PresenceChange, PresenceList, Room, State } from '..';
 
 async function token(): Promise<string> {
   // Ask your own backend for a JWT (HS256/RS256/ES256, with `sub` and `exp`).
@@ -57,12 +57,16 @@ export async function main(): Promise<void> {
   // Back online (in a browser: the `online` event): no need to wait out the backoff.
   client.reconnect();
   const stopMessages = room.on('message', (m: Message) => m.id);
+  room.on('deleted', (d: Deleted) => console.log('remove', d.id, 'from', d.room));
 
   try {
     const ack: Ack = await room.send('hello');
     const seq: number | null = ack.seq;
     console.log('durable:', ack.id, seq, ack.epoch);
     await room.send('with my own id', { id: crypto.randomUUID() });
+    // A JSON value, in rooms whose policy takes data; live only with `ephemeral`.
+    await room.send(null, { data: { move: 'e4', clock: [300, 295] } });
+    await room.send('typing', { ephemeral: true });
   } catch (e) {
     if (e instanceof SwitchboardError) {
       switch (e.code) {

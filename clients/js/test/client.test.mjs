@@ -299,3 +299,38 @@ test('a live message past a hole is held while the hole is read from the store; 
   assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 9, 10], 'the hole 4-5 filled in order; 8 is gone');
   assert.deepEqual(gaps, ['r'], 'what the store lacked (8) is a gap');
 });
+
+test('data and ephemeral sends go out as asked; data comes back on messages; deletions are told as deleted', async () => {
+  const tomb = { id: 'c0000000-0000-4000-8000-000000000002', room: 'g', from: 'a', text: '', ts: 2, seq: 2, epoch: 'e', deleted: true };
+  const node = await scriptedNode((f, reply) => {
+    if (f.type === 'join') {
+      const first = { id: 'c0000000-0000-4000-8000-000000000001', room: 'g', from: 'a', text: '', data: { move: 'e4' }, ts: 1, seq: 1, epoch: 'e' };
+      reply({ type: 'joined', room: f.room, history: [first, tomb], epoch: 'e', seq: 2, ref: f.ref });
+    }
+    if (f.type === 'send') {
+      reply({ type: 'ack', id: f.id, ref: f.ref, ...(f.ephemeral ? {} : { seq: 3, epoch: 'e' }) });
+      if (!f.ephemeral) {
+        reply({ type: 'message', id: f.id, room: 'g', from: 'me', text: f.text ?? '', data: f.data, ts: 3, seq: 3, epoch: 'e' });
+        reply({ type: 'deleted', room: 'g', id: f.id });
+      }
+    }
+  });
+  const client = connect(node.url, { WebSocket });
+  const messages = [];
+  const deleted = [];
+  const room = await client.join('g', { onMessage: (m) => messages.push(m), onDeleted: (d) => deleted.push(d.id) });
+  await until(() => messages.length === 1 && deleted.length === 1, 'the history');
+  assert.deepEqual(messages[0].data, { move: 'e4' });
+  assert.equal(messages[0].text, '');
+  assert.deepEqual(deleted, [tomb.id], 'a tombstone in the history is a deletion, not a message');
+  const ack = await room.send(null, { data: [1, { x: null }] });
+  assert.equal(ack.seq, 3);
+  const live = await room.send('typing', { ephemeral: true });
+  assert.equal(live.seq, null, 'an ephemeral send has no position');
+  await until(() => messages.length === 2 && deleted.length === 2, 'the echo and its deletion');
+  assert.deepEqual(messages[1].data, [1, { x: null }]);
+  assert.equal(deleted[1], ack.id);
+  const sends = node.frames.filter((f) => f.type === 'send');
+  assert.deepEqual(sends.map((f) => [f.text, f.data, f.ephemeral]), [[undefined, [1, { x: null }], undefined], ['typing', undefined, true]]);
+  client.close();
+});

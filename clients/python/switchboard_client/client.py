@@ -397,7 +397,9 @@ class Client:
 
     # --- sends --------------------------------------------------------------
 
-    async def _send(self, room: Room, text: str, id: Optional[str]) -> Ack:
+    async def _send(
+        self, room: Room, text: Optional[str], id: Optional[str], data: Any, ephemeral: bool
+    ) -> Ack:
         self._check_usable()
         if room._ended or self._rooms.get(room.name) is not room:
             raise SwitchboardError("not_joined", f"room {room.name!r} was left")
@@ -408,13 +410,24 @@ class Client:
                 id = str(uuid.UUID(id))
             except ValueError:
                 raise SwitchboardError("bad_frame", f"id {id!r} is not a UUID") from None
-        frame = {"type": "send", "room": room.name, "text": text, "id": id, "ref": 2**53}
-        if len(json.dumps(frame).encode("utf-8")) > self._max_frame_bytes:
+        fields: Dict[str, Any] = {}
+        if data is not None:
+            fields["data"] = data
+        if ephemeral:
+            fields["ephemeral"] = True
+        if not text and data is None:
+            raise SwitchboardError("bad_frame", "a send needs a text or data")
+        frame = {"type": "send", "room": room.name, "text": text or "", "id": id, "ref": 2**53, **fields}
+        try:
+            encoded = json.dumps(frame)
+        except (TypeError, ValueError) as e:
+            raise SwitchboardError("bad_frame", f"data is not JSON: {e}") from None
+        if len(encoded.encode("utf-8")) > self._max_frame_bytes:
             raise SwitchboardError("too_large", f"the frame is over {self._max_frame_bytes} bytes")
         future: "asyncio.Future[Ack]" = asyncio.get_running_loop().create_future()
         # Retrieved here too, so an abandoned send does not warn when it fails.
         future.add_done_callback(_retrieve)
-        self._outbox.add(id, room.name, text, future)
+        self._outbox.add(id, room.name, text or "", future, fields)
         self._wake_pump()
         # Shielded: cancelling the caller does not take back the send.
         return await asyncio.shield(future)

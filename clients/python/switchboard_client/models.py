@@ -17,6 +17,10 @@ class Message:
     ts: int
     seq: Optional[int] = None
     epoch: Optional[str] = None
+    #: A JSON value, when the sender gave one (``text`` may then be empty).
+    data: Any = None
+    #: A tombstone: the message ``id`` was deleted (moderation); forget it.
+    deleted: bool = False
 
     @property
     def from_(self) -> str:
@@ -34,7 +38,14 @@ class Message:
             ts=int(obj.get("ts", 0)),
             seq=int(seq) if isinstance(seq, int) and seq > 0 else None,
             epoch=str(epoch) if isinstance(epoch, str) and epoch else None,
+            data=obj.get("data"),
+            deleted=obj.get("deleted") is True,
         )
+
+    @classmethod
+    def deletion(cls, room: str, id: str) -> "Message":
+        """The tombstone a live ``deleted`` frame stands for."""
+        return cls(id=id, room=room, sender="", text="", ts=0, deleted=True)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ outbox is bounded: a send past ``max_size`` fails at once with
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional
 
 from .errors import SwitchboardError
 from .models import Ack
@@ -22,6 +22,8 @@ class PendingSend:
     room: str
     text: str
     future: "asyncio.Future[Ack]"
+    #: The send frame's other fields: ``data``, ``ephemeral``.
+    fields: Dict[str, Any] = field(default_factory=dict)
     #: Answers with a retryable code (``rate_limited``, ``unavailable``) so far.
     tries: int = 0
     #: The ``ref`` of the frame on the wire, None while not sent on this
@@ -54,14 +56,21 @@ class Outbox:
     def __iter__(self) -> Iterator[PendingSend]:
         return iter(list(self._entries.values()))
 
-    def add(self, id: str, room: str, text: str, future: "asyncio.Future[Ack]") -> PendingSend:
+    def add(
+        self,
+        id: str,
+        room: str,
+        text: str,
+        future: "asyncio.Future[Ack]",
+        fields: Optional[Dict[str, Any]] = None,
+    ) -> PendingSend:
         if len(self._entries) >= self.max_size:
             raise SwitchboardError(
                 "outbox_full", f"{len(self._entries)} sends are waiting for an answer"
             )
         if id in self._entries:
             raise SwitchboardError("duplicate_id", f"a send with id {id} is already waiting")
-        entry = PendingSend(id=id, room=room, text=text, future=future)
+        entry = PendingSend(id=id, room=room, text=text, future=future, fields=fields or {})
         self._entries[id] = entry
         return entry
 

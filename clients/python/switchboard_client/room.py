@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Deque, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional
 
 from .errors import SwitchboardError
 from .events import Callback, Listeners
@@ -127,14 +127,23 @@ class Room:
     async def __anext__(self) -> Message:
         return await self._inbox.get()
 
-    async def send(self, text: str, *, id: Optional[str] = None) -> Ack:
-        """Sends ``text``; returns its :class:`Ack` once the server made it
-        durable. ``id`` (a fresh UUID, v4 by default) makes retries safe: the
+    async def send(
+        self,
+        text: Optional[str] = None,
+        *,
+        id: Optional[str] = None,
+        data: Any = None,
+        ephemeral: bool = False,
+    ) -> Ack:
+        """Sends ``text``, ``data`` (any JSON value, where the room's policy
+        takes data) or both; returns its :class:`Ack` once the server made it
+        durable (``ephemeral``: once handed to the cluster, without a
+        position). ``id`` (a fresh UUID, v4 by default) makes retries safe: the
         client resends with the same id after a reconnect and on
         ``rate_limited``/``unavailable``. Raises :class:`SwitchboardError`
         with the server's code when refused, ``outbox_full`` at once when too
         many sends are unanswered, ``closed`` when the client closes first."""
-        return await self._client._send(self, text, id)
+        return await self._client._send(self, text, id, data, ephemeral)
 
     async def presence(self) -> Presence:
         """Who is in the room, across every node (the ``presence`` frame)."""

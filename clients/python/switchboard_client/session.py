@@ -153,6 +153,11 @@ class Session:
             request = self._take_request(frame)
             if request is not None and request.future is not None and not request.future.done():
                 request.future.set_result(Presence.from_wire(frame))
+        elif kind == "deleted":
+            room = self.client._rooms.get(str(frame.get("room")))
+            if room is not None and isinstance(frame.get("id"), str):
+                # A deletion has no position: told in the stream, as a tombstone.
+                await room._inbox.put(Message.deletion(room.name, frame["id"]))
         elif kind == "presence_change":
             room = self.client._rooms.get(str(frame.get("room")))
             if room is not None:
@@ -468,7 +473,7 @@ class Session:
                         continue
                     ref = client._new_ref()
                     outbox.mark_sent(entry, ref)
-                    await self.write({"type": "send", "room": entry.room, "text": entry.text, "id": entry.id, "ref": ref})
+                    await self.write(send_frame(entry, ref))
                     sent += 1
                     if sent % FAIR_BATCH == 0:
                         await asyncio.sleep(0)
@@ -499,3 +504,12 @@ class Session:
                 self.log.info("no answer from %s to a ping: reconnecting", self.http_url)
                 self.socket.abort()
                 return
+
+
+def send_frame(entry: PendingSend, ref: int) -> Dict[str, Any]:
+    """The ``send`` frame of a pending send, with this connection's ``ref``."""
+    frame: Dict[str, Any] = {"type": "send", "room": entry.room, "id": entry.id, "ref": ref}
+    if entry.text:
+        frame["text"] = entry.text
+    frame.update(entry.fields)
+    return frame

@@ -83,6 +83,8 @@ mod tests {
             ts: 1,
             seq: 0,
             epoch: String::new(),
+            data: None,
+            deleted: false,
         };
         let bytes = encode("n1", &m);
         assert_eq!(decode(&bytes).unwrap(), ("n1".to_owned(), m));
@@ -104,6 +106,8 @@ mod tests {
             ts: 1,
             seq: 0,
             epoch: String::new(),
+            data: None,
+            deleted: false,
         };
         let framed = frame(7, "e1", &encode("n1", &m));
         let (node, got) = unframe(&framed).unwrap();

@@ -13,9 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use switchboard_protocol::{
-    ClientFrame, ErrorCode, FrameError, PlainValue, Request, RoomName, validate_name,
-};
+use switchboard_protocol::{ClientFrame, Payload, PlainValue, Request, RoomName, validate_name};
 use uuid::Uuid;
 
 use crate::Gateway;
@@ -234,7 +232,11 @@ pub(crate) async fn publish(
 ) -> Result<Response, ApiError> {
     server_only(&gateway, &headers)?;
     let room = room_of(path)?;
-    let fields = json_object(&gateway, body, "{\"text\": .., \"from\": .., \"id\"?: ..}")?;
+    let fields = json_object(
+        &gateway,
+        body,
+        "{\"text\"?: .., \"data\"?: .., \"from\": .., \"id\"?: ..}",
+    )?;
     let from = sender(&fields)?;
     let send = server_send(&gateway, room, &fields)?;
     let message = publish_one(&gateway, &from, send).await?;
@@ -242,10 +244,10 @@ pub(crate) async fn publish(
 }
 
 /// A server-side send's fields, checked like a client's `send` (text
-/// size, id, ephemeral).
+/// and data, size, id, ephemeral).
 pub(crate) struct ServerSend {
     pub room: RoomName,
-    pub text: String,
+    pub payload: Payload,
     pub id: Option<Uuid>,
     pub ephemeral: bool,
 }
@@ -261,12 +263,12 @@ pub(crate) fn server_send(
     match request.frame {
         ClientFrame::Send {
             room,
-            text,
+            payload,
             id,
             ephemeral,
         } => Ok(ServerSend {
             room,
-            text,
+            payload,
             id,
             ephemeral,
         }),
@@ -278,29 +280,20 @@ pub(crate) fn server_send(
     }
 }
 
-/// Whether the policy of `room` takes `text` (its size) as asked
-/// (ephemeral where allowed); the server may publish where members may not.
+/// Whether the policy of `room` takes `payload` as asked (ephemeral
+/// where allowed, data where allowed, its size); the server may publish
+/// where members may not.
 pub(crate) fn check_policy(
     gateway: &Gateway,
     room: &RoomName,
-    text: &str,
+    payload: &Payload,
     ephemeral: bool,
 ) -> Result<(), ApiError> {
-    let policy = gateway.policies.of(room.as_str());
-    let most = policy.max_message_bytes;
-    if switchboard_protocol::json_string_len(text) > most {
-        return Err(ApiError::frame(FrameError::new(
-            ErrorCode::TooLarge,
-            format!("messages in `{room}` are at most {most} bytes"),
-        )));
-    }
-    if ephemeral && policy.store && !policy.ephemeral {
-        return Err(ApiError::frame(FrameError::new(
-            ErrorCode::Forbidden,
-            format!("ephemeral sends are not allowed in `{room}`"),
-        )));
-    }
-    Ok(())
+    gateway
+        .policies
+        .of(room.as_str())
+        .admits(room, payload, ephemeral)
+        .map_err(ApiError::frame)
 }
 
 /// Rooms per page of `GET /api/rooms` at most.
@@ -412,16 +405,16 @@ pub(crate) async fn publish_one(
 ) -> Result<switchboard_protocol::Message, ApiError> {
     let ServerSend {
         room,
-        text,
+        payload,
         id,
         ephemeral,
     } = send;
-    check_policy(gateway, &room, &text, ephemeral)?;
+    check_policy(gateway, &room, &payload, ephemeral)?;
     let policy = gateway.policies.of(room.as_str());
     if ephemeral || !policy.store {
-        return Ok(gateway.accept_ephemeral(from, room, text, id));
+        return Ok(gateway.accept_ephemeral(from, room, payload, id));
     }
-    let (message, durable) = match gateway.accept(from, room, text, id).await {
+    let (message, durable) = match gateway.accept(from, room, payload, id).await {
         Ok(accepted) => accepted,
         Err(e) => {
             let answer = ApiError::unavailable(e.0);

@@ -40,26 +40,26 @@ pub(crate) async fn broadcast(
     let fields = json_object(
         &gateway,
         body,
-        "{\"rooms\": [..], \"text\": .., \"from\": .., \"id\"?: ..}",
+        "{\"rooms\": [..], \"text\"?: .., \"data\"?: .., \"from\": .., \"id\"?: ..}",
     )?;
     let from = sender(&fields)?;
     let rooms = rooms(fields.get("rooms"))?;
-    // The text, id and ephemeral flag follow a send's rules.
+    // The text, data, id and ephemeral flag follow a send's rules.
     let ServerSend {
-        text,
+        payload,
         id,
         ephemeral,
         ..
     } = server_send(&gateway, rooms[0].clone(), &fields)?;
     // Every room's policy first: a refusal sends nothing.
     for room in &rooms {
-        check_policy(&gateway, room, &text, ephemeral)?;
+        check_policy(&gateway, room, &payload, ephemeral)?;
     }
     let broadcast_id = id.unwrap_or_else(Uuid::now_v7);
     let sends = rooms.iter().map(|room| {
         let send = ServerSend {
             room: room.clone(),
-            text: text.clone(),
+            payload: payload.clone(),
             id: Some(Uuid::new_v5(&broadcast_id, room.as_str().as_bytes())),
             ephemeral,
         };

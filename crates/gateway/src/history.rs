@@ -279,6 +279,8 @@ mod tests {
                 ts: i,
                 seq: 0,
                 epoch: String::new(),
+                data: None,
+                deleted: false,
             })
             .collect();
         let one = serde_json::to_string(&messages[0]).unwrap().len() + 1;

@@ -42,7 +42,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use socketioxide::SocketIo;
 use switchboard_bus::{Bus, Inbound, Inbox};
 use switchboard_journal::{Journal, JournalError};
-use switchboard_protocol::{Message, RoomName};
+use switchboard_protocol::{Message, Payload, RoomName};
 use switchboard_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -349,7 +349,7 @@ impl Gateway {
         &self,
         from: &str,
         room: RoomName,
-        text: String,
+        payload: Payload,
         id: Option<Uuid>,
     ) -> Result<
         (
@@ -362,11 +362,13 @@ impl Gateway {
             id: id.unwrap_or_else(Uuid::now_v7),
             room,
             from: from.to_owned(),
-            text,
+            text: payload.text,
+            data: payload.data,
             // Stamped when accepted, below.
             ts: 0,
             seq: 0,
             epoch: String::new(),
+            deleted: false,
         };
         let mut unstored = None;
         let fresh = match &self.positions {
@@ -455,18 +457,20 @@ impl Gateway {
         &self,
         from: &str,
         room: RoomName,
-        text: String,
+        payload: Payload,
         id: Option<Uuid>,
     ) -> Message {
         let message = Message {
             id: id.unwrap_or_else(Uuid::now_v7),
             room,
             from: from.to_owned(),
-            text,
+            text: payload.text,
+            data: payload.data,
             ts: now_ms(),
             // No position: what marks it live only on every node.
             seq: 0,
             epoch: String::new(),
+            deleted: false,
         };
         if self.recent_ids.first_sighting(message.id) {
             self.deliver(&message);

@@ -23,6 +23,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use switchboard_protocol::{ErrorCode, FrameError, Payload, RoomName};
 
 /// Namespace names: what may precede the first `:` of a room name.
 const NAMESPACE_MAX: usize = 32;
@@ -83,6 +84,42 @@ pub struct Policy {
     /// Whether a `send` may ask `ephemeral: true` (always, when `store` is
     /// false).
     pub ephemeral: bool,
+}
+
+impl Policy {
+    /// Whether a message of `room` under this policy may carry `payload`,
+    /// `ephemeral` as asked: `forbidden` for an ephemeral send where only
+    /// stored ones are, or data where only text is; `too_large` past the
+    /// room's size. Who may publish is the caller's to check.
+    pub fn admits(
+        &self,
+        room: &RoomName,
+        payload: &Payload,
+        ephemeral: bool,
+    ) -> Result<(), FrameError> {
+        if ephemeral && self.store && !self.ephemeral {
+            return Err(FrameError::new(
+                ErrorCode::Forbidden,
+                format!("ephemeral sends are not allowed in `{room}`"),
+            ));
+        }
+        if payload.data.is_some() && !self.data {
+            return Err(FrameError::new(
+                ErrorCode::Forbidden,
+                format!("`{room}` takes text only, not `data`"),
+            ));
+        }
+        if payload.cost() > self.max_message_bytes {
+            return Err(FrameError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "messages in `{room}` are at most {} bytes",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The policies of every namespace, resolved once at start.

@@ -290,6 +290,8 @@ mod tests {
                 ts: 1,
                 seq,
                 epoch: epoch.clone(),
+                data: None,
+                deleted: false,
             })
             .collect();
         store.insert(&stored).await.unwrap();

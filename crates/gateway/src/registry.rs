@@ -336,6 +336,11 @@ impl Registry {
                             }
                         }
                         let sent = if *legacy {
+                            // `event:listen` carries a string: a message of
+                            // data alone has none for it.
+                            if msg.text.is_empty() {
+                                continue;
+                            }
                             socket.emit("event:listen", &msg.text)
                         } else {
                             match &mut sio_payload {
@@ -399,6 +404,8 @@ mod tests {
             ts: 1,
             seq: 0,
             epoch: String::new(),
+            data: None,
+            deleted: false,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use switchboard_protocol::{ErrorCode, FrameError, RoomName, json_string_len};
+use switchboard_protocol::{ErrorCode, FrameError, Payload, RoomName};
 
 use crate::auth::Identity;
 use crate::limits::FrameBudget;
@@ -12,7 +12,7 @@ use crate::policy::{Policies, Policy};
 /// What a `send` asks, as the checks see it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outgoing<'a> {
-    pub text: &'a str,
+    pub payload: &'a Payload,
     /// Asked to be live only.
     pub ephemeral: bool,
 }
@@ -104,21 +104,7 @@ impl Rooms {
             ));
         };
         identity.check_publish(room, policy.publish)?;
-        if send.ephemeral && policy.store && !policy.ephemeral {
-            return Err(FrameError::new(
-                ErrorCode::Forbidden,
-                format!("ephemeral sends are not allowed in `{room}`"),
-            ));
-        }
-        if json_string_len(send.text) > policy.max_message_bytes {
-            return Err(FrameError::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "messages in `{room}` are at most {} bytes",
-                    policy.max_message_bytes
-                ),
-            ));
-        }
+        policy.admits(room, send.payload, send.ephemeral)?;
         FrameBudget::check_send(budget)?;
         Ok(policy)
     }
@@ -182,9 +168,9 @@ mod tests {
         RoomName::parse(name).unwrap()
     }
 
-    fn text(text: &str) -> Outgoing<'_> {
+    fn text(payload: &Payload) -> Outgoing<'_> {
         Outgoing {
-            text,
+            payload,
             ephemeral: false,
         }
     }
@@ -197,7 +183,7 @@ mod tests {
             max_message_bytes: 100,
             max_frame_bytes: 65536,
         };
-        let file = "[namespaces.news]\npublish = \"server\"\n[namespaces.vip]\njoin = \"granted\"\nmax_message_bytes = 10\n";
+        let file = "[namespaces.news]\npublish = \"server\"\n[namespaces.vip]\njoin = \"granted\"\nmax_message_bytes = 10\n[namespaces.game]\ndata = true\n";
         Policies::parse("t.toml", file, bounds).unwrap()
     }
 
@@ -245,18 +231,16 @@ mod tests {
         let p = policies();
         let me = Identity::anonymous("a".into());
         let mut rooms = Rooms::new(false);
+        let hi = Payload::text("hi");
         let err = rooms
-            .may_send(&room("x"), text("hi"), &me, &p, None)
+            .may_send(&room("x"), text(&hi), &me, &p, None)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::NotJoined);
         rooms.join(&room("x"), &p.of("x"));
-        assert!(
-            rooms
-                .may_send(&room("x"), text("hi"), &me, &p, None)
-                .is_ok()
-        );
+        assert!(rooms.may_send(&room("x"), text(&hi), &me, &p, None).is_ok());
+        let typing = Payload::text("typing");
         let live = Outgoing {
-            text: "typing",
+            payload: &typing,
             ephemeral: true,
         };
         let err = rooms.may_send(&room("x"), live, &me, &p, None).unwrap_err();
@@ -265,21 +249,61 @@ mod tests {
             ErrorCode::Forbidden,
             "the policy does not allow ephemeral sends"
         );
-        let long = "x".repeat(101);
+        let long = Payload::text("x".repeat(101));
         let err = rooms
             .may_send(&room("x"), text(&long), &me, &p, None)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge);
+        let data = Payload {
+            text: String::new(),
+            data: Some(switchboard_protocol::Data::from_value(
+                &serde_json::json!({"a": 1}),
+            )),
+        };
+        let err = rooms
+            .may_send(&room("x"), text(&data), &me, &p, None)
+            .unwrap_err();
+        assert_eq!(
+            err.code,
+            ErrorCode::Forbidden,
+            "data only where the policy allows"
+        );
+        rooms.join(&room("game:1"), &p.of("game:1"));
+        assert!(
+            rooms
+                .may_send(&room("game:1"), text(&data), &me, &p, None)
+                .is_ok()
+        );
+        let big = Payload {
+            text: "x".repeat(60),
+            data: Some(switchboard_protocol::Data::from_value(&serde_json::json!(
+                "y".repeat(40)
+            ))),
+        };
+        let err = rooms
+            .may_send(&room("game:1"), text(&big), &me, &p, None)
+            .unwrap_err();
+        assert_eq!(
+            err.code,
+            ErrorCode::TooLarge,
+            "text and data count together: 60 + 42"
+        );
         rooms.join(&room("vip:x"), &p.of("vip:x"));
         let err = rooms
-            .may_send(&room("vip:x"), text("eleven byte"), &me, &p, None)
+            .may_send(
+                &room("vip:x"),
+                text(&Payload::text("eleven byte")),
+                &me,
+                &p,
+                None,
+            )
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge, "the namespace's own size");
         let news = p.of("news:today");
         assert_eq!(news.publish, PublishRule::Server);
         rooms.join(&room("news:today"), &news);
         let err = rooms
-            .may_send(&room("news:today"), text("hi"), &me, &p, None)
+            .may_send(&room("news:today"), text(&hi), &me, &p, None)
             .unwrap_err();
         assert_eq!(
             err.code,
@@ -294,7 +318,8 @@ mod tests {
         let mut rooms = Rooms::new(true);
         assert!(rooms.policy(&lobby(), &p).is_some());
         let me = Identity::anonymous("a".into());
-        assert!(rooms.may_send(&lobby(), text("hi"), &me, &p, None).is_ok());
+        let hi = Payload::text("hi");
+        assert!(rooms.may_send(&lobby(), text(&hi), &me, &p, None).is_ok());
         assert!(
             !rooms.join(&lobby(), &p.of("lobby")),
             "joining lobby only switches frames"

@@ -238,13 +238,13 @@ impl Session {
             }
             ClientFrame::Send {
                 room,
-                text,
+                payload,
                 id,
                 ephemeral,
             } => {
                 let budget = self.budget.as_deref();
                 let send = Outgoing {
-                    text: &text,
+                    payload: &payload,
                     ephemeral,
                 };
                 let allowed = rooms.with_rooms(|rooms| {
@@ -256,7 +256,7 @@ impl Session {
                 };
                 if ephemeral || !policy.store {
                     // Live only: acked once handed to the bus.
-                    let message = gateway.accept_ephemeral(&self.identity.name, room, text, id);
+                    let message = gateway.accept_ephemeral(&self.identity.name, room, payload, id);
                     return Answer::Now(ServerFrame::Ack {
                         r#ref,
                         id: message.id,
@@ -264,7 +264,7 @@ impl Session {
                         epoch: String::new(),
                     });
                 }
-                let accepted = gateway.accept(&self.identity.name, room, text, id).await;
+                let accepted = gateway.accept(&self.identity.name, room, payload, id).await;
                 // Accepted in order; the next request need not wait for
                 // durability.
                 drop(turn);

@@ -1,53 +1,84 @@
 //! The journal's record format: the value of each Kafka record (documented
 //! in docs/protocol.md as the log format). The key is the room name.
+//!
+//! Version 2 (`"v": 2`) adds `data` (a JSON value) and `deleted` (a
+//! tombstone: the message of that id was deleted); a record without `v` is
+//! version 1, which has neither. Both are read; a higher version is
+//! refused (the archiver keeps it as a dead letter).
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::{Message, RoomName};
+use switchboard_protocol::{Data, Message, RoomName};
 use uuid::Uuid;
+
+/// The version written.
+const VERSION: u8 = 2;
 
 #[derive(Serialize)]
 struct Out<'a> {
+    v: u8,
     id: &'a Uuid,
     room: &'a RoomName,
     from: &'a str,
     text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Data>,
     ts: i64,
     node: &'a str,
     #[serde(skip_serializing_if = "is_zero")]
     seq: u64,
     #[serde(skip_serializing_if = "str::is_empty")]
     epoch: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    deleted: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 #[derive(Deserialize)]
 struct In {
+    #[serde(default = "version_1")]
+    v: u8,
     id: Uuid,
     room: RoomName,
     from: String,
+    #[serde(default)]
     text: String,
+    #[serde(default)]
+    data: Option<Data>,
     ts: i64,
     node: Option<String>,
     #[serde(default)]
     seq: u64,
     #[serde(default)]
     epoch: String,
+    #[serde(default)]
+    deleted: bool,
+}
+
+fn version_1() -> u8 {
+    1
 }
 
 /// Encodes `message`, accepted by `node`, as a journal record value.
 pub fn encode(node: &str, m: &Message) -> Vec<u8> {
     let out = Out {
+        v: VERSION,
         id: &m.id,
         room: &m.room,
         from: &m.from,
         text: &m.text,
+        data: m.data.as_ref(),
         ts: m.ts,
         node,
         seq: m.seq,
         epoch: &m.epoch,
+        deleted: m.deleted,
     };
     serde_json::to_vec(&out).unwrap_or_else(|_| unreachable!("messages always serialize"))
 }
@@ -55,15 +86,23 @@ pub fn encode(node: &str, m: &Message) -> Vec<u8> {
 /// Decodes a journal record value into the message and the accepting node.
 pub fn decode(bytes: &[u8]) -> Result<(Message, Option<String>), String> {
     let r: In = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if r.v > VERSION {
+        return Err(format!("record version {} is newer than {VERSION}", r.v));
+    }
+    if r.v == 1 && (r.data.is_some() || r.deleted) {
+        return Err("a version 1 record has no data and no tombstones".into());
+    }
     Ok((
         Message {
             id: r.id,
             room: r.room,
             from: r.from,
             text: r.text,
+            data: r.data,
             ts: r.ts,
             seq: r.seq,
             epoch: r.epoch,
+            deleted: r.deleted,
         },
         r.node,
     ))
@@ -83,6 +122,8 @@ mod tests {
             ts: 9,
             seq: 42,
             epoch: "e1".into(),
+            data: None,
+            deleted: false,
         };
         assert_eq!(decode(&encode("n1", &m)).unwrap().0, m);
         let old = format!(
@@ -103,6 +144,8 @@ mod tests {
             ts: 9,
             seq: 0,
             epoch: String::new(),
+            data: None,
+            deleted: false,
         };
         let bytes = encode("n1", &m);
         assert_eq!(decode(&bytes).unwrap(), (m, Some("n1".into())));
@@ -112,5 +155,34 @@ mod tests {
             .unwrap()
             .replace("\"r\"", "\"no spaces allowed\"");
         assert!(decode(bad_room.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn version_2_carries_data_and_tombstones_and_newer_ones_are_refused() {
+        let m = Message {
+            id: Uuid::now_v7(),
+            room: RoomName::parse("r").unwrap(),
+            from: "a".into(),
+            text: String::new(),
+            ts: 9,
+            seq: 3,
+            epoch: "e".into(),
+            data: Some(Data::from_value(&serde_json::json!({"move": [1, 2]}))),
+            deleted: false,
+        };
+        let bytes = encode("n1", &m);
+        assert!(bytes.starts_with(br#"{"v":2,"#));
+        assert_eq!(decode(&bytes).unwrap().0, m);
+        let gone = m.tombstone();
+        assert_eq!(decode(&encode("n1", &gone)).unwrap().0, gone);
+        let newer = String::from_utf8(bytes)
+            .unwrap()
+            .replace(r#""v":2"#, r#""v":3"#);
+        assert!(decode(newer.as_bytes()).unwrap_err().contains("version 3"));
+        let v1_with_data = format!(
+            r#"{{"id":"{}","room":"r","from":"a","text":"","data":1,"ts":9}}"#,
+            m.id
+        );
+        assert!(decode(v1_with_data.as_bytes()).is_err());
     }
 }

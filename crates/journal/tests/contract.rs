@@ -37,6 +37,8 @@ fn msg(room: &str, text: &str) -> Message {
         ts: 1,
         seq: 0,
         epoch: String::new(),
+        data: None,
+        deleted: false,
     }
 }
 

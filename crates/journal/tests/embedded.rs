@@ -16,6 +16,8 @@ fn msg(text: &str) -> Message {
         ts: 1,
         seq: 0,
         epoch: String::new(),
+        data: None,
+        deleted: false,
     }
 }
 

@@ -14,8 +14,8 @@ mod server;
 
 pub use error::{ErrorCode, FrameError};
 pub use message::{
-    MAX_NAME_CHARS, MAX_ROOM_LEN, Message, Position, ROOM_PATTERN, RoomName, RoomNameError,
-    validate_name,
+    Data, MAX_NAME_CHARS, MAX_ROOM_LEN, Message, Payload, Position, ROOM_PATTERN, RoomName,
+    RoomNameError, validate_name,
 };
 pub use plain::PlainValue;
 pub use request::{

@@ -1,8 +1,10 @@
 //! Chat messages, room names and display names.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// Longest room name, in bytes (all allowed characters are ASCII).
@@ -95,8 +97,13 @@ pub struct Message {
     pub room: RoomName,
     /// The sender's display name.
     pub from: String,
-    /// The text, at most the configured number of bytes.
+    /// The text, at most the configured number of bytes; empty when the
+    /// message carries only `data`.
+    #[serde(default)]
     pub text: String,
+    /// A JSON value, when the sender gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Data>,
     /// When the server accepted it, in Unix milliseconds.
     pub ts: i64,
     /// Its position in the room: 1, 2, 3, ... within `epoch`, with no gaps
@@ -108,6 +115,108 @@ pub struct Message {
     /// point lost the room's state. Empty when `seq` is 0.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub epoch: String,
+    /// A tombstone: the message was deleted (moderation); `text` and
+    /// `data` are gone, its id and position stay.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+impl Message {
+    /// This message as its tombstone: the same id, room, time and
+    /// position, without its contents.
+    pub fn tombstone(&self) -> Message {
+        Message {
+            text: String::new(),
+            data: None,
+            deleted: true,
+            ..self.clone()
+        }
+    }
+}
+
+/// A JSON value carried as its compact encoding, written into frames,
+/// records and rows as it is (never parsed again on the way).
+#[derive(Clone)]
+pub struct Data(Arc<RawValue>);
+
+impl Data {
+    /// The compact encoding of `value`.
+    pub fn from_value(value: &serde_json::Value) -> Data {
+        let text =
+            serde_json::to_string(value).unwrap_or_else(|_| unreachable!("values serialize"));
+        Data::parse(text).unwrap_or_else(|_| unreachable!("serde_json writes JSON"))
+    }
+
+    /// Checks that `json` is one JSON value and keeps it as it is.
+    pub fn parse(json: String) -> Result<Data, serde_json::Error> {
+        RawValue::from_string(json).map(|raw| Data(Arc::from(raw)))
+    }
+
+    /// The encoding.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Data {}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl Serialize for Data {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|raw| Data(Arc::from(raw)))
+    }
+}
+
+/// What a sender sends: a text, a JSON value, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload {
+    /// Empty when there is only `data`.
+    pub text: String,
+    pub data: Option<Data>,
+}
+
+impl From<&str> for Payload {
+    fn from(text: &str) -> Payload {
+        Payload::text(text)
+    }
+}
+
+impl Payload {
+    /// A text alone.
+    pub fn text(text: impl Into<String>) -> Payload {
+        Payload {
+            text: text.into(),
+            data: None,
+        }
+    }
+
+    /// What it costs on the wire, as every frame, record and history page
+    /// carries it: the text escaped as JSON (without its quotes) plus the
+    /// data's encoding.
+    pub fn cost(&self) -> usize {
+        crate::json_string_len(&self.text) + self.data.as_ref().map_or(0, |d| d.get().len())
+    }
+}
+
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 pub(crate) fn is_zero(n: &u64) -> bool {
@@ -169,10 +278,27 @@ mod tests {
             ts: 1_700_000_000_000,
             seq: 0,
             epoch: String::new(),
+            data: None,
+            deleted: false,
         };
         let json = serde_json::to_string(&m).unwrap();
         let back: Message = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
+        assert!(!json.contains("data") && !json.contains("deleted"));
+        let with_data = Message {
+            text: String::new(),
+            data: Some(Data::from_value(&serde_json::json!({"x": [1, "two"]}))),
+            ..m.clone()
+        };
+        let json = serde_json::to_string(&with_data).unwrap();
+        assert!(json.contains(r#""data":{"x":[1,"two"]}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), with_data);
+        let gone = with_data.tombstone();
+        let json = serde_json::to_string(&gone).unwrap();
+        assert!(
+            json.contains(r#""deleted":true"#) && !json.contains("\"x\""),
+            "{json}"
+        );
         assert!(serde_json::from_str::<Message>(&json.replace("lobby", "bad room")).is_err());
     }
 }

@@ -4,10 +4,13 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::{ErrorCode, FrameError, PlainValue, Position, RoomName};
+use crate::{Data, ErrorCode, FrameError, Payload, PlainValue, Position, RoomName};
 
 /// Longest accepted `since.epoch`, in bytes.
 pub const MAX_EPOCH_LEN: usize = 64;
+
+/// serde_json's private marker of a raw value.
+const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
 
 /// Longest accepted `ref`, in bytes, when it is a string.
 pub const MAX_REF_LEN: usize = 128;
@@ -50,10 +53,11 @@ pub enum ClientFrame {
     Presence { room: RoomName },
     /// Leave a room.
     Leave { room: RoomName },
-    /// Send `text` to a joined room; `id` makes retries idempotent.
+    /// Send a text, a JSON value or both to a joined room; `id` makes
+    /// retries idempotent.
     Send {
         room: RoomName,
-        text: String,
+        payload: Payload,
         id: Option<Uuid>,
         /// Delivered live only: never journaled, stored or positioned.
         ephemeral: bool,
@@ -97,8 +101,9 @@ impl Request {
         Ok(Self { r#ref, frame })
     }
 
-    /// A `send` to `room` built from a document's `text` and optional `id`
-    /// fields, with a `send` frame's rules (the publish API's body).
+    /// A `send` to `room` built from a document's `text`, `data`,
+    /// `id` and `ephemeral` fields, with a `send` frame's rules (the
+    /// publish API's body).
     pub fn send_to(
         room: RoomName,
         fields: &Map<String, Value>,
@@ -113,12 +118,13 @@ impl Request {
     /// A `send` of `text` to `room` with a `send` frame's rules and no
     /// `id` or `ref` (the original `event:message`).
     pub fn send_text(room: RoomName, text: String, limits: &Limits) -> Result<Self, FrameError> {
-        check_text(&text, limits)?;
+        let payload = Payload::text(text);
+        check_payload(&payload, limits)?;
         Ok(Self {
             r#ref: None,
             frame: ClientFrame::Send {
                 room,
-                text,
+                payload,
                 id: None,
                 ephemeral: false,
             },
@@ -198,19 +204,42 @@ fn decode_fields(
     }
 }
 
-/// A `send` to `room` from the fields `text`, and the optional `id` and
-/// `ephemeral`, of `map`.
+/// A `send` to `room` from the fields `text` and `data` (one or both),
+/// and the optional `id` and `ephemeral`, of `map`.
 fn send_fields(
     room: RoomName,
     map: &Map<String, Value>,
     limits: &Limits,
 ) -> Result<ClientFrame, FrameError> {
     let text = match map.get("text") {
-        Some(Value::String(t)) => t,
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(t),
         Some(_) => return Err(bad_field("text", "a string")),
-        None => return Err(missing("text")),
     };
-    check_text(text, limits)?;
+    let data = match map.get("data") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(Data::from_value(v)),
+    };
+    // serde_json's private key for raw values: a Value parsed from such
+    // data anywhere downstream would parse the string under it as a new
+    // document (see `PlainValue`), so it never enters a message.
+    if data
+        .as_ref()
+        .is_some_and(|d| d.get().contains(RAW_VALUE_KEY))
+    {
+        return Err(bad_field(
+            "data",
+            "free of the key `$serde_json::private::RawValue`",
+        ));
+    }
+    if text.is_none() && data.is_none() {
+        return Err(missing("text"));
+    }
+    let payload = Payload {
+        text: text.cloned().unwrap_or_default(),
+        data,
+    };
+    check_payload(&payload, limits)?;
     let id = match map.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
@@ -225,29 +254,34 @@ fn send_fields(
     };
     Ok(ClientFrame::Send {
         room,
-        text: text.clone(),
+        payload,
         id,
         ephemeral,
     })
 }
 
-/// The rules a message text follows: not empty, and at most
-/// `max_message_bytes` as it costs on the wire, escaped as every frame,
-/// history page and record carries it (a control character is six bytes
-/// there, not one).
-fn check_text(text: &str, limits: &Limits) -> Result<(), FrameError> {
-    if text.is_empty() {
+/// The rules a message follows: a text, when there is no data, not
+/// empty; and text and data together at most `max_message_bytes` as they
+/// cost on the wire, escaped as every frame, history page and record
+/// carries them (a control character is six bytes there, not one).
+fn check_payload(payload: &Payload, limits: &Limits) -> Result<(), FrameError> {
+    if payload.text.is_empty() && payload.data.is_none() {
         return Err(FrameError::new(
             ErrorCode::TooLarge,
             "text must not be empty",
         ));
     }
-    let cost = json_string_len(text);
+    let cost = payload.cost();
     if cost > limits.max_message_bytes {
+        let what = if payload.data.is_some() {
+            "text and data are"
+        } else {
+            "text is"
+        };
         return Err(FrameError::new(
             ErrorCode::TooLarge,
             format!(
-                "text is {cost} bytes as JSON, the limit is {}",
+                "{what} {cost} bytes as JSON, the limit is {}",
                 limits.max_message_bytes
             ),
         ));

@@ -5,12 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::message::is_zero;
+use crate::message::{is_false, is_zero};
 use crate::{ErrorCode, FrameError, Message, Position, RoomName};
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
 
 /// Everything the server sends on `/ws`, one JSON object per text frame.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,6 +63,8 @@ pub enum ServerFrame {
     },
     /// A message of a joined room, delivered once to every member.
     Message(Message),
+    /// A message of a joined room was deleted (moderation): forget it.
+    Deleted { room: RoomName, id: Uuid },
     /// The sender's message `id` is durable, at this position in its room
     /// (`seq` 0 and an empty `epoch` are left out: no position).
     Ack {
@@ -191,6 +189,8 @@ mod tests {
             ts: 5,
             seq: 0,
             epoch: String::new(),
+            data: None,
+            deleted: false,
         };
         let v: Value = serde_json::from_str(&ServerFrame::Message(m.clone()).encode()).unwrap();
         assert_eq!(
@@ -201,6 +201,30 @@ mod tests {
             ServerFrame::encode_message(&m),
             ServerFrame::Message(m.clone()).encode()
         );
+        let with_data = Message {
+            data: Some(crate::Data::from_value(&json!({"k": [1, {"n": null}]}))),
+            ..m.clone()
+        };
+        let encoded = ServerFrame::encode_message(&with_data);
+        assert_eq!(encoded, ServerFrame::Message(with_data.clone()).encode());
+        assert!(
+            encoded.contains(r#""data":{"k":[1,{"n":null}]}"#),
+            "{encoded}"
+        );
+        let raw = serde_json::value::to_raw_value(&with_data).unwrap();
+        assert!(
+            raw.get().contains(r#""data":{"k":[1,{"n":null}]}"#),
+            "as Socket.IO sends it"
+        );
+        let v: Value = serde_json::from_str(
+            &ServerFrame::Deleted {
+                room: RoomName::parse("r").unwrap(),
+                id,
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert_eq!(v, json!({"type":"deleted","room":"r","id":id.to_string()}));
         let v: Value = serde_json::from_str(
             &ServerFrame::Ack {
                 r#ref: Some(json!("c1")),

@@ -118,7 +118,7 @@ fn decodes_every_request() {
         r.frame,
         ClientFrame::Send {
             room: RoomName::parse("x").unwrap(),
-            text: "hi".into(),
+            payload: "hi".into(),
             id: Some(id),
             ephemeral: false
         }
@@ -246,7 +246,7 @@ fn typed_sends_follow_the_send_frame_rules() {
         sent.frame,
         ClientFrame::Send {
             room: room.clone(),
-            text: "hi".into(),
+            payload: "hi".into(),
             id: None,
             ephemeral: false
         }
@@ -265,7 +265,7 @@ fn typed_sends_follow_the_send_frame_rules() {
         sent.frame,
         ClientFrame::Send {
             room: room.clone(),
-            text: "hey".into(),
+            payload: "hey".into(),
             id: Some(id),
             ephemeral: false
         }
@@ -321,4 +321,69 @@ fn join_since_takes_a_position() {
         "e".repeat(65)
     );
     assert_eq!(decode(&long).unwrap_err().code, ErrorCode::BadFrame);
+}
+
+#[test]
+fn sends_carry_text_data_or_both() {
+    let send = |frame: &str| match decode(frame).map(|r| r.frame) {
+        Ok(ClientFrame::Send { payload, .. }) => Ok(payload),
+        Ok(other) => panic!("not a send: {other:?}"),
+        Err(e) => Err(e.code),
+    };
+    let data_only =
+        send(r#"{"type":"send","room":"g","data":{"b": [1, 2.5, "x"], "a": null}}"#).unwrap();
+    assert_eq!(data_only.text, "");
+    let value: Value = serde_json::from_str(data_only.data.as_ref().unwrap().get()).unwrap();
+    assert_eq!(value, json!({"b": [1, 2.5, "x"], "a": null}));
+    let both = send(r#"{"type":"send","room":"g","text":"move","data":42}"#).unwrap();
+    assert_eq!(
+        (both.text.as_str(), both.data.unwrap().get()),
+        ("move", "42")
+    );
+    for scalar in ["\"s\"", "true", "0", "[]", "{}"] {
+        let frame = format!(r#"{{"type":"send","room":"g","data":{scalar}}}"#);
+        assert_eq!(send(&frame).unwrap().data.unwrap().get(), scalar);
+    }
+    // `data: null` is no data: a text is needed then.
+    assert!(
+        send(r#"{"type":"send","room":"g","text":"t","data":null}"#)
+            .unwrap()
+            .data
+            .is_none()
+    );
+    assert_eq!(
+        send(r#"{"type":"send","room":"g","data":null}"#),
+        Err(ErrorCode::BadFrame)
+    );
+    assert_eq!(
+        send(r#"{"type":"send","room":"g"}"#),
+        Err(ErrorCode::BadFrame)
+    );
+    assert_eq!(
+        send(r#"{"type":"send","room":"g","text":5,"data":1}"#),
+        Err(ErrorCode::BadFrame)
+    );
+    // Text and data count together, as their encoding.
+    let most = Limits::default().max_message_bytes;
+    let fits = format!(
+        r#"{{"type":"send","room":"g","text":"{}","data":"{}"}}"#,
+        "t".repeat(most - 12),
+        "d".repeat(10)
+    );
+    assert!(send(&fits).is_ok(), "{} bytes", most);
+    let over = fits.replace("\"tt", "\"ttt");
+    assert_eq!(send(&over), Err(ErrorCode::TooLarge));
+    // serde_json's private raw-value key never enters a message.
+    let smuggled = r#"{"type":"send","room":"g","data":{"$serde_json::private::RawValue":"[1]"}}"#;
+    assert_eq!(send(smuggled), Err(ErrorCode::BadFrame));
+    let deep = format!(
+        r#"{{"type":"send","room":"g","data":{}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    assert_eq!(
+        send(&deep),
+        Err(ErrorCode::BadFrame),
+        "nesting stays within serde_json's limit"
+    );
 }

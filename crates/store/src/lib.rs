@@ -11,7 +11,7 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use switchboard_protocol::{Message, RoomName};
+use switchboard_protocol::{Data, Message, RoomName};
 use uuid::Uuid;
 
 pub use postgres::PgStore;
@@ -72,7 +72,9 @@ pub enum StoreError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a batch in one transaction. Ids already present are skipped,
-    /// which makes a retried message land once.
+    /// which makes a retried message land once. A tombstone (`deleted`)
+    /// empties the stored message of that id and room, keeping its id and
+    /// position, after the batch's new messages are in.
     async fn insert(&self, batch: &[Message]) -> Result<(), StoreError>;
 
     /// Stores an archiver batch in one transaction: the messages (ids already
@@ -124,6 +126,10 @@ pub trait Store: Send + Sync + 'static {
     /// Ends the run of `epoch` cleanly: every position given is stored.
     async fn end_epoch(&self, epoch: &str) -> Result<(), StoreError>;
 
+    /// The message `id` of `room` as stored (a tombstone when deleted),
+    /// or `None`.
+    async fn get(&self, room: &RoomName, id: Uuid) -> Result<Option<Message>, StoreError>;
+
     /// A short name for logs: `sqlite`, `postgres`.
     fn kind(&self) -> &'static str;
 }
@@ -141,6 +147,18 @@ pub(crate) fn seq_column(m: &Message) -> Option<i64> {
 /// Its epoch as stored: NULL when it has no seq.
 pub(crate) fn epoch_column(m: &Message) -> Option<&str> {
     (m.seq > 0).then_some(m.epoch.as_str())
+}
+
+/// Its data as stored: the JSON text, or NULL.
+pub(crate) fn data_column(m: &Message) -> Option<&str> {
+    m.data.as_ref().map(Data::get)
+}
+
+/// A stored data column back as the message's data.
+pub(crate) fn decode_data(column: Option<String>) -> Result<Option<Data>, StoreError> {
+    column
+        .map(|json| Data::parse(json).map_err(|e| StoreError::Corrupt(format!("data: {e}"))))
+        .transpose()
 }
 
 /// A seq as an SQL integer (seqs never come near `i64::MAX`).

@@ -9,12 +9,14 @@ use sqlx::{PgPool, Row};
 use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
-use crate::{Archived, DeadLetter, Store, StoreError, epoch_column, seq_column, seq_param};
+use crate::{
+    Archived, DeadLetter, Store, StoreError, data_column, epoch_column, seq_column, seq_param,
+};
 
 /// A read of message rows: the columns [`decode_rows`] reads, then `$rest`.
 macro_rules! select {
     ($rest:literal) => {
-        concat!("SELECT id, room, sender, body, (EXTRACT(EPOCH FROM sent_at) * 1000)::bigint, seq, epoch ", $rest)
+        concat!("SELECT id, room, sender, body, (EXTRACT(EPOCH FROM sent_at) * 1000)::bigint, seq, epoch, data::text, deleted_at IS NOT NULL ", $rest)
     };
 }
 
@@ -46,43 +48,92 @@ impl PgStore {
         tx: &mut sqlx::PgConnection,
         records: impl Iterator<Item = (&Message, Option<&str>, Option<i32>, Option<i64>)>,
     ) -> Result<(), StoreError> {
-        let (mut ids, mut rooms, mut senders, mut bodies, mut ts) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        let (mut nodes, mut partitions, mut offsets) = (vec![], vec![], vec![]);
-        let (mut seqs, mut epochs) = (vec![], vec![]);
+        let mut rows = Columns::default();
+        let mut tombstones = vec![];
         for (m, node, partition, offset) in records {
-            ids.push(m.id);
-            rooms.push(m.room.as_str().to_owned());
-            senders.push(m.from.clone());
-            bodies.push(m.text.clone());
-            ts.push(m.ts);
-            nodes.push(node.map(str::to_owned));
-            partitions.push(partition);
-            offsets.push(offset);
-            seqs.push(seq_column(m));
-            epochs.push(epoch_column(m).map(str::to_owned));
+            if m.deleted {
+                tombstones.push(m);
+            } else {
+                rows.push(m, node, partition, offset);
+            }
         }
-        if ids.is_empty() {
-            return Ok(());
+        if !rows.ids.is_empty() {
+            rows.insert(&mut *tx).await?;
         }
+        // After the inserts: a message and its deletion may share a batch.
+        for m in tombstones {
+            sqlx::query(
+                "UPDATE messages SET body = '', data = NULL, \
+                 deleted_at = TIMESTAMPTZ 'epoch' + $3 * INTERVAL '1 millisecond' \
+                 WHERE id = $1 AND room = $2 AND deleted_at IS NULL",
+            )
+            .bind(m.id)
+            .bind(m.room.as_str())
+            .bind(m.ts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// New rows as one array per column, for one `INSERT ... FROM UNNEST`.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<Uuid>,
+    rooms: Vec<String>,
+    senders: Vec<String>,
+    bodies: Vec<String>,
+    ts: Vec<i64>,
+    nodes: Vec<Option<String>>,
+    partitions: Vec<Option<i32>>,
+    offsets: Vec<Option<i64>>,
+    seqs: Vec<Option<i64>>,
+    epochs: Vec<Option<String>>,
+    data: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn push(
+        &mut self,
+        m: &Message,
+        node: Option<&str>,
+        partition: Option<i32>,
+        offset: Option<i64>,
+    ) {
+        self.ids.push(m.id);
+        self.rooms.push(m.room.as_str().to_owned());
+        self.senders.push(m.from.clone());
+        self.bodies.push(m.text.clone());
+        self.ts.push(m.ts);
+        self.nodes.push(node.map(str::to_owned));
+        self.partitions.push(partition);
+        self.offsets.push(offset);
+        self.seqs.push(seq_column(m));
+        self.epochs.push(epoch_column(m).map(str::to_owned));
+        self.data.push(data_column(m).map(str::to_owned));
+    }
+
+    async fn insert(self, tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset, seq, epoch) \
-             SELECT id, room, sender, body, TIMESTAMPTZ 'epoch' + ts * INTERVAL '1 millisecond', node, p, o, seq, e \
+            "INSERT INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset, seq, epoch, data) \
+             SELECT id, room, sender, body, TIMESTAMPTZ 'epoch' + ts * INTERVAL '1 millisecond', node, p, o, seq, e, d::jsonb \
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int4[], $8::int8[], \
-                         $9::int8[], $10::text[]) \
-               AS t(id, room, sender, body, ts, node, p, o, seq, e) \
+                         $9::int8[], $10::text[], $11::text[]) \
+               AS t(id, room, sender, body, ts, node, p, o, seq, e, d) \
              ON CONFLICT DO NOTHING",
         )
-        .bind(ids)
-        .bind(rooms)
-        .bind(senders)
-        .bind(bodies)
-        .bind(ts)
-        .bind(nodes)
-        .bind(partitions)
-        .bind(offsets)
-        .bind(seqs)
-        .bind(epochs)
+        .bind(self.ids)
+        .bind(self.rooms)
+        .bind(self.senders)
+        .bind(self.bodies)
+        .bind(self.ts)
+        .bind(self.nodes)
+        .bind(self.partitions)
+        .bind(self.offsets)
+        .bind(self.seqs)
+        .bind(self.epochs)
+        .bind(self.data)
         .execute(&mut *tx)
         .await?;
         Ok(())
@@ -253,6 +304,15 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn get(&self, room: &RoomName, id: Uuid) -> Result<Option<Message>, StoreError> {
+        let rows = sqlx::query(select!("FROM messages WHERE id = $1 AND room = $2"))
+            .bind(id)
+            .bind(room.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(decode_rows(rows)?.pop())
+    }
+
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -264,6 +324,7 @@ fn decode_rows(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Message>, StoreEr
             let room: String = row.try_get(1)?;
             let seq: Option<i64> = row.try_get(5)?;
             let epoch: Option<String> = row.try_get(6)?;
+            let data: Option<String> = row.try_get(7)?;
             Ok(Message {
                 id: row.try_get(0)?,
                 room: RoomName::parse(&room)
@@ -273,6 +334,8 @@ fn decode_rows(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Message>, StoreEr
                 ts: row.try_get(4)?,
                 seq: seq.map_or(0, |n| n.max(0) as u64),
                 epoch: epoch.unwrap_or_default(),
+                data: crate::decode_data(data)?,
+                deleted: row.try_get(8)?,
             })
         })
         .collect()

@@ -9,12 +9,17 @@ use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool};
 use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
-use crate::{Archived, DeadLetter, Store, StoreError, epoch_column, seq_column, seq_param};
+use crate::{
+    Archived, DeadLetter, Store, StoreError, data_column, epoch_column, seq_column, seq_param,
+};
 
 /// A read of message rows: the columns [`decode_rows`] reads, then `$rest`.
 macro_rules! select {
     ($rest:literal) => {
-        concat!("SELECT id, room, sender, body, sent_at, seq, epoch ", $rest)
+        concat!(
+            "SELECT id, room, sender, body, sent_at, seq, epoch, data, deleted_at IS NOT NULL ",
+            $rest
+        )
     };
 }
 
@@ -53,16 +58,19 @@ impl SqliteStore {
 /// A message row: the message, its node, and its Kafka partition and offset.
 type Row<'a> = (&'a Message, Option<&'a str>, Option<i32>, Option<i64>);
 
-/// Rows per INSERT statement: 10 parameters each, far under SQLite's limit of
+/// Rows per INSERT statement: 11 parameters each, far under SQLite's limit of
 /// 32,766, and few statements per batch (each costs a round trip to sqlx's
 /// SQLite worker thread).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// Inserts rows with multi-row statements, skipping ids already stored.
+/// Inserts rows with multi-row statements, skipping ids already stored,
+/// then applies the tombstones among them (a message and its deletion may
+/// share a batch).
 async fn insert_rows(tx: &mut sqlx::SqliteConnection, rows: &[Row<'_>]) -> Result<(), StoreError> {
+    let (tombstones, rows): (Vec<&Row<'_>>, Vec<&Row<'_>>) = rows.iter().partition(|r| r.0.deleted);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT OR IGNORE INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset, seq, epoch) ",
+            "INSERT OR IGNORE INTO messages (id, room, sender, body, sent_at, node, kafka_partition, kafka_offset, seq, epoch, data) ",
         );
         insert.push_values(chunk, |mut row, (m, node, partition, offset)| {
             row.push_bind(m.id.to_string())
@@ -74,9 +82,21 @@ async fn insert_rows(tx: &mut sqlx::SqliteConnection, rows: &[Row<'_>]) -> Resul
                 .push_bind(*partition)
                 .push_bind(*offset)
                 .push_bind(seq_column(m))
-                .push_bind(epoch_column(m));
+                .push_bind(epoch_column(m))
+                .push_bind(data_column(m));
         });
         insert.build().execute(&mut *tx).await?;
+    }
+    for (m, ..) in tombstones {
+        sqlx::query(
+            "UPDATE messages SET body = '', data = NULL, deleted_at = ? \
+             WHERE id = ? AND room = ? AND deleted_at IS NULL",
+        )
+        .bind(m.ts)
+        .bind(m.id.to_string())
+        .bind(m.room.as_str())
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }
@@ -245,6 +265,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn get(&self, room: &RoomName, id: Uuid) -> Result<Option<Message>, StoreError> {
+        let rows = sqlx::query(select!("FROM messages WHERE id = ? AND room = ?"))
+            .bind(id.to_string())
+            .bind(room.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(decode_rows(rows)?.pop())
+    }
+
     fn kind(&self) -> &'static str {
         "sqlite"
     }
@@ -257,6 +286,7 @@ fn decode_rows(rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<Vec<Message>, Store
             let room: String = row.try_get(1)?;
             let seq: Option<i64> = row.try_get(5)?;
             let epoch: Option<String> = row.try_get(6)?;
+            let data: Option<String> = row.try_get(7)?;
             Ok(Message {
                 id: Uuid::try_parse(&id)
                     .map_err(|e| StoreError::Corrupt(format!("id {id}: {e}")))?,
@@ -267,6 +297,8 @@ fn decode_rows(rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<Vec<Message>, Store
                 ts: row.try_get(4)?,
                 seq: seq.map_or(0, |n| n.max(0) as u64),
                 epoch: epoch.unwrap_or_default(),
+                data: crate::decode_data(data)?,
+                deleted: row.try_get(8)?,
             })
         })
         .collect()

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use switchboard_protocol::{Message, RoomName};
+use switchboard_protocol::{Data, Message, RoomName};
 use switchboard_store::{Archived, DeadLetter, Store, StoreError, open};
 use uuid::Uuid;
 
@@ -16,6 +16,8 @@ fn msg(room: &str, text: &str, ts: i64) -> Message {
         ts,
         seq: 0,
         epoch: String::new(),
+        data: None,
+        deleted: false,
     }
 }
 
@@ -183,6 +185,80 @@ async fn positions_page_both_ways(store: Arc<dyn Store>) {
     assert_eq!((latest[0].seq, latest[0].epoch.as_str()), (10, "e1"));
 }
 
+async fn keeps_data_and_applies_tombstones(store: Arc<dyn Store>) {
+    let room = RoomName::parse("moderated").unwrap();
+    let value = serde_json::json!({"move": "e4", "clock": [300, 295.5], "nested": {"ok": true}});
+    let with_data = Message {
+        text: String::new(),
+        data: Some(Data::from_value(&value)),
+        ..at("moderated", "e1", 1)
+    };
+    let both = Message {
+        data: Some(Data::from_value(&serde_json::json!([1, "two", null]))),
+        ..at("moderated", "e1", 2)
+    };
+    let doomed = at("moderated", "e1", 3);
+    let kept = at("moderated", "e1", 4);
+    // The message and its deletion in one batch: the deletion comes after.
+    store
+        .insert(&[
+            with_data.clone(),
+            both.clone(),
+            doomed.clone(),
+            doomed.tombstone(),
+        ])
+        .await
+        .unwrap();
+    store.insert(std::slice::from_ref(&kept)).await.unwrap();
+    let read = store.after_seq(&room, "e1", 0, 10).await.unwrap();
+    assert_eq!(seqs(&read), [1, 2, 3, 4], "a tombstone keeps its position");
+    let stored: serde_json::Value =
+        serde_json::from_str(read[0].data.as_ref().unwrap().get()).unwrap();
+    assert_eq!(stored, value, "the same JSON value comes back");
+    assert_eq!(read[0].text, "");
+    assert_eq!(read[1].text, both.text);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(read[1].data.as_ref().unwrap().get()).unwrap(),
+        serde_json::json!([1, "two", null])
+    );
+    assert!(read[2].deleted && read[2].text.is_empty() && read[2].data.is_none());
+    assert_eq!((read[2].id, read[2].seq), (doomed.id, 3));
+    assert!(!read[3].deleted && read[3].text == kept.text);
+    // Deleting a stored message later, and again: one tombstone, idempotent.
+    store.insert(&[with_data.tombstone()]).await.unwrap();
+    store.insert(&[with_data.tombstone()]).await.unwrap();
+    let got = store.get(&room, with_data.id).await.unwrap().unwrap();
+    assert!(got.deleted && got.data.is_none());
+    // A resend of a deleted message does not bring it back.
+    store
+        .insert(std::slice::from_ref(&with_data))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get(&room, with_data.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted
+    );
+    // A tombstone of a message never stored, or of another room, adds nothing.
+    store
+        .insert(&[msg("moderated", "never", 9).tombstone()])
+        .await
+        .unwrap();
+    store
+        .insert(&[Message {
+            room: RoomName::parse("elsewhere").unwrap(),
+            ..kept.tombstone()
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.history(&room, 10, None).await.unwrap().len(), 4);
+    assert!(!store.get(&room, kept.id).await.unwrap().unwrap().deleted);
+    assert!(store.get(&room, Uuid::now_v7()).await.unwrap().is_none());
+}
+
 async fn an_epoch_outlives_only_a_clean_run(store: Arc<dyn Store>) {
     let first = store.begin_epoch().await.unwrap();
     assert!(!first.is_empty());
@@ -223,6 +299,10 @@ macro_rules! contract {
             #[tokio::test]
             async fn positions_page_both_ways() {
                 super::positions_page_both_ways($open).await
+            }
+            #[tokio::test]
+            async fn keeps_data_and_applies_tombstones() {
+                super::keeps_data_and_applies_tombstones($open).await
             }
             #[tokio::test]
             async fn an_epoch_outlives_only_a_clean_run() {

@@ -124,3 +124,102 @@ async fn ephemeral_messages_reach_both_nodes_and_never_the_topic_or_the_store() 
     n1.stop().await;
     n2.stop().await;
 }
+
+/// The `data` column of every row, by message id.
+async fn stored_data(schema: &str) -> std::collections::HashMap<String, (String, Option<Value>)> {
+    let pool = sqlx::PgPool::connect(&common::pipeline::pg_base())
+        .await
+        .unwrap();
+    let rows: Vec<(uuid::Uuid, String, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(
+        format!("SELECT id, body, data::text FROM {schema}.messages"),
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows.into_iter()
+        .map(|(id, body, data)| {
+            let data = data.map(|d| serde_json::from_str(&d).unwrap());
+            (id.to_string(), (body, data))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn json_data_goes_through_the_topic_into_jsonb_and_history() {
+    let s = setup().await;
+    let file = "[namespaces.game]\ndata = true\n";
+    let base = GatewayConfig::default();
+    let gateway = GatewayConfig {
+        node_id: "n1".into(),
+        ack_timeout: Duration::from_secs(10),
+        policies: Some(Policies::parse("t.toml", file, base.policy_bounds()).unwrap()),
+        ..base
+    };
+    let n1 = kafka_node_config(&kafka(), &s, gateway, None).await;
+    await_ready(&n1).await;
+    let archiver = Archiver::start(&kafka(), &s.topic, &s.group, &s.db);
+    let room = format!("game:{}", unique("g"));
+    let mut a = n1.client("ann").await;
+    let mut b = n1.client("ben").await;
+    let plain = unique("plain");
+    a.join(&plain).await;
+    a.join(&room).await;
+    b.join(&room).await;
+    let board = json!({"move": "e2e4", "clock": [300, 297.5], "check": false, "note": "ünï \"q\""});
+    a.send(json!({"type": "send", "room": room, "data": board, "ref": 1}))
+        .await;
+    let first = a.recv_type("ack").await["id"].as_str().unwrap().to_owned();
+    a.send(
+        json!({"type": "send", "room": room, "text": "with a move", "data": [1, null], "ref": 2}),
+    )
+    .await;
+    let second = a.recv_type("ack").await["id"].as_str().unwrap().to_owned();
+    // Text-only rooms refuse data.
+    a.send(json!({"type": "send", "room": plain, "data": 1, "ref": 3}))
+        .await;
+    let refused = a.recv_type("error").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["ref"].as_i64()),
+        (Some("forbidden"), Some(3))
+    );
+    let m1 = b.recv_type("message").await;
+    assert_eq!((&m1["data"], &m1["text"]), (&board, &json!("")));
+    let m2 = b.recv_type("message").await;
+    assert_eq!(
+        (&m2["data"], m2["text"].as_str()),
+        (&json!([1, null]), Some("with a move"))
+    );
+    await_rows(&s.schema, 2, Duration::from_secs(60)).await;
+    let stored = stored_data(&s.schema).await;
+    assert_eq!(
+        stored[&first],
+        (String::new(), Some(board.clone())),
+        "jsonb holds the value"
+    );
+    assert_eq!(
+        stored[&second],
+        ("with a move".into(), Some(json!([1, null])))
+    );
+    let records = topic_records(&s.topic);
+    assert!(records.iter().all(|r| r["v"] == 2), "{records:?}");
+    assert!(records.iter().any(|r| r["data"] == board));
+    let history: Value = reqwest::get(n1.http(&format!("/api/rooms/{room}/messages")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = history.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{history}");
+    assert_eq!(
+        (&listed[0]["data"], &listed[1]["data"]),
+        (&board, &json!([1, null]))
+    );
+    // A join's history carries it too.
+    let mut c = n1.client("cat").await;
+    let joined = c.join(&room).await;
+    assert_eq!(joined["history"][0]["data"], board);
+    assert!(archiver.stop().success());
+    n1.stop().await;
+}
