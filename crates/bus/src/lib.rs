@@ -177,6 +177,12 @@ pub trait Sequencer: Send + Sync + 'static {
     /// The room's position now, beginning an epoch when it has none.
     fn position(&self, room: &RoomName) -> BusFuture<Position>;
 
-    /// At most `count` messages of the room's window after seq `after`.
+    /// At most `count` messages of the room's window after seq `after`
+    /// (a deleted one as its tombstone).
     fn window(&self, room: &RoomName, after: u64, count: u32) -> BusFuture<Window>;
+
+    /// Marks message `id` of the room's window deleted: the window gives
+    /// its tombstone from now on. Its position, or `None` when the window
+    /// does not hold it.
+    fn erase(&self, room: &RoomName, id: uuid::Uuid) -> BusFuture<Option<Position>>;
 }

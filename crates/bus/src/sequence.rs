@@ -8,8 +8,9 @@
 //! `{..}:meta` (hash: `epoch`, `seq`), `{..}:log` (stream, entry id
 //! `seq-0`, field `m` the envelope), `{..}:ids` (sorted set: message id
 //! scored by its seq, for the room's last `window` ids, so a resend keeps
-//! its position) and the channel `{..}:ch`. All three keys expire together
-//! after `ttl` without a message. When the meta hash is gone (Redis
+//! its position), `{..}:gone` (hash: the seqs of the log's deleted
+//! messages, read back as tombstones) and the channel `{..}:ch`. The keys
+//! expire together after `ttl` without a message. When the meta hash is gone (Redis
 //! restarted without persistence, or the room was idle past its expiry) the
 //! next use starts a new epoch, with an empty log.
 
@@ -28,16 +29,16 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Gives the message its position, appends it to the window and publishes
 /// it. KEYS: meta, log, ids. ARGV: id, envelope, candidate epoch, window,
-/// ttl (ms), channel. Returns {seq, epoch, fresh (1 or 0)} as strings. The
+/// ttl (ms), channel; KEYS[4]: gone. Returns {seq, epoch, fresh (1 or 0)} as strings. The
 /// log is capped by `XADD MAXLEN`, the ids by score; the keys' expiry is
 /// refreshed once half of it has run out, not on every message.
 const SEQUENCE: &str = r"
-local meta, log, ids = KEYS[1], KEYS[2], KEYS[3]
+local meta, log, ids, gone = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, payload, window, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
   epoch = ARGV[3]
-  redis.call('DEL', log, ids)
+  redis.call('DEL', log, ids, gone)
   redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
 end
 local known = redis.call('ZSCORE', ids, id)
@@ -54,28 +55,29 @@ if redis.call('PTTL', meta) < ttl / 2 then
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', log, ttl)
   redis.call('PEXPIRE', ids, ttl)
+  redis.call('PEXPIRE', gone, ttl)
 end
 redis.call('PUBLISH', ARGV[6], seq .. ' ' .. epoch .. ' ' .. payload)
 return {tostring(seq), epoch, '1'}
 ";
 
 /// The room's position, beginning its epoch when it has none. KEYS: meta,
-/// log, ids. ARGV: candidate epoch, ttl (ms). Returns {epoch, seq}.
+/// log, ids, gone. ARGV: candidate epoch, ttl (ms). Returns {epoch, seq}.
 const POSITION: &str = r"
 local meta = KEYS[1]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
   epoch = ARGV[1]
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
   redis.call('PEXPIRE', meta, ARGV[2])
 end
 return {epoch, redis.call('HGET', meta, 'seq')}
 ";
 
-/// The log after a seq. KEYS: meta, log. ARGV: after, count. Returns
-/// {epoch, last seq, oldest entry id or '', then entry id, envelope, ...};
-/// epoch '' when the room has none.
+/// The log after a seq. KEYS: meta, log, gone. ARGV: after, count.
+/// Returns {epoch, last seq, oldest entry id or '', then entry id,
+/// envelope, '1' when deleted or '0', ...}; epoch '' when the room has none.
 const WINDOW: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -90,8 +92,25 @@ local after = tonumber(ARGV[1])
 for _, entry in ipairs(redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+', 'COUNT', ARGV[2])) do
   out[#out + 1] = entry[1]
   out[#out + 1] = entry[2][2]
+  out[#out + 1] = tostring(redis.call('HEXISTS', KEYS[3], string.match(entry[1], '^%d+')))
 end
 return out
+";
+
+/// Marks a message of the window deleted. KEYS: meta, ids, gone. ARGV:
+/// id. Returns {seq, epoch} of the message, or {} when the window does not
+/// hold it. The mark expires with the room's other keys.
+const ERASE: &str = r"
+local seq = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not seq then
+  return {}
+end
+redis.call('HSET', KEYS[3], seq, '1')
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return {seq, redis.call('HGET', KEYS[1], 'epoch')}
 ";
 
 /// The ordering point's settings.
@@ -117,6 +136,7 @@ struct Inner {
     sequence: Script,
     position: Script,
     window: Script,
+    erase: Script,
 }
 
 /// A room's keys and channel, sharing one hash tag.
@@ -124,6 +144,7 @@ pub(crate) struct Keys {
     meta: String,
     log: String,
     ids: String,
+    gone: String,
     pub channel: String,
     /// Presence: `node\x1fname` -> `connections since`.
     pub pres: String,
@@ -138,6 +159,7 @@ impl Keys {
             meta: format!("{tag}:meta"),
             log: format!("{tag}:log"),
             ids: format!("{tag}:ids"),
+            gone: format!("{tag}:gone"),
             channel: format!("{tag}:ch"),
             pres: format!("{tag}:pres"),
             pcount: format!("{tag}:pcount"),
@@ -154,6 +176,7 @@ impl RedisSequencer {
             sequence: Script::new(SEQUENCE),
             position: Script::new(POSITION),
             window: Script::new(WINDOW),
+            erase: Script::new(ERASE),
         }))
     }
 }
@@ -181,6 +204,7 @@ impl Inner {
             .key(&keys.meta)
             .key(&keys.log)
             .key(&keys.ids)
+            .key(&keys.gone)
             .arg(message.id.to_string())
             .arg(payload)
             .arg(new_epoch())
@@ -216,6 +240,7 @@ impl Inner {
             .key(&keys.meta)
             .key(&keys.log)
             .key(&keys.ids)
+            .key(&keys.gone)
             .arg(new_epoch())
             .arg(self.ttl_ms())
             .invoke_async(&mut conn)
@@ -239,6 +264,7 @@ impl Inner {
             .window
             .key(&keys.meta)
             .key(&keys.log)
+            .key(&keys.gone)
             .arg(after)
             .arg(count.max(1))
             .invoke_async(&mut conn)
@@ -259,15 +285,46 @@ impl Inner {
                 b"" => None,
                 id => Some(parse_entry_id(id)?),
             },
-            messages: Vec::with_capacity(entries.len() / 2),
+            messages: Vec::with_capacity(entries.len() / 3),
         };
-        for pair in entries.chunks_exact(2) {
-            let (_, mut message) = envelope::decode(&pair[1]).map_err(BusError::Redis)?;
-            message.seq = parse_entry_id(&pair[0])?;
+        for entry in entries.chunks_exact(3) {
+            let (_, mut message) = envelope::decode(&entry[1]).map_err(BusError::Redis)?;
+            message.seq = parse_entry_id(&entry[0])?;
             message.epoch.clone_from(&window.position.epoch);
+            if entry[2] == b"1" {
+                message = message.tombstone();
+            }
             window.messages.push(message);
         }
         Ok(window)
+    }
+
+    async fn run_erase(
+        &self,
+        room: RoomName,
+        id: uuid::Uuid,
+    ) -> Result<Option<Position>, BusError> {
+        let keys = Keys::new(&self.settings.prefix, &room);
+        let mut conn = self.conn().await?;
+        let reply: Vec<String> = self
+            .erase
+            .key(&keys.meta)
+            .key(&keys.ids)
+            .key(&keys.gone)
+            .arg(id.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BusError::Redis(e.to_string()))?;
+        match reply.as_slice() {
+            [] => Ok(None),
+            [seq, epoch] => Ok(Some(Position {
+                seq: parse_seq(seq)?,
+                epoch: epoch.clone(),
+            })),
+            _ => Err(BusError::Redis(
+                "unexpected reply to the erase script".into(),
+            )),
+        }
     }
 }
 
@@ -314,5 +371,11 @@ impl Sequencer for RedisSequencer {
         let this = self.0.clone();
         let room = room.clone();
         Box::pin(async move { bounded(this.run_window(room, after, count)).await })
+    }
+
+    fn erase(&self, room: &RoomName, id: uuid::Uuid) -> BusFuture<Option<Position>> {
+        let this = self.0.clone();
+        let room = room.clone();
+        Box::pin(async move { bounded(this.run_erase(room, id)).await })
     }
 }

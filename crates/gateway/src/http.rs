@@ -52,6 +52,10 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
             "/api/rooms/{room}/messages",
             get(crate::api::room_messages).post(crate::api::publish),
         )
+        .route(
+            "/api/rooms/{room}/messages/{id}",
+            axum::routing::delete(crate::moderation::delete_message),
+        )
         .route("/api/rooms/{room}/presence", get(crate::api::room_presence))
         .route("/api/rooms", get(crate::api::rooms))
         .route(

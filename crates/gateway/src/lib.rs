@@ -21,6 +21,7 @@ mod http;
 mod limits;
 mod listen;
 mod mailbox;
+mod moderation;
 mod origin;
 pub mod peer;
 pub mod policy;
@@ -229,6 +230,11 @@ impl Gateway {
             while let Some(inbound) = remote.recv().await {
                 let Some(gateway) = weak.upgrade() else { break };
                 let message = match inbound {
+                    // A deletion: same id as its message, never deduplicated.
+                    Inbound::Message(tombstone) if tombstone.deleted => {
+                        gateway.erased(&tombstone);
+                        continue;
+                    }
                     Inbound::Message(message) => message,
                     Inbound::Presence(change) => {
                         gateway.presence.relay(change);

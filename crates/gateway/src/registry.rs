@@ -253,26 +253,87 @@ impl Registry {
     /// returns the Socket.IO members to cut, like [`Registry::deliver`].
     #[must_use = "the Socket.IO members to cut"]
     pub fn deliver_presence(&self, change: &PresenceChange) -> Vec<Cut> {
+        self.tell(
+            &change.room,
+            |m| m.watch,
+            || ServerFrame::PresenceChange(change.clone()).encode(),
+            "presence_change",
+            change,
+        )
+    }
+
+    /// Whether message `id` is among the recent messages of `room` here.
+    pub fn has_recent(&self, room: &RoomName, id: uuid::Uuid) -> bool {
         let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(room) = rooms.get(&change.room) else {
+        rooms.get(room).is_some_and(|room| {
+            room.recent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|m| m.id == id)
+        })
+    }
+
+    /// Message `tombstone.id` of its room was deleted: its tombstone (with
+    /// the message's position) takes its place among the room's recent
+    /// messages, and every member but the original contract's is told
+    /// (`deleted`). The Socket.IO members to cut.
+    #[must_use = "the Socket.IO members to cut"]
+    pub fn erase(&self, tombstone: &Message) -> Vec<Cut> {
+        {
+            let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(room) = rooms.get(&tombstone.room) else {
+                return Vec::new();
+            };
+            let mut recent = room.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(m) = recent.iter_mut().find(|m| m.id == tombstone.id) {
+                *m = m.tombstone();
+            }
+        }
+        let deleted = ServerFrame::Deleted {
+            room: tombstone.room.clone(),
+            id: tombstone.id,
+        };
+        let value = serde_json::json!({"room": tombstone.room, "id": tombstone.id});
+        self.tell(
+            &tombstone.room,
+            |m| !matches!(m.sink, Sink::Sio { legacy: true, .. }),
+            || deleted.encode(),
+            "deleted",
+            &value,
+        )
+    }
+
+    /// Sends the members of `room` that `to` picks one frame: encoded once
+    /// for every `/ws` member, as the Socket.IO `event` for the others.
+    fn tell<T: serde::Serialize + ?Sized>(
+        &self,
+        room: &RoomName,
+        to: impl Fn(&Member) -> bool,
+        frame: impl FnOnce() -> String,
+        event: &'static str,
+        value: &T,
+    ) -> Vec<Cut> {
+        let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(room) = rooms.get(room) else {
             return Vec::new();
         };
         let mut cut = Vec::new();
+        let mut frame = Some(frame);
         let mut ws_frame: Option<Outbound> = None;
-        for member in room.members.iter().filter(|m| m.watch) {
+        for member in room.members.iter().filter(|m| to(m)) {
             match &member.sink {
                 Sink::Ws(ws) => {
-                    let frame = ws_frame.get_or_insert_with(|| {
+                    let queued = ws_frame.get_or_insert_with(|| {
+                        let encode = frame.take().unwrap_or_else(|| unreachable!("encoded once"));
                         Arc::new(QueuedFrame {
-                            frame: Utf8Bytes::from(
-                                ServerFrame::PresenceChange(change.clone()).encode(),
-                            ),
+                            frame: Utf8Bytes::from(encode()),
                             id: None,
                         })
                     });
-                    ws.push(frame.clone());
+                    ws.push(queued.clone());
                 }
-                Sink::Sio { socket, .. } => match socket.emit("presence_change", change) {
+                Sink::Sio { socket, .. } => match socket.emit(event, value) {
                     Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                         cut.push(Cut::Slow(socket.clone()));
                     }

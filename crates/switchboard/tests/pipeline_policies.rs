@@ -146,12 +146,16 @@ async fn stored_data(schema: &str) -> std::collections::HashMap<String, (String,
 }
 
 #[tokio::test]
-async fn json_data_goes_through_the_topic_into_jsonb_and_history() {
+async fn json_data_goes_through_the_topic_into_jsonb_and_history_and_deletions_too() {
     let s = setup().await;
     let file = "[namespaces.game]\ndata = true\n";
     let base = GatewayConfig::default();
     let gateway = GatewayConfig {
         node_id: "n1".into(),
+        auth: switchboard_gateway::AuthConfig {
+            api_key: Some(common::jwt::API_KEY.into()),
+            ..base.auth.clone()
+        },
         ack_timeout: Duration::from_secs(10),
         policies: Some(Policies::parse("t.toml", file, base.policy_bounds()).unwrap()),
         ..base
@@ -220,6 +224,44 @@ async fn json_data_goes_through_the_topic_into_jsonb_and_history() {
     let mut c = n1.client("cat").await;
     let joined = c.join(&room).await;
     assert_eq!(joined["history"][0]["data"], board);
+    // Deleted: the tombstone goes through the topic, the archiver empties
+    // the row and keeps its id and position.
+    let status = reqwest::Client::new()
+        .delete(n1.http(&format!("/api/rooms/{room}/messages/{first}")))
+        .bearer_auth(common::jwt::API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    assert_eq!(c.recv_type("deleted").await["id"], first.as_str());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stored_data(&s.schema).await[&first].1.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the archiver applies the tombstone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool = sqlx::PgPool::connect(&common::pipeline::pg_base())
+        .await
+        .unwrap();
+    let (body, gone, seq): (String, bool, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT body, deleted_at IS NOT NULL, seq FROM {}.messages WHERE id = '{first}'",
+        s.schema
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!((body.as_str(), gone, seq), ("", true, 1));
+    assert_eq!(stored_data(&s.schema).await.len(), 2, "no row added");
+    let records = topic_records(&s.topic);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["id"] == first.as_str() && r["deleted"] == true)
+    );
     assert!(archiver.stop().success());
     n1.stop().await;
 }

@@ -1,0 +1,132 @@
+//! Moderation through the server API: deleting a message everywhere.
+//!
+//! A deletion is a tombstone: a message with the deleted one's id and
+//! `deleted: true`. It is journaled like a message (the store, or the
+//! archiver behind Kafka, empties the stored row and keeps its id and
+//! position), marks the message in the cluster's window (Redis) and in the
+//! rooms' recent messages on every node (through the bus), and every member
+//! of the room gets a `deleted {room, id}` frame. A recovery or a history
+//! read that spans it returns the tombstone, so positions have no hole.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use switchboard_protocol::{Message, RoomName};
+use uuid::Uuid;
+
+use crate::api::server_only;
+use crate::error::ApiError;
+use crate::{Gateway, Positions, Unavailable, now_ms};
+
+/// `DELETE /api/rooms/{room}/messages/{id}` with the API key: 204 once the
+/// deletion is durable and sent to every node; 404 `not_found` when
+/// neither the store nor the room's recent messages hold the id; 503
+/// `unavailable` to retry (a deletion is idempotent).
+pub(crate) async fn delete_message(
+    State(gateway): State<Arc<Gateway>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    server_only(&gateway, &headers)?;
+    let Ok(Path((room, id))) = path else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the path is /api/rooms/{room}/messages/{id}",
+        ));
+    };
+    let room = RoomName::parse(&room)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_room", e.to_string()))?;
+    let id = Uuid::try_parse(&id).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the message id is not a UUID",
+        )
+    })?;
+    match gateway.delete_message(room, id).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(false) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such message in that room",
+        )),
+        Err(e) => Err(ApiError::unavailable(e.0)),
+    }
+}
+
+impl Gateway {
+    /// Deletes message `id` of `room` everywhere; false when it is not
+    /// known (not stored, not among the room's recent messages).
+    pub(crate) async fn delete_message(
+        &self,
+        room: RoomName,
+        id: Uuid,
+    ) -> Result<bool, Unavailable> {
+        let name = room.clone();
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, room = %name, %id, "deletion: {what} failed");
+            Unavailable("the deletion could not be made; retry".into())
+        };
+        let stored = self
+            .bounded(self.store.get(&room, id))
+            .await
+            .map_err(|e| unavailable("the store read", &e))?;
+        let windowed = match &self.positions {
+            Positions::Cluster(flows) => flows
+                .sequencer()
+                .erase(&room, id)
+                .await
+                .map_err(|e| unavailable("the window mark", &e))?,
+            Positions::Local(_) => None,
+        };
+        let mut tombstone = Message {
+            id,
+            room,
+            from: String::new(),
+            text: String::new(),
+            data: None,
+            ts: now_ms(),
+            seq: 0,
+            epoch: String::new(),
+            deleted: true,
+        };
+        if let Some(m) = &stored {
+            (tombstone.seq, tombstone.epoch) = (m.seq, m.epoch.clone());
+        } else if let Some(p) = &windowed {
+            (tombstone.seq, tombstone.epoch) = (p.seq, p.epoch.clone());
+        }
+        let recent = self.registry.has_recent(&tombstone.room, id);
+        if stored.is_none() && windowed.is_none() && !recent {
+            return Ok(false);
+        }
+        let journaled = tokio::time::timeout(
+            self.config.ack_timeout,
+            self.journal.append(tombstone.clone()),
+        )
+        .await;
+        match journaled {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unavailable("the journal", &e)),
+            Err(_) => return Err(unavailable("the journal", &"timed out")),
+        }
+        // Here, then on the other nodes: the recent messages are marked and
+        // the members told.
+        self.erased(&tombstone);
+        self.bus.publish(&tombstone);
+        metrics::counter!("switchboard_messages_deleted_total").increment(1);
+        Ok(true)
+    }
+
+    /// A tombstone reached this node (its own deletion, or another
+    /// node's through the bus): the room's recent messages and members
+    /// here learn it.
+    pub(crate) fn erased(&self, tombstone: &Message) {
+        for cut in self.registry.erase(tombstone) {
+            crate::sio::cut(&self.registry, cut);
+        }
+    }
+}
