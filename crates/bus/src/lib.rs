@@ -40,6 +40,9 @@ pub enum Inbound {
     Message(Message),
     /// A name joined or left a room somewhere in the cluster.
     Presence(PresenceChange),
+    /// Disconnect every connection of this name (the server API, on
+    /// another node).
+    Disconnect(String),
 }
 
 /// Where a bus puts what other nodes published; the node's fan-out task
@@ -57,6 +60,9 @@ pub trait Bus: Send + Sync + 'static {
     /// bus's to count and log: real-time fan-out between nodes is
     /// best-effort, durability comes from the journal.
     fn publish(&self, message: &Message);
+
+    /// Tells every other node to disconnect the connections of `name`.
+    fn disconnect(&self, name: &str);
 
     /// This node now hosts `room`: deliver its messages to the inbox.
     fn subscribe(&self, room: &RoomName);

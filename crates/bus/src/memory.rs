@@ -83,6 +83,22 @@ impl Bus for MemoryBus {
         }
     }
 
+    fn disconnect(&self, name: &str) {
+        let nodes = self.hub.lock();
+        for (id, node) in nodes.iter() {
+            if *id == self.id {
+                continue;
+            }
+            if let Some(inbox) = &node.inbox
+                && let Err(TrySendError::Full(_)) =
+                    inbox.try_send(Inbound::Disconnect(name.to_owned()))
+            {
+                metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full")
+                    .increment(1);
+            }
+        }
+    }
+
     fn subscribe(&self, room: &RoomName) {
         if let Some(node) = self.hub.lock().get_mut(&self.id) {
             node.rooms.insert(room.clone());

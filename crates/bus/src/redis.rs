@@ -1,6 +1,8 @@
 //! Cluster fan-out over Redis Pub/Sub.
 //!
-//! Each room is one channel, `{prefix:room}:ch`. Every message reaches it
+//! Each room is one channel, `{prefix:room}:ch`; commands for every node
+//! (disconnect a user) go through `{prefix}:control`, which every node
+//! subscribes to for its whole life. Every message reaches it
 //! through the ordering point ([`crate::sequence`]), which publishes it
 //! with its position; a node subscribes to a room's channel only while it
 //! has local members there (interest-based), so it receives only the
@@ -166,6 +168,7 @@ impl RedisBus {
             options.presence_ttl,
             stop.clone(),
         );
+        let _ = commands.send(Command::Subscribe(control_channel(&options.prefix)));
         tokio::spawn(crate::subscriber::subscribe_loop(
             client,
             command_rx,
@@ -215,6 +218,19 @@ impl Bus for RedisBus {
         }
     }
 
+    fn disconnect(&self, name: &str) {
+        let payload = control::encode_disconnect(&self.node_id, name);
+        if self
+            .publish_tx
+            .try_send((control_channel(&self.prefix), payload))
+            .is_err()
+        {
+            metrics::counter!("switchboard_bus_dropped_total", "reason" => "publish_queue_full")
+                .increment(1);
+            tracing::warn!(%name, "redis publish queue full: a disconnect was not sent to other nodes");
+        }
+    }
+
     fn subscribe(&self, room: &RoomName) {
         let _ = self.commands.send(Command::Subscribe(self.channel(room)));
     }
@@ -257,6 +273,56 @@ impl Bus for RedisBus {
 /// waits for its ordering script's reply, and Nagle's algorithm would hold
 /// a small request behind an unacknowledged one (up to the peer's delayed
 /// ACK, tens of milliseconds).
+/// The channel of commands to every node of the deployment.
+pub(crate) fn control_channel(prefix: &str) -> String {
+    format!("{{{prefix}}}:control")
+}
+
+pub(crate) mod control {
+    //! Payloads of the control channel: `D {"node":..,"name":..}`.
+
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize)]
+    struct Disconnect<'a> {
+        node: &'a str,
+        name: &'a str,
+    }
+
+    #[derive(Deserialize)]
+    struct Read {
+        node: String,
+        name: String,
+    }
+
+    pub(crate) fn encode_disconnect(node: &str, name: &str) -> Vec<u8> {
+        let mut out = b"D ".to_vec();
+        serde_json::to_writer(&mut out, &Disconnect { node, name })
+            .unwrap_or_else(|_| unreachable!("strings serialize"));
+        out
+    }
+
+    /// The node that asked and the name to disconnect.
+    pub(crate) fn decode_disconnect(payload: &[u8]) -> Option<(String, String)> {
+        let d: Read = serde_json::from_slice(payload.strip_prefix(b"D ")?).ok()?;
+        Some((d.node, d.name))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn round_trips_any_name() {
+            let payload = super::encode_disconnect("n 1", "ann \"the\" admin");
+            assert_eq!(
+                super::decode_disconnect(&payload),
+                Some(("n 1".into(), "ann \"the\" admin".into()))
+            );
+            assert_eq!(super::decode_disconnect(b"D {"), None);
+            assert_eq!(super::decode_disconnect(b"P join"), None);
+        }
+    }
+}
+
 fn client(url: &str) -> Result<redis::Client, RedisSetupError> {
     let info = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| RedisSetupError::Url(e.to_string()))?

@@ -178,6 +178,22 @@ pub(crate) async fn subscribe_loop(
 /// local fan-out is behind, so the pipe never grows without bound (the
 /// receiving node fills such a gap from the room's window).
 fn deliver(inbox: &Inbox, node_id: &str, payload: &[u8]) {
+    if payload.starts_with(b"D ") {
+        match crate::redis::control::decode_disconnect(payload) {
+            Some((origin, _)) if origin == node_id => {}
+            Some((_, name)) => {
+                if inbox.try_send(Inbound::Disconnect(name)).is_err() {
+                    metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full")
+                        .increment(1);
+                }
+            }
+            None => {
+                metrics::counter!("switchboard_bus_dropped_total", "reason" => "undecodable")
+                    .increment(1);
+            }
+        }
+        return;
+    }
     if payload.starts_with(b"P ") {
         // Presence events come to every node, the publishing one too.
         match crate::presence::decode(payload) {

@@ -59,6 +59,10 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/api/rooms/{room}/presence", get(crate::api::room_presence))
         .route("/api/rooms", get(crate::api::rooms))
         .route(
+            "/api/users/{name}/disconnect",
+            axum::routing::post(crate::moderation::disconnect_user),
+        )
+        .route(
             "/api/broadcast",
             axum::routing::post(crate::broadcast::broadcast),
         )

@@ -32,6 +32,7 @@ mod registry;
 mod rooms;
 mod session;
 mod sio;
+mod users;
 mod ws;
 
 use std::future::Future;
@@ -90,6 +91,8 @@ pub struct Gateway {
     metrics: Option<PrometheusHandle>,
     /// Every room's policy, by namespace.
     policies: Policies,
+    /// The connections of each name here.
+    users: users::Users,
 }
 
 /// The ordering point a node uses.
@@ -164,6 +167,7 @@ impl Gateway {
         config.limits.max_message_bytes = policies.largest_message();
         let gateway = Arc::new(Self {
             policies,
+            users: users::Users::default(),
             config,
             registry,
             bus,
@@ -238,6 +242,10 @@ impl Gateway {
                     Inbound::Message(message) => message,
                     Inbound::Presence(change) => {
                         gateway.presence.relay(change);
+                        continue;
+                    }
+                    Inbound::Disconnect(name) => {
+                        gateway.users.disconnect(&name);
                         continue;
                     }
                 };

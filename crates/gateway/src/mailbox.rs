@@ -37,6 +37,15 @@ pub(crate) fn reply(frame: String) -> Outbound {
 /// Queue capacity kept after a burst drains; more is given back.
 const KEEP_CAPACITY: usize = 64;
 
+/// Why a connection is made to close from outside its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kick {
+    /// The mailbox overflowed: a slow consumer.
+    Slow,
+    /// The server API disconnected its user.
+    Disconnected,
+}
+
 /// What the connection's task is woken for.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ready {
@@ -56,7 +65,7 @@ pub(crate) struct Mailbox {
 struct Inner {
     queue: VecDeque<Outbound>,
     waker: Option<Waker>,
-    kicked: bool,
+    kicked: Option<Kick>,
     closed: bool,
 }
 
@@ -85,14 +94,14 @@ impl Mailbox {
     /// the mailbox is closed or kicked, or is full (which kicks it).
     pub fn push(&self, out: Outbound) -> bool {
         let mut inner = self.lock();
-        if inner.closed || inner.kicked {
+        if inner.closed || inner.kicked.is_some() {
             return false;
         }
         let queued = inner.queue.len() < self.capacity;
         if queued {
             inner.queue.push_back(out);
         } else {
-            inner.kicked = true;
+            inner.kicked = Some(Kick::Slow);
             metrics::counter!("switchboard_slow_consumers_total", "protocol" => "ws").increment(1);
         }
         let waker = inner.waker.take();
@@ -106,7 +115,7 @@ impl Mailbox {
     /// Ready when a frame is queued or the mailbox was kicked (which wins).
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Ready> {
         let mut inner = self.lock();
-        if inner.kicked {
+        if inner.kicked.is_some() {
             return Poll::Ready(Ready::Kicked);
         }
         if !inner.queue.is_empty() {
@@ -119,10 +128,10 @@ impl Mailbox {
     /// Ready only once the mailbox was kicked. Always leaves the task's
     /// waker behind otherwise: a write stalled on a client that stopped
     /// reading must still be woken by the kick.
-    pub fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<Kick> {
         let mut inner = self.lock();
-        if inner.kicked {
-            return Poll::Ready(());
+        if let Some(kick) = inner.kicked {
+            return Poll::Ready(kick);
         }
         inner.register(cx);
         Poll::Pending
@@ -146,7 +155,22 @@ impl Mailbox {
     /// Whether the mailbox overflowed.
     #[cfg(test)]
     pub fn is_kicked(&self) -> bool {
-        self.lock().kicked
+        self.lock().kicked.is_some()
+    }
+
+    /// Makes the connection close as disconnected by the server (unless it
+    /// is closing already).
+    pub fn disconnect(&self) {
+        let mut inner = self.lock();
+        if inner.closed || inner.kicked.is_some() {
+            return;
+        }
+        inner.kicked = Some(Kick::Disconnected);
+        let waker = inner.waker.take();
+        drop(inner);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// The connection is gone: drops what is queued and refuses more.
@@ -256,7 +280,30 @@ mod tests {
         assert!(woken(&flag), "the kick wakes the stalled task");
         assert_eq!(
             m.poll_kicked(&mut Context::from_waker(&waker)),
-            Poll::Ready(())
+            Poll::Ready(Kick::Slow)
         );
+        m.disconnect();
+        assert_eq!(
+            m.poll_kicked(&mut Context::from_waker(&waker)),
+            Poll::Ready(Kick::Slow),
+            "the first reason stays"
+        );
+    }
+
+    #[test]
+    fn a_disconnect_wakes_and_refuses_more() {
+        let m = Mailbox::new(4);
+        let (flag, waker) = flagged();
+        assert_eq!(
+            m.poll_kicked(&mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
+        m.disconnect();
+        assert!(woken(&flag));
+        assert_eq!(
+            m.poll_kicked(&mut Context::from_waker(&waker)),
+            Poll::Ready(Kick::Disconnected)
+        );
+        assert!(!m.push(reply("late".into())));
     }
 }

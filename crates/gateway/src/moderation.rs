@@ -1,4 +1,6 @@
-//! Moderation through the server API: deleting a message everywhere.
+//! Moderation through the server API: deleting a message everywhere, and
+//! disconnecting a user everywhere (every connection of the name on this
+//! node, and on the others through the bus).
 //!
 //! A deletion is a tombstone: a message with the deleted one's id and
 //! `deleted: true`. It is journaled like a message (the store, or the
@@ -14,7 +16,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use switchboard_protocol::{Message, RoomName};
+use switchboard_protocol::{Message, RoomName, validate_name};
 use uuid::Uuid;
 
 use crate::api::server_only;
@@ -56,6 +58,28 @@ pub(crate) async fn delete_message(
         )),
         Err(e) => Err(ApiError::unavailable(e.0)),
     }
+}
+
+/// `POST /api/users/{name}/disconnect` with the API key: every connection
+/// of `name` here is closed now (`/ws`: 4002; Socket.IO: the
+/// `disconnected` error, then a disconnect), and every other node is told
+/// through the bus and does the same as it reads it. 202 with how many
+/// were closed here.
+pub(crate) async fn disconnect_user(
+    State(gateway): State<Arc<Gateway>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    server_only(&gateway, &headers)?;
+    let Ok(Path(name)) = path else {
+        return Err(ApiError::bad_name("the name in the path is not UTF-8"));
+    };
+    let name = validate_name(&name).map_err(ApiError::bad_name)?;
+    let here = gateway.users.disconnect(&name);
+    gateway.bus.disconnect(&name);
+    tracing::info!(%name, here, "user disconnected through the server API");
+    let body = serde_json::json!({"name": name, "disconnected_here": here});
+    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
 impl Gateway {

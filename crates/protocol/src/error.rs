@@ -28,6 +28,10 @@ pub enum ErrorCode {
     /// The connection's token expired without a `refresh`: `/ws` closes
     /// with 4001, a Socket.IO socket gets this error and is disconnected.
     TokenExpired,
+    /// The server disconnected every connection of this user (the server
+    /// API): `/ws` closes with 4002, a Socket.IO socket gets this error and
+    /// is disconnected.
+    Disconnected,
 }
 
 impl ErrorCode {
@@ -43,6 +47,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Disconnected => "disconnected",
         }
     }
 }

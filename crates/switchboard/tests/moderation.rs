@@ -181,3 +181,57 @@ async fn a_deletion_reaches_every_node_and_the_cluster_window() {
     n1.stop().await;
     n2.stop().await;
 }
+
+async fn disconnect(node: &Node, name: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(node.http(&format!("/api/users/{name}/disconnect")));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_user_is_disconnected_on_every_node() {
+    let prefix = unique("dis");
+    let n1 = Node::clustered(&shared_url(), &prefix, config("n1")).await;
+    let n2 = Node::clustered(&shared_url(), &prefix, config("n2")).await;
+    let mut ann_here = n1.client("ann").await;
+    let mut ann_there = n2.client("ann").await;
+    let mut ann_again = n2.client("ann").await;
+    let mut ben = n1.client("ben").await;
+    let room = unique("dis");
+    ben.join(&room).await;
+    ann_there.join(&room).await;
+    // Refusals close nothing.
+    assert_eq!(disconnect(&n1, "ann", None).await.0, 401);
+    let (status, body) = disconnect(&n1, "%0A", Some(API_KEY)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_name")),
+        "{body}"
+    );
+    ann_here.send(json!({"type": "ping", "ref": 1})).await;
+    assert_eq!(ann_here.recv_type("pong").await["ref"], 1);
+
+    let (status, body) = disconnect(&n1, "ann", Some(API_KEY)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body, json!({"name": "ann", "disconnected_here": 1}));
+    for c in [&mut ann_here, &mut ann_there, &mut ann_again] {
+        let code = tokio::time::timeout(Duration::from_secs(5), c.close_code())
+            .await
+            .expect("closed within 5 s");
+        assert_eq!(code, Some(4002));
+    }
+    // Others stay, and see ann leave.
+    ben.send(json!({"type": "ping", "ref": 2})).await;
+    assert_eq!(ben.recv_type("pong").await["ref"], 2);
+    let (status, body) = disconnect(&n2, "nobody", Some(API_KEY)).await;
+    assert_eq!((status, body["disconnected_here"].as_u64()), (202, Some(0)));
+    // A new connection of the name is fine afterwards.
+    let mut back = n2.client("ann").await;
+    back.join(&room).await;
+    n1.stop().await;
+    n2.stop().await;
+}

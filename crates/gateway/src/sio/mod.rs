@@ -187,6 +187,11 @@ async fn on_connect(socket: SocketRef, State(gateway): State<Arc<Gateway>>) {
     if !opened {
         return;
     }
+    gateway.users.add(
+        &session.identity.name,
+        session.id,
+        crate::users::Handle::Sio(socket.clone()),
+    );
     tracing::info!(conn_id = session.id, sid = %socket.id, user = %session.identity.name, protocol = "socket.io", "connection opened");
     metrics::gauge!("switchboard_connections", "protocol" => "socket.io").increment(1.0);
     if session.expires_at().is_some() {
@@ -352,9 +357,10 @@ async fn on_disconnect(
     // the socket before this or does not count it at all.
     let (_, opened) = conn.close(&gateway.registry);
     socket.extensions.remove::<SioConn>();
+    let session = conn.session();
     if opened {
         metrics::gauge!("switchboard_connections", "protocol" => "socket.io").decrement(1.0);
+        gateway.users.remove(&session.identity.name, session.id);
     }
-    let session = conn.session();
     tracing::info!(conn_id = session.id, sid = %socket.id, user = %session.identity.name, %reason, "connection closed");
 }

@@ -30,11 +30,12 @@ use crate::admit::Handshake;
 use crate::auth::{Identity, request_token};
 use crate::error::ApiError;
 use crate::limits::ConnectionSlot;
-use crate::mailbox::{Mailbox, Ready};
+use crate::mailbox::{Kick, Mailbox, Ready};
 use crate::recent::IdWindow;
 use crate::registry::{Sink, WsSink};
 use crate::rooms::Rooms;
 use crate::session::{Answer, Session};
+use crate::users::Handle;
 use clocks::{Clocks, Due};
 
 /// Frames written per flush at most, so one busy connection cannot starve
@@ -108,6 +109,9 @@ struct Conn {
 /// The close code of a connection whose token expired unrefreshed.
 pub(crate) const TOKEN_EXPIRED: u16 = 4001;
 
+/// The close code of a connection the server API disconnected.
+pub(crate) const DISCONNECTED: u16 = 4002;
+
 /// How long ids sent as join history are kept to drop live duplicates.
 const HISTORY_DEDUPE_WINDOW: Duration = Duration::from_secs(5);
 
@@ -149,7 +153,16 @@ fn run(
         };
         tracing::info!("connection opened");
         metrics::gauge!("switchboard_connections", "protocol" => "ws").increment(1.0);
+        let (users, session) = (&conn.gateway.users, &conn.session);
+        users.add(
+            &session.identity.name,
+            session.id,
+            Handle::Ws(conn.sink.clone()),
+        );
         let end = conn.serve(&mut socket).await;
+        conn.gateway
+            .users
+            .remove(&conn.session.identity.name, conn.session.id);
         conn.session.close(&conn.gateway.registry, &mut conn.rooms);
         conn.sink.close();
         metrics::gauge!("switchboard_connections", "protocol" => "ws").decrement(1.0);
@@ -191,7 +204,10 @@ impl Conn {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => End::Close(1001, "server shutting down"),
-                () = std::future::poll_fn(|cx| mailbox.poll_kicked(cx)) => slow_consumer(),
+                kick = std::future::poll_fn(|cx| mailbox.poll_kicked(cx)) => match kick {
+                    Kick::Slow => slow_consumer(),
+                    Kick::Disconnected => End::Close(DISCONNECTED, "disconnected by the server"),
+                },
             }
         };
         tokio::pin!(stop);
