@@ -14,6 +14,7 @@ export { Outbox, SwitchboardError } from './outbox.js';
 export { Room } from './room.js';
 
 const PING_EVERY = 25_000;
+const DISCONNECTED = 4002;           // close code: the server API disconnected this user
 const PONG_TIMEOUT = 10_000;
 const RETRIES = 6;                   // automatic retries of `rate_limited` / `unavailable`
 const REJOIN_RETRIES = 8;            // of a join answered `unavailable`
@@ -175,7 +176,14 @@ export class Client extends Emitter {
       if (f && typeof f === 'object') this.frame(f);
     };
     sock.onclose = (/** @type {{ code: number }} */ ev) => {
-      if (this.ws === sock) this.drop(ev.code);
+      if (this.ws !== sock) return;
+      if (ev.code === DISCONNECTED) {
+        // The server API disconnected this user: not to be undone by reconnecting.
+        this.emit('error', new SwitchboardError('disconnected', 'the server disconnected this user (4002)'));
+        this.close();
+        return;
+      }
+      this.drop(ev.code);
     };
     sock.onerror = () => {};
   }

@@ -87,3 +87,50 @@ test('outside any namespace the default applies: stored, history, presence; ephe
   assert.deepEqual(joined.history.map((m) => m.text), ['kept']);
   assert.equal(joined.count, 2);
 });
+
+test('data over Socket.IO: a JSON value in and out, refused where the policy takes text only', async () => {
+  const room = `typing:${tag()}`;
+  const [a, b] = [await sio('ann'), await sio('ben')];
+  for (const s of [a, b]) assert.equal((await emit(s, 'join', { room })).type, 'joined');
+  const got = new Promise((resolve) => b.once('message', resolve));
+  const ack = await emit(a, 'send', { room, data: { typing: true, at: [1, 2] } });
+  assert.equal(ack.type, 'ack');
+  const m = await got;
+  assert.deepEqual(m.data, { typing: true, at: [1, 2] });
+  assert.equal(m.text, '');
+  const plain = `plain-${tag()}`;
+  assert.equal((await emit(a, 'join', { room: plain })).type, 'joined');
+  assert.equal((await emit(a, 'send', { room: plain, data: 1 })).code, 'forbidden');
+  assert.equal((await emit(a, 'send', { room: plain, text: '' })).code, 'bad_frame');
+  // The original contract stays a string: event:message with an object is refused.
+  const refused = await new Promise((resolve) => a.emit('event:message', { data: 1 }, resolve));
+  assert.equal(refused.code, 'bad_frame');
+});
+
+test('moderation over Socket.IO: a deleted message is announced, and a disconnected user is told why', async () => {
+  const room = `chat-${tag()}`;
+  const [a, b] = [await sio('mod-target'), await sio('watcher')];
+  for (const s of [a, b]) assert.equal((await emit(s, 'join', { room })).type, 'joined');
+  const ack = await emit(a, 'send', { room, text: 'regrettable' });
+  const deleted = new Promise((resolve) => b.once('deleted', resolve));
+  const del = await fetch(`${server.url}/api/rooms/${room}/messages/${ack.id}`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${API_KEY}` },
+  });
+  assert.equal(del.status, 204);
+  assert.deepEqual(await deleted, { room, id: ack.id });
+  const history = await (await fetch(`${server.url}/api/rooms/${room}/messages`)).json();
+  assert.deepEqual(history.map((m) => [m.id, m.deleted, m.text]), [[ack.id, true, '']]);
+
+  const told = new Promise((resolve) => a.once('error', resolve));
+  const gone = new Promise((resolve) => a.once('disconnect', resolve));
+  const res = await fetch(`${server.url}/api/users/mod-target/disconnect`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${API_KEY}` },
+  });
+  assert.equal(res.status, 202);
+  assert.deepEqual(await res.json(), { name: 'mod-target', disconnected_here: 1 });
+  assert.equal((await told).code, 'disconnected');
+  assert.equal(await gone, 'io server disconnect');
+  assert.ok(b.connected, 'other users stay');
+});

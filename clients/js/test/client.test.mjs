@@ -334,3 +334,20 @@ test('data and ephemeral sends go out as asked; data comes back on messages; del
   assert.deepEqual(sends.map((f) => [f.text, f.data, f.ephemeral]), [[undefined, [1, { x: null }], undefined], ['typing', undefined, true]]);
   client.close();
 });
+
+test('a close with 4002 (the server disconnected this user) closes the client instead of reconnecting', async () => {
+  const node = await scriptedNode((f, reply, socket) => {
+    if (f.type === 'join') {
+      reply({ type: 'joined', room: f.room, history: [], epoch: 'e', seq: 0, ref: f.ref });
+      setTimeout(() => socket.close(4002, 'disconnected by the server'), 20);
+    }
+  });
+  const client = connect(node.url, { WebSocket });
+  const errors = [];
+  client.on('error', (e) => errors.push(e.code));
+  await client.join('r');
+  await until(() => client.state === 'closed', 'the client closed');
+  assert.deepEqual(errors, ['disconnected']);
+  await sleep(400);
+  assert.equal(node.frames.filter((f) => f.type === '(connected)').length, 1, 'no reconnect');
+});

@@ -25,6 +25,9 @@ from .room import Room
 from .session import Request, Session
 from .transport import Closed, Refused, Socket, endpoints, with_query
 
+#: The close code of a connection the server API disconnected.
+DISCONNECTED = 4002
+
 log = logging.getLogger("switchboard_client")
 
 #: The states of a client, in :attr:`Client.state`.
@@ -262,8 +265,17 @@ class Client:
                 self.log.info("cannot connect to %s: %r", ws_url, exc)
             else:
                 opened = loop.time()
-                await self._serve(socket, http_url)
+                code = await self._serve(socket, http_url)
                 self._backoff.closed(loop.time() - opened)
+                if code == DISCONNECTED:
+                    # The server API disconnected this user: not to be undone
+                    # by reconnecting.
+                    self.error = SwitchboardError("disconnected", "the server disconnected this user (4002)")
+                    self.log.warning("%s", self.error)
+                    self._emit_error(self.error)
+                    self._task = None
+                    self._shutdown(self.error)
+                    return
             if self._closing:
                 break
             self._set_state("reconnecting" if self._ever_open else "connecting")
@@ -276,8 +288,8 @@ class Client:
             if not self._closing:
                 self._stop.clear()  # set by reconnect(): dial now
 
-    async def _serve(self, socket: Socket, http_url: str) -> None:
-        """Runs one connection until it ends."""
+    async def _serve(self, socket: Socket, http_url: str) -> Optional[int]:
+        """Runs one connection until it ends; the server's close code."""
         assert self._first_open is not None
         session = Session(self, socket, http_url)
         self._session = session
@@ -304,6 +316,7 @@ class Client:
                         request.future.set_result(None)
                     else:
                         request.future.set_exception(SwitchboardError(dropped.code, dropped.message))
+        return session.close_code
 
     # --- rooms --------------------------------------------------------------
 

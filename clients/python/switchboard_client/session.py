@@ -57,6 +57,8 @@ class Session:
         self.socket = socket
         self.http_url = http_url
         self.alive = True
+        #: The server's close code, when it closed the connection.
+        self.close_code: Optional[int] = None
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.last_heard = loop.time()
@@ -91,6 +93,7 @@ class Session:
                 if frames % FAIR_BATCH == 0:
                     await asyncio.sleep(0)  # buffered frames: let the others run too
         except Closed as closed:
+            self.close_code = closed.code
             self.log.info("connection to %s ended: %s", self.http_url, closed)
         except asyncio.CancelledError:
             raise

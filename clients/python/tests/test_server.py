@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 import unittest
+import urllib.request
 import uuid
 from typing import Callable, List, Optional
 
@@ -68,6 +69,51 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
                 await room.send("y", id=same)
             self.assertEqual(caught.exception.code, "duplicate_id")
             self.assertEqual((await waiting).id, same)
+
+    async def test_data_ephemeral_deletions_and_a_disconnect(self) -> None:
+        key = "python-client-api-key-0123456789"
+        node = await self.node(CONFIG_FILE=str(REPO / "deploy" / "switchboard.toml"), API_KEY=key)
+
+        def call(method: str, path: str) -> int:
+            request = urllib.request.Request(
+                node.url + path, method=method, headers={"Authorization": f"Bearer {key}"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status: int = response.status
+                return status
+
+        errors: List[BaseException] = []
+        async with connect(node.url, name="py-mod") as sb:
+            sb.on_error(errors.append)
+            typing = await sb.join(unique("typing:t"))
+            ack = await typing.send(data={"typing": True, "at": [1, 2]})
+            self.assertIsNone(ack.seq, "typing stores nothing: no position")
+            live = await asyncio.wait_for(typing.__anext__(), 10)
+            self.assertEqual((live.text, live.data), ("", {"typing": True, "at": [1, 2]}))
+            ack = await typing.send("both", data=[None], ephemeral=True)
+            self.assertEqual((await asyncio.wait_for(typing.__anext__(), 10)).data, [None])
+
+            chat = await sb.join(unique("chat"))
+            with self.assertRaises(SwitchboardError) as caught:
+                await chat.send(data=1)
+            self.assertEqual(caught.exception.code, "forbidden", "this room takes text only")
+            with self.assertRaises(SwitchboardError) as caught:
+                await chat.send()
+            self.assertEqual(caught.exception.code, "bad_frame")
+            said = await chat.send("regrettable")
+            self.assertEqual((await asyncio.wait_for(chat.__anext__(), 10)).text, "regrettable")
+            status = await asyncio.to_thread(call, "DELETE", f"/api/rooms/{chat.name}/messages/{said.id}")
+            self.assertEqual(status, 204)
+            gone = await asyncio.wait_for(chat.__anext__(), 10)
+            self.assertEqual((gone.id, gone.deleted), (said.id, True))
+
+            status = await asyncio.to_thread(call, "POST", "/api/users/py-mod/disconnect")
+            self.assertEqual(status, 202)
+            deadline = time.monotonic() + 10
+            while sb.state != "closed" and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            self.assertEqual(sb.state, "closed", "a disconnect by the server is not undone by reconnecting")
+            self.assertIn("disconnected", [getattr(e, "code", None) for e in errors])
 
     async def test_get_token_is_asked_again_after_a_refusal(self) -> None:
         node = await self.node(AUTH="required", JWT_SECRET=SECRET)

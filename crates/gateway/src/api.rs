@@ -13,7 +13,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use switchboard_protocol::{ClientFrame, Payload, PlainValue, Request, RoomName, validate_name};
+use switchboard_protocol::{
+    ClientFrame, Message, Payload, PlainValue, Request, RoomName, validate_name,
+};
 use uuid::Uuid;
 
 use crate::Gateway;
@@ -80,13 +82,17 @@ impl Page {
             }
             epoch => epoch.cloned(),
         };
+        // Positions are stored as SQL bigints: at most i64::MAX.
         let seq = |raw: &str| {
-            raw.parse::<u64>().map_err(|_| {
-                bad(
-                    "bad_seq",
-                    "after_seq and before_seq take a non-negative integer",
-                )
-            })
+            raw.parse::<i64>()
+                .ok()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| {
+                    bad(
+                        "bad_seq",
+                        "after_seq and before_seq take an integer from 0 to 2^63-1",
+                    )
+                })
         };
         match given.first().copied() {
             Some("after_seq") => Ok(Page::Seq {
@@ -130,6 +136,28 @@ fn readable(
 /// `GET /api/rooms/{room}/messages?limit=50` with `before=<id>`, or
 /// `after_seq=N` / `before_seq=N` (and `epoch=E`, the room's current one
 /// when left out): oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/rooms/{room}/messages",
+    tag = "history",
+    params(
+        ("room" = String, Path, description = "A room name", pattern = "^[A-Za-z0-9_.:-]{1,64}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "At most this many (default 50; at most HISTORY_MAX, 500 by default)"),
+        ("before" = Option<uuid::Uuid>, Query, description = "The latest messages before this message id"),
+        ("after_seq" = Option<u64>, Query, description = "The messages after this position, in seq order"),
+        ("before_seq" = Option<u64>, Query, description = "The latest messages before this position"),
+        ("epoch" = Option<String>, Query, min_length = 1, max_length = 64, description = "The epoch of after_seq/before_seq (the room's current one when left out)"),
+        ("token" = Option<String>, Query, description = "A client token, with AUTH=required (or the Authorization header)"),
+    ),
+    responses(
+        (status = 200, description = "Stored messages, oldest first; a deleted one as its tombstone (`deleted: true`)", body = Vec<Message>),
+        (status = 400, description = "A bad room, query or position", body = crate::openapi::ErrorBody),
+        (status = 401, description = "AUTH=required and no valid token or key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token may not read this room", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The store did not answer", body = crate::openapi::ErrorBody),
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn room_messages(
     State(gateway): State<Arc<Gateway>>,
     path: Result<Path<String>, PathRejection>,
@@ -188,6 +216,20 @@ pub(crate) async fn room_messages(
 /// `GET /api/rooms/{room}/presence`: who is in the room across every node,
 /// earliest first (at most 1,000, `truncated` beyond), with the same access
 /// rule as history.
+#[utoipa::path(
+    get,
+    path = "/api/rooms/{room}/presence",
+    tag = "presence",
+    params(("room" = String, Path, description = "A room name", pattern = "^[A-Za-z0-9_.:-]{1,64}$"), ("token" = Option<String>, Query, description = "A client token, with AUTH=required")),
+    responses(
+        (status = 200, description = "Who is in the room, across every node", body = crate::openapi::PresenceBody),
+        (status = 400, description = "A bad room name", body = crate::openapi::ErrorBody),
+        (status = 401, description = "AUTH=required and no valid token or key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token may not read this room, or presence is off in it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Presence could not be read", body = crate::openapi::ErrorBody),
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn room_presence(
     State(gateway): State<Arc<Gateway>>,
     path: Result<Path<String>, PathRejection>,
@@ -203,12 +245,12 @@ pub(crate) async fn room_presence(
         ));
     }
     match gateway.presence.members(&room).await {
-        Ok(listing) => Ok(axum::Json(serde_json::json!({
-            "room": room,
-            "count": listing.count,
-            "members": listing.members,
-            "truncated": listing.truncated,
-        }))
+        Ok(listing) => Ok(axum::Json(crate::openapi::PresenceBody {
+            room: room.as_str().to_owned(),
+            count: listing.count,
+            members: listing.members,
+            truncated: listing.truncated,
+        })
         .into_response()),
         Err(e) => {
             tracing::warn!(error = %e, %room, "presence read failed");
@@ -224,6 +266,24 @@ pub(crate) async fn room_presence(
 /// path as a client's (fan-out on every node, journal), answered once the
 /// message is durable: 201 with the message, or 503 `unavailable` with the
 /// id to retry with. Without `API_KEY` configured the route does not exist.
+#[utoipa::path(
+    post,
+    path = "/api/rooms/{room}/messages",
+    tag = "publish",
+    params(("room" = String, Path, description = "A room name", pattern = "^[A-Za-z0-9_.:-]{1,64}$")),
+    request_body = crate::openapi::SendBody,
+    responses(
+        (status = 201, description = "Durable", body = Message),
+        (status = 202, description = "Live only (ephemeral, or a room that stores nothing): handed to every node", body = Message),
+        (status = 400, description = "A bad body, room, name or id", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The room's policy refuses it (data, ephemeral)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No API key is configured: the server API is off", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Larger than the room's message size or the body limit", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Not durable: retry with the id given", body = crate::openapi::ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub(crate) async fn publish(
     State(gateway): State<Arc<Gateway>>,
     path: Result<Path<String>, PathRejection>,
@@ -239,8 +299,19 @@ pub(crate) async fn publish(
     )?;
     let from = sender(&fields)?;
     let send = server_send(&gateway, room, &fields)?;
+    let status = created_or_accepted(&gateway, &send);
     let message = publish_one(&gateway, &from, send).await?;
-    Ok((StatusCode::CREATED, axum::Json(message)).into_response())
+    Ok((status, axum::Json(message)).into_response())
+}
+
+/// 201 for a stored message; 202 for a live one (ephemeral, or a room
+/// that stores nothing): delivered, but nothing was created to read back.
+pub(crate) fn created_or_accepted(gateway: &Gateway, send: &ServerSend) -> StatusCode {
+    if send.ephemeral || !gateway.policies.of(send.room.as_str()).store {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    }
 }
 
 /// A server-side send's fields, checked like a client's `send` (text
@@ -303,6 +374,23 @@ const ROOMS_PAGE_MAX: u32 = 1000;
 /// members across the cluster and how many names each has, a page at a
 /// time: `{"rooms":[{"room":..,"count":..}],"next":N}` (`next` 0 after the
 /// last page).
+#[utoipa::path(
+    get,
+    path = "/api/rooms",
+    tag = "presence",
+    params(
+        ("cursor" = Option<u64>, Query, description = "Where the page starts (0, or the last page's `next`)"),
+        ("limit" = Option<u32>, Query, maximum = 1000, description = "About this many rooms (at most 1,000; default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Rooms with members across the cluster", body = crate::openapi::RoomsPage),
+        (status = 400, description = "A bad cursor or limit", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No API key is configured", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Presence could not be read", body = crate::openapi::ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub(crate) async fn rooms(
     State(gateway): State<Arc<Gateway>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -322,16 +410,24 @@ pub(crate) async fn rooms(
             }),
         }
     };
-    let cursor = number("cursor", 0, u64::MAX)?;
+    // Redis's cursors are far below; a bound JSON Schema's int64 can say.
+    let cursor = number("cursor", 0, i64::MAX as u64)?;
     let limit = number("limit", 100, u64::from(ROOMS_PAGE_MAX))?.max(1) as u32;
     match gateway.presence.rooms(cursor, limit).await {
         Ok(page) => {
-            let rooms: Vec<Value> = page
+            let rooms = page
                 .rooms
-                .iter()
-                .map(|(room, count)| serde_json::json!({"room": room, "count": count}))
+                .into_iter()
+                .map(|(room, count)| crate::openapi::RoomCount {
+                    room: room.as_str().to_owned(),
+                    count,
+                })
                 .collect();
-            Ok(axum::Json(serde_json::json!({"rooms": rooms, "next": page.next})).into_response())
+            let page = crate::openapi::RoomsPage {
+                rooms,
+                next: page.next,
+            };
+            Ok(axum::Json(page).into_response())
         }
         Err(e) => {
             tracing::warn!(error = %e, "room listing failed");
@@ -390,9 +486,21 @@ pub(crate) fn json_object(
 /// The `from` of a server-side send.
 pub(crate) fn sender(fields: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
     match fields.get("from") {
-        Some(Value::String(from)) => validate_name(from).map_err(ApiError::bad_name),
+        Some(Value::String(from)) => server_name(from),
         _ => Err(ApiError::bad_name("`from` must be a string")),
     }
+}
+
+/// A display name given to the server API: a valid name, as it is (the
+/// API does not trim what a program sends).
+pub(crate) fn server_name(name: &str) -> Result<String, ApiError> {
+    let valid = validate_name(name).map_err(ApiError::bad_name)?;
+    if valid != name {
+        return Err(ApiError::bad_name(
+            "name must not start or end with whitespace",
+        ));
+    }
+    Ok(valid)
 }
 
 /// One server-side message, checked against its room's policy,

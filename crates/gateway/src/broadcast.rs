@@ -13,7 +13,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::Value;
 use switchboard_protocol::RoomName;
 use uuid::Uuid;
 
@@ -31,6 +31,23 @@ pub(crate) const BROADCAST_MAX: usize = 1000;
 /// id and every room's message once all are durable; a room the policy
 /// refuses fails the whole broadcast before anything is sent; 503 with the
 /// id and the rooms that failed (the others are durable) to retry.
+#[utoipa::path(
+    post,
+    path = "/api/broadcast",
+    tag = "publish",
+    request_body = crate::openapi::BroadcastBody,
+    responses(
+        (status = 201, description = "Every room's message is durable (or live, in rooms that store nothing)", body = crate::openapi::Broadcast),
+        (status = 202, description = "Every room's message is live only (ephemeral, or rooms that store nothing)", body = crate::openapi::Broadcast),
+        (status = 400, description = "A bad body, room list, name or id", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A room's policy refuses it: nothing was sent", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No API key is configured", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Larger than a room's message size or the body limit", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Some rooms failed (`rooms`): retry with the same id", body = crate::openapi::ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub(crate) async fn broadcast(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
@@ -55,6 +72,7 @@ pub(crate) async fn broadcast(
     for room in &rooms {
         check_policy(&gateway, room, &payload, ephemeral)?;
     }
+    let live = ephemeral || rooms.iter().all(|r| !gateway.policies.of(r.as_str()).store);
     let broadcast_id = id.unwrap_or_else(Uuid::now_v7);
     let sends = rooms.iter().map(|room| {
         let send = ServerSend {
@@ -78,15 +96,23 @@ pub(crate) async fn broadcast(
         }
     }
     if failed.is_empty() {
-        let body = json!({ "id": broadcast_id, "messages": messages });
-        return Ok((StatusCode::CREATED, axum::Json(body)).into_response());
+        let body = crate::openapi::Broadcast {
+            id: broadcast_id,
+            messages,
+        };
+        let status = if live {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::CREATED
+        };
+        return Ok((status, axum::Json(body)).into_response());
     }
-    let body = json!({
-        "code": "unavailable",
-        "message": "some rooms' messages could not be made durable; retry with the same id",
-        "id": broadcast_id,
-        "rooms": failed,
-    });
+    let body = crate::openapi::ErrorBody {
+        code: "unavailable".into(),
+        message: "some rooms' messages could not be made durable; retry with the same id".into(),
+        id: Some(broadcast_id),
+        rooms: Some(failed.iter().map(|r| (*r).to_owned()).collect()),
+    };
     Ok((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response())
 }
 

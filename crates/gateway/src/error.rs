@@ -9,7 +9,6 @@ use std::borrow::Cow;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use switchboard_protocol::{ErrorCode, FrameError};
 use uuid::Uuid;
 
@@ -125,9 +124,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.id {
-            Some(id) => json!({ "code": self.code, "message": self.message, "id": id }),
-            None => json!({ "code": self.code, "message": self.message }),
+        let body = crate::openapi::ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message.into_owned(),
+            id: self.id,
+            rooms: None,
         };
         (self.status, axum::Json(body)).into_response()
     }

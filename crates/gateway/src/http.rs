@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::Gateway;
 use crate::error::ApiError;
+use crate::openapi::Status;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_CSS: &str = include_str!("../web/app.css");
@@ -68,6 +69,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         )
         .route("/api/stats", get(stats))
         .route("/api/config", get(client_config))
+        .route("/api/openapi.json", get(crate::openapi::document))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -237,8 +239,13 @@ async fn client_config(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse
     }))
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = crate::openapi::Status)))]
+pub(crate) async fn healthz() -> impl IntoResponse {
+    axum::Json(Status {
+        status: "ok".into(),
+        down: None,
+    })
 }
 
 /// `/metrics` and `/api/stats` on the main listener: open when
@@ -272,7 +279,12 @@ async fn render_stats(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse 
     }))
 }
 
-async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the bus and the journal are reachable", body = crate::openapi::Status),
+        (status = 503, description = "Not ready: `down` names what is not", body = crate::openapi::Status),
+    ))]
+pub(crate) async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     let mut down = Vec::new();
     if !gateway.bus.is_ready() {
         down.push(gateway.bus.kind());
@@ -281,13 +293,17 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
         down.push(gateway.journal.kind());
     }
     if down.is_empty() {
-        axum::Json(json!({ "status": "ready" })).into_response()
+        axum::Json(Status {
+            status: "ready".into(),
+            down: None,
+        })
+        .into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "unavailable", "down": down })),
-        )
-            .into_response()
+        let status = Status {
+            status: "unavailable".into(),
+            down: Some(down.into_iter().map(str::to_owned).collect()),
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(status)).into_response()
     }
 }
 

@@ -22,6 +22,7 @@ mod limits;
 mod listen;
 mod mailbox;
 mod moderation;
+mod openapi;
 mod origin;
 pub mod peer;
 pub mod policy;

@@ -16,7 +16,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use switchboard_protocol::{Message, RoomName, validate_name};
+use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
 use crate::api::server_only;
@@ -27,6 +27,20 @@ use crate::{Gateway, Positions, Unavailable, now_ms};
 /// deletion is durable and sent to every node; 404 `not_found` when
 /// neither the store nor the room's recent messages hold the id; 503
 /// `unavailable` to retry (a deletion is idempotent).
+#[utoipa::path(
+    delete,
+    path = "/api/rooms/{room}/messages/{id}",
+    tag = "moderation",
+    params(("room" = String, Path, description = "A room name", pattern = "^[A-Za-z0-9_.:-]{1,64}$"), ("id" = uuid::Uuid, Path, description = "The message id")),
+    responses(
+        (status = 204, description = "Deleted everywhere (idempotent)"),
+        (status = 400, description = "A bad room or id", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such message in that room, or no API key is configured", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Not done: retry", body = crate::openapi::ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub(crate) async fn delete_message(
     State(gateway): State<Arc<Gateway>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -65,6 +79,19 @@ pub(crate) async fn delete_message(
 /// `disconnected` error, then a disconnect), and every other node is told
 /// through the bus and does the same as it reads it. 202 with how many
 /// were closed here.
+#[utoipa::path(
+    post,
+    path = "/api/users/{name}/disconnect",
+    tag = "moderation",
+    params(("name" = String, Path, pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f](?:[^\\u0000-\\u001f\\u007f-\\u009f]{0,30}[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$", description = "A display name (1 to 32 characters)")),
+    responses(
+        (status = 202, description = "Closed here; the other nodes close theirs as the bus tells them", body = crate::openapi::Disconnected),
+        (status = 400, description = "Not a valid name", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No API key is configured", body = crate::openapi::ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub(crate) async fn disconnect_user(
     State(gateway): State<Arc<Gateway>>,
     path: Result<Path<String>, PathRejection>,
@@ -74,11 +101,14 @@ pub(crate) async fn disconnect_user(
     let Ok(Path(name)) = path else {
         return Err(ApiError::bad_name("the name in the path is not UTF-8"));
     };
-    let name = validate_name(&name).map_err(ApiError::bad_name)?;
+    let name = crate::api::server_name(&name)?;
     let here = gateway.users.disconnect(&name);
     gateway.bus.disconnect(&name);
     tracing::info!(%name, here, "user disconnected through the server API");
-    let body = serde_json::json!({"name": name, "disconnected_here": here});
+    let body = crate::openapi::Disconnected {
+        name,
+        disconnected_here: here,
+    };
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 

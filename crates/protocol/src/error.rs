@@ -12,7 +12,7 @@ pub enum ErrorCode {
     BadFrame,
     /// A room name outside `^[A-Za-z0-9_.:-]{1,64}$`.
     BadRoom,
-    /// Message text empty or over the configured size.
+    /// A message (text and data) over the configured size.
     TooLarge,
     /// `send` to a room the connection has not joined.
     NotJoined,

@@ -90,10 +90,12 @@ pub fn validate_name(name: &str) -> Result<String, String> {
 /// `id` is a UUID (v7 when the server assigns it, so ids sort by time); it is
 /// the idempotency key all the way to the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// Unique id; a retry with the same id is stored once.
     pub id: Uuid,
     /// The room it was sent to.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[A-Za-z0-9_.:-]{1,64}$"))]
     pub room: RoomName,
     /// The sender's display name.
     pub from: String,
@@ -103,6 +105,7 @@ pub struct Message {
     pub text: String,
     /// A JSON value, when the sender gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub data: Option<Data>,
     /// When the server accepted it, in Unix milliseconds.
     pub ts: i64,

@@ -213,6 +213,12 @@ fn send_fields(
 ) -> Result<ClientFrame, FrameError> {
     let text = match map.get("text") {
         None | Some(Value::Null) => None,
+        Some(Value::String(t)) if t.is_empty() => {
+            return Err(bad_field(
+                "text",
+                "a non-empty string (leave it out to send data alone)",
+            ));
+        }
         Some(Value::String(t)) => Some(t),
         Some(_) => return Err(bad_field("text", "a string")),
     };
@@ -266,10 +272,7 @@ fn send_fields(
 /// carries them (a control character is six bytes there, not one).
 fn check_payload(payload: &Payload, limits: &Limits) -> Result<(), FrameError> {
     if payload.text.is_empty() && payload.data.is_none() {
-        return Err(FrameError::new(
-            ErrorCode::TooLarge,
-            "text must not be empty",
-        ));
+        return Err(bad_field("text", "a non-empty string"));
     }
     let cost = payload.cost();
     if cost > limits.max_message_bytes {

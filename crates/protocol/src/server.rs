@@ -105,6 +105,7 @@ pub enum ServerFrame {
 
 /// One name in a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     pub name: String,
     /// Its connections in the room, every node together.

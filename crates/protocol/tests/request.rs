@@ -183,7 +183,8 @@ fn bad_room_and_size() {
     assert_eq!(code(r#"{"type":"join","room":""}"#), ErrorCode::BadRoom);
     assert_eq!(
         code(r#"{"type":"send","room":"a","text":""}"#),
-        ErrorCode::TooLarge
+        ErrorCode::BadFrame,
+        "an empty text is not a message"
     );
     let limits = Limits {
         max_message_bytes: 4,
@@ -251,9 +252,13 @@ fn typed_sends_follow_the_send_frame_rules() {
             ephemeral: false
         }
     );
-    for bad in ["", "\u{1}\u{1}", "eleven byte"] {
+    for (bad, code) in [
+        ("", ErrorCode::BadFrame),
+        ("\u{1}\u{1}", ErrorCode::TooLarge),
+        ("eleven byte", ErrorCode::TooLarge),
+    ] {
         let err = Request::send_text(room.clone(), bad.into(), &limits).unwrap_err();
-        assert_eq!(err.code, ErrorCode::TooLarge, "{bad:?}");
+        assert_eq!(err.code, code, "{bad:?}");
     }
     let id = Uuid::now_v7();
     let fields = json!({"text": "hey", "id": id.to_string()});

@@ -212,7 +212,7 @@ impl Store for PgStore {
             Some(before) => {
                 sqlx::query(select!(
                     "FROM messages, \
-                     (SELECT sent_at AS b_sent_at, id AS b_id FROM messages WHERE id = $1) b \
+                     (SELECT sent_at AS b_sent_at, id AS b_id FROM messages WHERE id = $1 AND room = $2) b \
                      WHERE room = $2 AND (sent_at, id) < (b_sent_at, b_id) \
                      ORDER BY sent_at DESC, id DESC LIMIT $3"
                 ))

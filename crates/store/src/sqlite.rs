@@ -173,9 +173,9 @@ impl Store for SqliteStore {
             Some(before) => {
                 sqlx::query(select!(
                     "FROM messages m, \
-                     (SELECT sent_at AS b_sent_at, id AS b_id FROM messages WHERE id = ?) b \
-                     WHERE room = ? AND (sent_at, id) < (b_sent_at, b_id) \
-                     ORDER BY sent_at DESC, id DESC LIMIT ?"
+                     (SELECT sent_at AS b_sent_at, id AS b_id FROM messages WHERE id = ?1 AND room = ?2) b \
+                     WHERE room = ?2 AND (sent_at, id) < (b_sent_at, b_id) \
+                     ORDER BY sent_at DESC, id DESC LIMIT ?3"
                 ))
                 .bind(before.to_string())
                 .bind(room.as_str())

@@ -249,7 +249,7 @@ async fn the_publish_api_needs_the_key_and_reaches_every_node_and_the_store() {
         .send()
         .await
         .unwrap();
-    assert_eq!(bad.status(), 413, "empty text is refused like a client's");
+    assert_eq!(bad.status(), 400, "empty text is refused like a client's");
     let huge = http
         .post(&url)
         .bearer_auth(API_KEY)

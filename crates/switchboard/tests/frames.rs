@@ -68,7 +68,7 @@ async fn every_bad_input_gets_its_code_and_the_connection_survives() {
     expect_error(
         &mut c,
         json!({"type": "send", "room": room, "text": ""}),
-        "too_large",
+        "bad_frame",
     )
     .await;
     let v = expect_error(

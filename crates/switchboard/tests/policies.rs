@@ -510,8 +510,8 @@ async fn a_broadcast_reaches_every_room_once_even_when_retried_and_bad_ones_send
         (
             Some(API_KEY),
             json!({"rooms": ["a"], "text": "", "from": "ops"}),
-            413,
-            "too_large",
+            400,
+            "bad_frame",
         ),
         (
             Some(API_KEY),
