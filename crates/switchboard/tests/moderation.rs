@@ -235,3 +235,46 @@ async fn a_user_is_disconnected_on_every_node() {
     n1.stop().await;
     n2.stop().await;
 }
+
+/// Hostile use of both routes (with the key: a leaked key is the worst
+/// case): unknown ids and names leave nothing behind and are answered in
+/// bounded time; without the key nothing is done at all.
+#[tokio::test]
+async fn unknown_ids_and_names_leave_nothing_behind() {
+    let node = Node::start("sqlite::memory:", config("n1")).await;
+    let room = unique("hostile");
+    let mut a = node.client("ann").await;
+    a.join(&room).await;
+    let kept = a.send_text(&room, "kept").await;
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        let id = uuid::Uuid::now_v7().to_string();
+        assert_eq!(delete(&node, &room, &id, Some(API_KEY)).await.0, 404);
+        let (status, _) = disconnect(&node, &format!("ghost {i}"), Some(API_KEY)).await;
+        assert_eq!(status, 202);
+        // Without the key: refused before anything is looked at.
+        assert_eq!(delete(&node, &room, &kept, None).await.0, 401);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "900 requests took {:?}",
+        started.elapsed()
+    );
+    // Nothing was stored for the unknown ids, the real message is intact,
+    // and its member was told of no deletion.
+    let stored = history(&node, &room, "").await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(
+        (stored[0]["text"].as_str(), stored[0].get("deleted")),
+        (Some("kept"), None)
+    );
+    a.silent_for_type("deleted", Duration::from_millis(200))
+        .await;
+    // A path longer than any name, and a name of control characters.
+    let long = "n".repeat(4000);
+    assert_eq!(disconnect(&node, &long, Some(API_KEY)).await.0, 400);
+    assert_eq!(disconnect(&node, "%01%02", Some(API_KEY)).await.0, 400);
+    a.send(json!({"type": "ping", "ref": 1})).await;
+    assert_eq!(a.recv_type("pong").await["ref"], 1);
+    node.stop().await;
+}
