@@ -174,6 +174,17 @@ pub(crate) async fn subscribe_loop(
     }
 }
 
+/// Puts a decoded event into the inbox, counting what is dropped: the
+/// inbox is full, or the payload did not decode (`None`).
+fn forward(inbox: &Inbox, decoded: Option<Inbound>) {
+    let reason = match decoded.map(|inbound| inbox.try_send(inbound)) {
+        Some(Ok(())) => return,
+        Some(Err(_)) => "inbox_full",
+        None => "undecodable",
+    };
+    metrics::counter!("switchboard_bus_dropped_total", "reason" => reason).increment(1);
+}
+
 /// Puts another node's message into the inbox; drops (and counts) when the
 /// local fan-out is behind, so the pipe never grows without bound (the
 /// receiving node fills such a gap from the room's window).
@@ -181,33 +192,16 @@ fn deliver(inbox: &Inbox, node_id: &str, payload: &[u8]) {
     if payload.starts_with(b"D ") {
         match crate::redis::control::decode_disconnect(payload) {
             Some((origin, _)) if origin == node_id => {}
-            Some((_, name)) => {
-                if inbox.try_send(Inbound::Disconnect(name)).is_err() {
-                    metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full")
-                        .increment(1);
-                }
-            }
-            None => {
-                metrics::counter!("switchboard_bus_dropped_total", "reason" => "undecodable")
-                    .increment(1);
-            }
+            decoded => forward(inbox, decoded.map(|(_, name)| Inbound::Disconnect(name))),
         }
         return;
     }
     if payload.starts_with(b"P ") {
         // Presence events come to every node, the publishing one too.
-        match crate::presence::decode(payload) {
-            Some(change) => {
-                if inbox.try_send(Inbound::Presence(change)).is_err() {
-                    metrics::counter!("switchboard_bus_dropped_total", "reason" => "inbox_full")
-                        .increment(1);
-                }
-            }
-            None => {
-                metrics::counter!("switchboard_bus_dropped_total", "reason" => "undecodable")
-                    .increment(1);
-            }
-        }
+        forward(
+            inbox,
+            crate::presence::decode(payload).map(Inbound::Presence),
+        );
         return;
     }
     match envelope::unframe(payload) {

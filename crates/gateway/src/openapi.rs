@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Member, Message};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -20,7 +20,7 @@ use uuid::Uuid;
 // on each field (attributes take literals).
 
 /// A room name (the protocol's `ROOM_PATTERN`).
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[schema(value_type = String, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
 #[allow(dead_code)]
 pub(crate) struct Room(String);
@@ -40,7 +40,7 @@ pub(crate) struct ErrorBody {
 }
 
 /// A server-side send: `text`, `data` or both.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct SendBody {
     /// The sender's display name (1 to 32 characters).
@@ -59,25 +59,17 @@ pub(crate) struct SendBody {
     pub ephemeral: Option<bool>,
 }
 
-/// One server message to many rooms.
-#[derive(ToSchema)]
+/// One server message to many rooms: the send's fields and the rooms.
+#[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct BroadcastBody {
     /// 1 to 1,000 distinct room names.
     #[schema(min_items = 1, max_items = 1000)]
     pub rooms: Vec<Room>,
-    #[schema(
-        pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f](?:[^\\u0000-\\u001f\\u007f-\\u009f]{0,30}[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$"
-    )]
-    pub from: String,
-    /// Not empty; leave it out to send `data` alone.
-    pub text: Option<String>,
-    pub data: Option<serde_json::Value>,
-    /// The broadcast's id: each room's message id derives from it, so a
-    /// retry is idempotent.
-    #[schema(value_type = Option<String>, pattern = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
-    pub id: Option<Uuid>,
-    pub ephemeral: Option<bool>,
+    /// With `id`, the broadcast's id: each room's message id derives from
+    /// it, so a retry is idempotent.
+    #[serde(flatten)]
+    pub message: SendBody,
 }
 
 /// A broadcast made durable in every room.

@@ -11,19 +11,10 @@ use common::jwt::API_KEY;
 use common::redis::{await_numsub, shared_url};
 use common::{Client, Node, unique};
 use serde_json::{Value, json};
-use switchboard_gateway::{AllowedOrigins, AuthConfig, AuthMode, GatewayConfig};
+use switchboard_gateway::GatewayConfig;
 
 fn config(node: &str) -> GatewayConfig {
-    GatewayConfig {
-        node_id: node.into(),
-        auth: AuthConfig {
-            mode: AuthMode::Off,
-            tokens: None,
-            api_key: Some(API_KEY.into()),
-            allowed_origins: AllowedOrigins::Any,
-        },
-        ..GatewayConfig::default()
-    }
+    common::jwt::api_config(node)
 }
 
 async fn delete(node: &Node, room: &str, id: &str, key: Option<&str>) -> (u16, Value) {

@@ -7,20 +7,10 @@ mod common;
 use common::Node;
 use common::jwt::API_KEY;
 use serde_json::Value;
-use switchboard_gateway::{AllowedOrigins, AuthConfig, AuthMode, GatewayConfig};
 
 #[tokio::test]
 async fn the_document_lists_the_api_and_every_documented_route_is_served() {
-    let config = GatewayConfig {
-        auth: AuthConfig {
-            mode: AuthMode::Off,
-            tokens: None,
-            api_key: Some(API_KEY.into()),
-            allowed_origins: AllowedOrigins::Any,
-        },
-        ..GatewayConfig::default()
-    };
-    let node = Node::start("sqlite::memory:", config).await;
+    let node = Node::start("sqlite::memory:", common::jwt::api_config("n1")).await;
     let res = reqwest::get(node.http("/api/openapi.json")).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/json");

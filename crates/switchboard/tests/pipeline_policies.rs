@@ -149,13 +149,8 @@ async fn stored_data(schema: &str) -> std::collections::HashMap<String, (String,
 async fn json_data_goes_through_the_topic_into_jsonb_and_history_and_deletions_too() {
     let s = setup().await;
     let file = "[namespaces.game]\ndata = true\n";
-    let base = GatewayConfig::default();
+    let base = common::jwt::api_config("n1");
     let gateway = GatewayConfig {
-        node_id: "n1".into(),
-        auth: switchboard_gateway::AuthConfig {
-            api_key: Some(common::jwt::API_KEY.into()),
-            ..base.auth.clone()
-        },
         ack_timeout: Duration::from_secs(10),
         policies: Some(Policies::parse("t.toml", file, base.policy_bounds()).unwrap()),
         ..base

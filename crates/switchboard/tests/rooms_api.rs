@@ -9,19 +9,10 @@ use common::jwt::API_KEY;
 use common::redis::{await_numsub, shared_url};
 use common::{Node, unique};
 use serde_json::Value;
-use switchboard_gateway::{AllowedOrigins, AuthConfig, AuthMode, GatewayConfig};
+use switchboard_gateway::GatewayConfig;
 
 fn config(node: &str) -> GatewayConfig {
-    GatewayConfig {
-        node_id: node.into(),
-        auth: AuthConfig {
-            mode: AuthMode::Off,
-            tokens: None,
-            api_key: Some(API_KEY.into()),
-            allowed_origins: AllowedOrigins::Any,
-        },
-        ..GatewayConfig::default()
-    }
+    common::jwt::api_config(node)
 }
 
 async fn get(node: &Node, query: &str, key: Option<&str>) -> (u16, Value) {

@@ -25,3 +25,20 @@ pub fn hs256(claims: Value) -> String {
     )
     .unwrap()
 }
+
+/// Node settings named `node` with the server API on ([`API_KEY`]) and
+/// anonymous clients allowed.
+#[allow(dead_code)]
+pub fn api_config(node: &str) -> switchboard_gateway::GatewayConfig {
+    use switchboard_gateway::{AllowedOrigins, AuthConfig, AuthMode, GatewayConfig};
+    GatewayConfig {
+        node_id: node.into(),
+        auth: AuthConfig {
+            mode: AuthMode::Off,
+            tokens: None,
+            api_key: Some(API_KEY.into()),
+            allowed_origins: AllowedOrigins::Any,
+        },
+        ..GatewayConfig::default()
+    }
+}
