@@ -177,9 +177,9 @@ pub(crate) async fn subscribe_loop(
 /// Puts a decoded event into the inbox, counting what is dropped: the
 /// inbox is full, or the payload did not decode (`None`).
 fn forward(inbox: &Inbox, decoded: Option<Inbound>) {
-    let reason = match decoded.map(|inbound| inbox.try_send(inbound)) {
-        Some(Ok(())) => return,
-        Some(Err(_)) => "inbox_full",
+    let reason = match decoded.map(|inbound| inbox.try_send(inbound).is_ok()) {
+        Some(true) => return,
+        Some(false) => "inbox_full",
         None => "undecodable",
     };
     metrics::counter!("switchboard_bus_dropped_total", "reason" => reason).increment(1);
