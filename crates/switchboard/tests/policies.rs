@@ -531,6 +531,18 @@ async fn a_broadcast_reaches_every_room_once_even_when_retried_and_bad_ones_send
             403,
             "forbidden",
         ),
+        (
+            Some(API_KEY),
+            json!({"rooms": ["typing:z", "plain-x"], "data": {"k": 1}, "from": "ops"}),
+            403,
+            "forbidden",
+        ),
+        (
+            Some(API_KEY),
+            json!({"rooms": ["plain-x"], "text": "x", "from": " ops"}),
+            400,
+            "bad_name",
+        ),
     ] {
         let (got_status, answer) = post_broadcast(&node, key, body.clone()).await;
         assert_eq!(
@@ -571,5 +583,47 @@ async fn a_broadcast_reaches_every_room_once_even_when_retried_and_bad_ones_send
         "{:?}",
         started.elapsed()
     );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_broadcast_carries_data_and_a_live_only_one_answers_202() {
+    let node = node().await;
+    let mut reader = node.client("reader").await;
+    let rooms = [
+        format!("typing:{}", unique("a")),
+        format!("typing:{}", unique("b")),
+    ];
+    for room in &rooms {
+        join(&mut reader, room).await;
+    }
+    let (status, answer) = post_broadcast(
+        &node,
+        Some(API_KEY),
+        json!({"rooms": rooms, "data": {"typing": ["ann"]}, "from": "ops"}),
+    )
+    .await;
+    assert_eq!(status, 202, "typing stores nothing: {answer}");
+    for m in answer["messages"].as_array().unwrap() {
+        assert_eq!(m["data"], json!({"typing": ["ann"]}));
+        assert!(m.get("seq").is_none(), "{m}");
+    }
+    for _ in &rooms {
+        let m = reader.recv_type("message").await;
+        assert_eq!(
+            (&m["data"], m["text"].as_str()),
+            (&json!({"typing": ["ann"]}), Some(""))
+        );
+    }
+    // One room's message through the publish API: 202 as well.
+    let res = reqwest::Client::new()
+        .post(node.http(&format!("/api/rooms/{}/messages", rooms[0])))
+        .bearer_auth(API_KEY)
+        .json(&json!({"data": [1], "from": "ops"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(reader.recv_type("message").await["data"], json!([1]));
     node.stop().await;
 }
