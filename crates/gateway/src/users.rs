@@ -30,9 +30,10 @@ impl Users {
     /// Connection `conn` of `name` opened.
     pub fn add(&self, name: &str, conn: u64, handle: Handle) {
         let mut by_name = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
+        // Most names have one connection: no room for four.
         by_name
             .entry(Arc::from(name))
-            .or_default()
+            .or_insert_with(|| Vec::with_capacity(1))
             .push((conn, handle));
     }
 
