@@ -1,6 +1,7 @@
 // Turns scripts/bench's JSON results into docs/benchmarks.md (stdout) and
 // docs/benchmarks.svg (p99 latency against offered load, one line per system).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { scaleSection } from './scale-section.mjs';
 
 const [dir, steps, connections, senders, p99Limit, roomsConnections, rooms, roomsRate] = process.argv.slice(2);
 const systems = [
@@ -67,6 +68,9 @@ for (const r of [...results.map((r) => [r.label, r.idle?.reports?.[0]]), ...(idl
   lines.push(`| ${label} | ${fmt(i?.connections)} | ${fmt(i?.rss_kib_per_connection, 2)} |`);
 }
 lines.push('');
+// The scale run (scripts/bench --scale), kept from its own run.
+const scale = scaleSection();
+if (scale) lines.push(scale, '');
 // The hand-written reading of the figures, kept beside the generator.
 if (existsSync('bench/analysis.md')) lines.push(readFileSync('bench/analysis.md', 'utf8'));
 process.stdout.write(lines.join('\n'));
