@@ -59,8 +59,12 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let mut idle_meters: Vec<Meter> = opts.pids.iter().map(|&p| Meter::start(p)).collect();
     let rss_before = opts.pids.first().and_then(|&p| sample(p)).map(|s| s.1);
 
-    // Connect, a bounded number at a time.
+    // Connect, a bounded number at a time. An open connection is held,
+    // reading (which answers the server's pings), until every one is open:
+    // at scale that takes longer than a node's idle timeout.
     let limit = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
+    let (start_tx, start_rx) = tokio::sync::watch::channel(false);
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
     let mut connecting = JoinSet::new();
     for i in 0..opts.connections {
         let target = opts.targets[i % opts.targets.len()];
@@ -68,32 +72,49 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         let room_index = i % room_names.len();
         let room = room_names[room_index].clone();
         let (limit, protocol) = (limit.clone(), opts.protocol);
+        let (opened_tx, start_rx) = (opened_tx.clone(), start_rx.clone());
         connecting.spawn(async move {
-            let _permit = limit.acquire_owned().await;
+            let permit = limit.acquire_owned().await;
             let opened = tokio::time::timeout(
                 Duration::from_secs(20),
                 Conn::open(target, source, protocol, &format!("b{i}"), &room),
             )
-            .await;
-            (
-                i,
-                room_index,
-                opened
-                    .map_err(|_| "timed out".to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string())),
-            )
+            .await
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            drop(permit);
+            let _ = opened_tx.send(opened.as_ref().map(|_| ()).map_err(Clone::clone));
+            let conn = hold(opened?, start_rx).await?;
+            Ok::<_, String>((i, room_index, conn))
         });
     }
-    let mut conns = Vec::with_capacity(opts.connections);
+    drop(opened_tx);
     let mut failures = 0;
     let mut first_error = None;
-    while let Some(joined) = connecting.join_next().await {
-        match joined {
-            Ok((i, room, Ok(conn))) => conns.push((i, room, conn)),
-            Ok((_, _, Err(e))) => {
+    let mut answered = 0;
+    while answered < opts.connections {
+        match opened_rx.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
                 failures += 1;
                 first_error.get_or_insert(e);
             }
+            // A connecting task ended without a word: it panicked.
+            None => break,
+        }
+        answered += 1;
+    }
+    let _ = start_tx.send(true);
+    let mut conns = Vec::with_capacity(opts.connections);
+    while let Some(joined) = connecting.join_next().await {
+        match joined {
+            Ok(Ok(conn)) => conns.push(conn),
+            // Refused or timed out: counted above.
+            Ok(Err(e)) if e.starts_with(CLOSED_WHILE_HELD) => {
+                failures += 1;
+                first_error.get_or_insert(e);
+            }
+            Ok(Err(_)) => {}
             Err(e) => {
                 failures += 1;
                 first_error.get_or_insert(e.to_string());
@@ -270,6 +291,37 @@ struct Plan {
     payload: usize,
     ack: bool,
     target: usize,
+}
+
+/// What a connection the server closed while it was held reports.
+const CLOSED_WHILE_HELD: &str = "closed while the others connected";
+
+/// Holds an open connection until `start` turns true, reading what comes
+/// (which answers WebSocket pings, and engine.io's here) and dropping it.
+async fn hold(
+    mut conn: Conn,
+    mut start: tokio::sync::watch::Receiver<bool>,
+) -> Result<Conn, String> {
+    loop {
+        if *start.borrow_and_update() {
+            return Ok(conn);
+        }
+        tokio::select! {
+            changed = start.changed() => {
+                if changed.is_err() {
+                    return Err("stopped".into());
+                }
+            }
+            frame = conn.ws.next() => match frame {
+                Some(Ok(Message::Text(t))) if conn.protocol == Protocol::SocketIo && t.as_str() == "2" => {
+                    let _ = conn.ws.send(Message::text("3")).await;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("{CLOSED_WHILE_HELD}: {e}")),
+                None => return Err(CLOSED_WHILE_HELD.into()),
+            },
+        }
+    }
 }
 
 async fn drive(conn: Conn, plan: Plan, stop: CancellationToken, counters: Arc<Counters>) -> Done {
