@@ -1,10 +1,10 @@
 // Writes docs/benchmarks-scale.md (to stdout) and docs/benchmarks-scale.svg
 // from the JSON of scripts/bench-scale.
-//   node bench/report-scale.mjs DIR TOTAL NODES ROOMS RATE CONNECT_SECONDS SOCKSTAT_BEFORE SOCKSTAT_HELD
+//   node bench/report-scale.mjs DIR TOTAL NODES ROOMS RATE CONNECT_SECONDS SOCKSTAT_BEFORE SOCKSTAT_HELD SLOW_CUTS
 import fs from 'node:fs';
 import path from 'node:path';
 
-const [dir, total, nodes, rooms, rate, connectSeconds, before, held] = process.argv.slice(2);
+const [dir, total, nodes, rooms, rate, connectSeconds, before, held, cuts] = process.argv.slice(2);
 const read = (prefix) => fs.readdirSync(dir)
   .filter((f) => f.startsWith(prefix) && f.endsWith('.json'))
   .sort()
@@ -64,6 +64,9 @@ out.push('Each room has members on two nodes; each load process sends into its o
 out.push('send -> delivery for every member.');
 out.push('');
 out.push(`Sent ${fmt(sent)}, delivered ${fmt(delivered)} of ${fmt(expected)} expected: lost ${fmt(lost)}, duplicated ${fmt(dups)}.`);
+out.push(`The nodes cut ${fmt(Number(cuts ?? 0))} connections as slow consumers (their queue of \`CLIENT_QUEUE_FRAMES\` filled:`);
+out.push('a load process that could not read in time); the load generator does not reconnect, so what those');
+out.push('connections would have received counts as lost. A real client reconnects and recovers it with `since`.');
 out.push('');
 out.push('| load process (node) | sent | lost | duplicated | p50 ms | p99 ms | node CPU % |');
 out.push('| --- | --- | --- | --- | --- | --- | --- |');
