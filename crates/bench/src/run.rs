@@ -84,6 +84,8 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             .and_then(|r| r.map_err(|e| e.to_string()));
             drop(permit);
             let _ = opened_tx.send(opened.as_ref().map(|_| ()).map_err(Clone::clone));
+            // Told once: a task that dies before telling then ends the wait.
+            drop(opened_tx);
             let conn = hold(opened?, start_rx).await?;
             Ok::<_, String>((i, room_index, conn))
         });
@@ -99,7 +101,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                 failures += 1;
                 first_error.get_or_insert(e);
             }
-            // A connecting task ended without a word: it panicked.
+            // Every task has told, or ended without a word (it panicked).
             None => break,
         }
         answered += 1;
