@@ -299,18 +299,26 @@ pub(crate) async fn publish(
     )?;
     let from = sender(&fields)?;
     let send = server_send(&gateway, room, &fields)?;
-    let status = created_or_accepted(&gateway, &send);
-    let message = publish_one(&gateway, &from, send).await?;
-    Ok((status, axum::Json(message)).into_response())
+    let published = publish_one(&gateway, &from, send).await?;
+    Ok((published.status(), axum::Json(published.message)).into_response())
 }
 
-/// 201 for a stored message; 202 for a live one (ephemeral, or a room
-/// that stores nothing): delivered, but nothing was created to read back.
-pub(crate) fn created_or_accepted(gateway: &Gateway, send: &ServerSend) -> StatusCode {
-    if send.ephemeral || !gateway.policies.of(send.room.as_str()).store {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::CREATED
+/// A server-side message sent, and whether it was live only.
+pub(crate) struct Published {
+    pub message: switchboard_protocol::Message,
+    pub live: bool,
+}
+
+impl Published {
+    /// 201 for a stored message; 202 for a live one (ephemeral, or a room
+    /// that stores nothing): delivered, but nothing was created to read
+    /// back.
+    pub fn status(&self) -> StatusCode {
+        if self.live {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::CREATED
+        }
     }
 }
 
@@ -504,13 +512,13 @@ pub(crate) fn server_name(name: &str) -> Result<String, ApiError> {
 }
 
 /// One server-side message, checked against its room's policy,
-/// delivered and, unless ephemeral, made durable: the message, or
+/// delivered and, unless live only, made durable: the message, or
 /// `unavailable` with the id to retry with.
 pub(crate) async fn publish_one(
     gateway: &Gateway,
     from: &str,
     send: ServerSend,
-) -> Result<switchboard_protocol::Message, ApiError> {
+) -> Result<Published, ApiError> {
     let ServerSend {
         room,
         payload,
@@ -518,9 +526,12 @@ pub(crate) async fn publish_one(
         ephemeral,
     } = send;
     check_policy(gateway, &room, &payload, ephemeral)?;
-    let policy = gateway.policies.of(room.as_str());
-    if ephemeral || !policy.store {
-        return Ok(gateway.accept_ephemeral(from, room, payload, id));
+    if gateway.policies.of(room.as_str()).is_live(ephemeral) {
+        let message = gateway.accept_ephemeral(from, room, payload, id);
+        return Ok(Published {
+            message,
+            live: true,
+        });
     }
     let (message, durable) = match gateway.accept(from, room, payload, id).await {
         Ok(accepted) => accepted,
@@ -533,7 +544,10 @@ pub(crate) async fn publish_one(
         }
     };
     match durable.await {
-        Ok(()) => Ok(message),
+        Ok(()) => Ok(Published {
+            message,
+            live: false,
+        }),
         Err(e) => Err(ApiError::unavailable(e.0).with_id(message.id)),
     }
 }

@@ -72,7 +72,6 @@ pub(crate) async fn broadcast(
     for room in &rooms {
         check_policy(&gateway, room, &payload, ephemeral)?;
     }
-    let live = ephemeral || rooms.iter().all(|r| !gateway.policies.of(r.as_str()).store);
     let broadcast_id = id.unwrap_or_else(Uuid::now_v7);
     let sends = rooms.iter().map(|room| {
         let send = ServerSend {
@@ -86,9 +85,13 @@ pub(crate) async fn broadcast(
     let results = join_all(sends).await;
     let mut messages = Vec::with_capacity(results.len());
     let mut failed = Vec::new();
+    let mut live = true;
     for (room, result) in rooms.iter().zip(results) {
         match result {
-            Ok(message) => messages.push(message),
+            Ok(published) => {
+                live &= published.live;
+                messages.push(published.message);
+            }
             Err(e) => {
                 tracing::warn!(%room, code = e.code, "broadcast: a room's message failed");
                 failed.push(room.as_str());

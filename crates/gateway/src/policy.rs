@@ -87,6 +87,12 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether a send, `ephemeral` as asked, is live only here: never
+    /// journaled, stored or positioned.
+    pub fn is_live(&self, ephemeral: bool) -> bool {
+        ephemeral || !self.store
+    }
+
     /// Whether a message of `room` under this policy may carry `payload`,
     /// `ephemeral` as asked: `forbidden` for an ephemeral send where only
     /// stored ones are, or data where only text is; `too_large` past the

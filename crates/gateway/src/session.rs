@@ -254,7 +254,7 @@ impl Session {
                     Ok(policy) => policy,
                     Err(err) => return Answer::Now(ServerFrame::error(err.with_ref(r#ref))),
                 };
-                if ephemeral || !policy.store {
+                if policy.is_live(ephemeral) {
                     // Live only: acked once handed to the bus.
                     let message = gateway.accept_ephemeral(&self.identity.name, room, payload, id);
                     return Answer::Now(ServerFrame::Ack {
