@@ -4,6 +4,7 @@
 
 pub mod jwt;
 pub mod pipeline;
+pub mod policies;
 pub mod process;
 pub mod redis;
 
