@@ -24,12 +24,24 @@ async function silentNode() {
 }
 
 /**
- * A WebSocket server playing a node: `answer(frame, socket)` is called for
- * every frame a client sends.
+ * A node played by a script: `answer(frame, reply, socket)` is called for
+ * every frame a client sends; with `store(after, limit)`, its history API
+ * answers reads by position (`after_seq`) with that page.
  */
-async function scriptedNode(answer) {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/ws' });
-  await once(wss, 'listening');
+async function scriptedNode(answer, { store } = {}) {
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url, 'http://x');
+    if (!store || !u.searchParams.has('after_seq')) {
+      res.statusCode = 404;
+      return res.end('{"code":"not_found"}');
+    }
+    const page = store(Number(u.searchParams.get('after_seq')), Number(u.searchParams.get('limit')));
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(page));
+  });
+  const wss = new WebSocketServer({ server, path: '/ws' });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
   const frames = [];
   wss.on('connection', (socket, req) => {
     frames.push({ type: '(connected)', url: req.url });
@@ -39,9 +51,12 @@ async function scriptedNode(answer) {
       answer(f, (reply) => socket.send(JSON.stringify(reply)), socket);
     });
   });
-  cleanup.push(() => { for (const c of wss.clients) c.terminate(); wss.close(); });
-  return { url: `http://127.0.0.1:${wss.address().port}`, frames, wss };
+  cleanup.push(() => { for (const c of wss.clients) c.terminate(); wss.close(); server.close(); });
+  return { url: `http://127.0.0.1:${server.address().port}`, frames, wss };
 }
+
+/** Message `seq` of room `r` in epoch `e1`, as a node sends it. */
+const positioned = (seq) => ({ id: `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`, room: 'r', from: 'a', text: `m${seq}`, ts: seq, seq, epoch: 'e1' });
 
 async function until(fn, what, ms = 5000) {
   const end = Date.now() + ms;
@@ -199,41 +214,29 @@ test('reconnect() dials at once instead of waiting out the backoff; nothing whil
 
 test('a recovery cut to fit one frame is completed from the history API, in order, without a gap', async () => {
   const E = 'e1';
-  const msg = (seq) => ({ id: `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`, room: 'r', from: 'a', text: `m${seq}`, ts: seq, seq, epoch: E });
-  // The node's HTTP side: the store, by position.
-  const server = http.createServer((req, res) => {
-    const u = new URL(req.url, 'http://x');
-    const after = Number(u.searchParams.get('after_seq'));
-    const limit = Number(u.searchParams.get('limit'));
+  const msg = positioned;
+  let joins = 0;
+  // The store has 1 to 300.
+  const store = (after, limit) => {
     const page = [];
     for (let s = after + 1; s <= Math.min(300, after + limit); s++) page.push(msg(s));
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify(page));
-  });
-  const wss = new WebSocketServer({ server, path: '/ws' });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  cleanup.push(() => { for (const c of wss.clients) c.terminate(); wss.close(); server.close(); });
-  let joins = 0;
-  wss.on('connection', (socket) => {
-    socket.on('message', (data) => {
-      const f = JSON.parse(String(data));
-      if (f.type !== 'join') return;
-      joins++;
-      const reply = (x) => socket.send(JSON.stringify(x));
-      if (joins === 1) {
-        reply({ type: 'joined', room: 'r', ref: f.ref, epoch: E, seq: 2, history: [msg(1), msg(2)] });
-        setTimeout(() => socket.terminate(), 50);
-        return;
-      }
-      assert.deepEqual(f.since, { seq: 2, epoch: E });
-      const cut = [];
-      for (let s = 251; s <= 300; s++) cut.push(msg(s));
-      reply({ type: 'joined', room: 'r', ref: f.ref, epoch: E, seq: 300, history: cut, truncated: true, recovered: false });
-      reply({ type: 'message', ...msg(301) });
-    });
-  });
-  const client = connect(`http://127.0.0.1:${server.address().port}`, { WebSocket, backoffMin: 10 });
+    return page;
+  };
+  const node = await scriptedNode((f, reply, socket) => {
+    if (f.type !== 'join') return;
+    joins++;
+    if (joins === 1) {
+      reply({ type: 'joined', room: 'r', ref: f.ref, epoch: E, seq: 2, history: [msg(1), msg(2)] });
+      setTimeout(() => socket.terminate(), 50);
+      return;
+    }
+    assert.deepEqual(f.since, { seq: 2, epoch: E });
+    const cut = [];
+    for (let s = 251; s <= 300; s++) cut.push(msg(s));
+    reply({ type: 'joined', room: 'r', ref: f.ref, epoch: E, seq: 300, history: cut, truncated: true, recovered: false });
+    reply({ type: 'message', ...msg(301) });
+  }, { store });
+  const client = connect(node.url, { WebSocket, backoffMin: 10 });
   cleanup.push(() => client.close());
   const seen = [];
   const gaps = [];
@@ -265,30 +268,19 @@ test('a token_expiring warning asks getToken again and sends the new token as re
 
 test('a live message past a hole is held while the hole is read from the store; what the store lacks is a gap', async () => {
   const E = 'e1';
-  const msg = (seq) => ({ id: `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`, room: 'r', from: 'a', text: `m${seq}`, ts: seq, seq, epoch: E });
+  const msg = positioned;
   const stored = new Set([4, 5]);   // the store has 4 and 5; 8 never made it
-  const server = http.createServer((req, res) => {
-    const u = new URL(req.url, 'http://x');
-    const after = Number(u.searchParams.get('after_seq'));
+  const store = (after, limit) => {
     const page = [];
-    for (let s = after + 1; s <= after + Number(u.searchParams.get('limit')); s++) if (stored.has(s)) page.push(msg(s));
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify(page));
-  });
-  const wss = new WebSocketServer({ server, path: '/ws' });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  cleanup.push(() => { for (const c of wss.clients) c.terminate(); wss.close(); server.close(); });
-  wss.on('connection', (socket) => {
-    socket.on('message', (data) => {
-      const f = JSON.parse(String(data));
-      if (f.type !== 'join') return;
-      const reply = (x) => socket.send(JSON.stringify(x));
-      reply({ type: 'joined', room: 'r', ref: f.ref, epoch: E, seq: 2, history: [msg(1), msg(2)] });
-      for (const s of [3, 6, 7, 9, 10]) reply({ type: 'message', ...msg(s) });
-    });
-  });
-  const client = connect(`http://127.0.0.1:${server.address().port}`, { WebSocket });
+    for (let s = after + 1; s <= after + limit; s++) if (stored.has(s)) page.push(msg(s));
+    return page;
+  };
+  const node = await scriptedNode((f, reply) => {
+    if (f.type !== 'join') return;
+    reply({ type: 'joined', room: 'r', ref: f.ref, epoch: E, seq: 2, history: [msg(1), msg(2)] });
+    for (const s of [3, 6, 7, 9, 10]) reply({ type: 'message', ...msg(s) });
+  }, { store });
+  const client = connect(node.url, { WebSocket });
   cleanup.push(() => client.close());
   const seen = [];
   const gaps = [];
