@@ -112,6 +112,11 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// How long until `unix_secs` (a token's expiry): zero once past.
+pub(crate) fn time_until(unix_secs: u64) -> Duration {
+    Duration::from_millis((unix_secs * 1000).saturating_sub(now_ms() as u64))
+}
+
 /// Why a message was not made durable in time; the client may resend it
 /// with the same id.
 #[derive(Debug, Clone)]

@@ -214,7 +214,7 @@ async fn watch_expiry(gateway: Arc<Gateway>, socket: SocketRef) {
         let Some(at) = conn.session().expires_at() else {
             return;
         };
-        let left = Duration::from_millis((at * 1000).saturating_sub(crate::now_ms() as u64));
+        let left = crate::time_until(at);
         if left.is_zero() {
             metrics::counter!("switchboard_token_expiries_total").increment(1);
             let err = FrameError::new(ErrorCode::TokenExpired, "token expired");

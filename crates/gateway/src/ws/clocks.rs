@@ -45,12 +45,6 @@ pub(super) struct Clocks {
 }
 
 /// Now, in Unix milliseconds.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Clocks {
     pub fn new(config: &crate::GatewayConfig) -> Self {
         let now = Instant::now();
@@ -69,10 +63,7 @@ impl Clocks {
     /// How long until the timer must first fire: a ping, or a token's
     /// warning, whichever comes first.
     pub fn first_wait(&self, expires_at: Option<u64>) -> Duration {
-        let warn = expires_at.map(|at| {
-            let left = Duration::from_millis((at * 1000).saturating_sub(unix_ms()));
-            left.saturating_sub(self.warn_before)
-        });
+        let warn = expires_at.map(|at| crate::time_until(at).saturating_sub(self.warn_before));
         warn.map_or(self.ping_after, |w| w.min(self.ping_after))
     }
 
@@ -105,7 +96,7 @@ impl Clocks {
     /// seconds), as refreshes moved it.
     pub fn fired(&mut self, timer: Pin<&mut Sleep>, expires_at: Option<u64>) -> Due {
         let now = Instant::now();
-        let left = expires_at.map(|at| (at, (at * 1000).saturating_sub(unix_ms())));
+        let left = expires_at.map(|at| (at, crate::time_until(at).as_millis() as u64));
         let expired = left.is_some_and(|(_, ms)| ms == 0);
         let mut expiring = None;
         let mut token_check = None;
