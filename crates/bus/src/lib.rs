@@ -8,14 +8,17 @@
 //! therefore never sees its own messages come back.
 //!
 //! [`MemoryHub`] is the in-process implementation (a single node, or several
-//! nodes in one process); [`RedisBus`] is cluster mode over Redis Pub/Sub.
+//! nodes in one process); [`RedisBus`] is cluster mode over Redis Pub/Sub,
+//! on one Redis server or, with sharded Pub/Sub, on a Redis Cluster.
 
 mod envelope;
 mod memory;
 mod presence;
 mod redis;
 mod sequence;
+mod shards;
 mod subscriber;
+mod target;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,7 +35,7 @@ pub fn sampled(counter: &std::sync::atomic::AtomicU64) -> Option<u64> {
     let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     n.is_power_of_two().then_some(n)
 }
-pub use redis::{RedisBus, RedisOptions, RedisSetupError, valid_prefix};
+pub use redis::{RedisBus, RedisOptions, RedisSetupError, valid_prefix, valid_url};
 
 /// What reaches a node from the others.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +82,17 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether the bus can currently reach the other nodes (for `/readyz`).
     fn is_ready(&self) -> bool {
         true
+    }
+
+    /// What the bus cannot reach now, named for `/readyz`: the bus itself
+    /// (`redis`), or in a Redis Cluster each master that does not answer
+    /// (`redis shard host:port (slots a-b)`). Empty when ready.
+    fn unavailable(&self) -> Vec<String> {
+        if self.is_ready() {
+            Vec::new()
+        } else {
+            vec![self.kind().to_owned()]
+        }
     }
 
     /// A short name for logs: `memory`, `redis`.

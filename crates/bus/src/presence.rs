@@ -23,27 +23,27 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use switchboard_protocol::{Member, PresenceChange, PresenceEvent, RoomName};
 use tokio::sync::{Notify, OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::sequence::Keys;
+use crate::target::{Conn, Target};
 use crate::{BusError, BusFuture, Presences, RoomPage};
 
 /// A node's state for one name in one room. KEYS: pres, pcount. ARGV:
-/// node, name, connections, since, channel, room.
+/// node, name, connections, since, channel, room, publish command.
 const SET: &str = r"
 local field = ARGV[1] .. '\31' .. ARGV[2]
 if tonumber(ARGV[3]) > 0 then
   if redis.call('HSET', KEYS[1], field, ARGV[3] .. ' ' .. ARGV[4]) == 1
      and redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then
-    redis.call('PUBLISH', ARGV[5], 'P join ' .. redis.call('HLEN', KEYS[2]) .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
+    redis.call(ARGV[7], ARGV[5], 'P join ' .. redis.call('HLEN', KEYS[2]) .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
   end
 elseif redis.call('HDEL', KEYS[1], field) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[2])
-    redis.call('PUBLISH', ARGV[5], 'P leave ' .. redis.call('HLEN', KEYS[2]) .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
+    redis.call(ARGV[7], ARGV[5], 'P leave ' .. redis.call('HLEN', KEYS[2]) .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
   end
 end
 return 1
@@ -72,9 +72,9 @@ struct Pending {
 pub(crate) struct RedisPresence(Arc<Inner>);
 
 struct Inner {
-    client: redis::Client,
+    target: Target,
     /// For reads (members, count), shared by every caller.
-    reader: OnceCell<ConnectionManager>,
+    reader: OnceCell<Conn>,
     prefix: String,
     node: String,
     ttl: Duration,
@@ -89,14 +89,14 @@ struct Inner {
 impl RedisPresence {
     /// Starts the node's presence task (beats, sweeps, applies changes).
     pub fn start(
-        client: redis::Client,
+        target: Target,
         prefix: String,
         node: String,
         ttl: Duration,
         stop: CancellationToken,
     ) -> Self {
         let inner = Arc::new(Inner {
-            client,
+            target,
             reader: OnceCell::new(),
             prefix,
             node,
@@ -116,10 +116,10 @@ impl Inner {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn reader(&self) -> redis::RedisResult<ConnectionManager> {
+    async fn reader(&self) -> redis::RedisResult<Conn> {
         let conn = self
             .reader
-            .get_or_try_init(|| crate::redis::connect_manager(&self.client))
+            .get_or_try_init(|| self.target.connect())
             .await?;
         Ok(conn.clone())
     }
@@ -133,6 +133,51 @@ impl Inner {
             .map_err(|e| BusError::Redis(e.to_string()))
     }
 
+    /// One SCAN step over the keys matching `pattern`. In a cluster the
+    /// masters are scanned one after the other (sorted by address): the
+    /// cursor's top 16 bits are the master's index, the rest its own
+    /// cursor. A page taken while the slot map changes may repeat or miss
+    /// rooms.
+    async fn scan(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        count: u32,
+    ) -> Result<(u64, Vec<String>), BusError> {
+        let mut cmd = redis::cmd("SCAN");
+        let Some(cluster) = self.target.cluster() else {
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count);
+            return self.read(&cmd).await;
+        };
+        const SHIFT: u32 = 48;
+        let masters = cluster.masters();
+        let index = (cursor >> SHIFT) as usize;
+        let Some(master) = masters.get(index) else {
+            return Ok((0, Vec::new()));
+        };
+        cmd.arg(cursor & ((1 << SHIFT) - 1))
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        let reply = tokio::time::timeout(Duration::from_secs(2), cluster.on_master(master, cmd))
+            .await
+            .map_err(|_| BusError::Timeout)?
+            .map_err(|e| BusError::Redis(e.to_string()))?;
+        let (next, keys): (u64, Vec<String>) = redis::FromRedisValue::from_redis_value(reply)
+            .map_err(|e| BusError::Redis(e.to_string()))?;
+        let next = match next {
+            0 if index + 1 < masters.len() => ((index as u64) + 1) << SHIFT,
+            0 => 0,
+            n => ((index as u64) << SHIFT) | n,
+        };
+        Ok((next, keys))
+    }
+
     fn node_rooms(&self, node: &str) -> String {
         format!("{}:pnode:{node}", self.prefix)
     }
@@ -143,7 +188,7 @@ impl Inner {
 
     async fn apply(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         node: &str,
         room: &RoomName,
         name: &str,
@@ -160,6 +205,7 @@ impl Inner {
             .arg(state.1)
             .arg(&keys.channel)
             .arg(room.as_str())
+            .arg(self.target.publish_command())
             .invoke_async(conn)
             .await?;
         if state.0 > 0 && node == self.node {
@@ -174,7 +220,7 @@ impl Inner {
 
     /// Applies what is pending; on failure puts back what was not applied
     /// (unless a newer state replaced it meanwhile).
-    async fn flush(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+    async fn flush(&self, conn: &mut Conn) -> redis::RedisResult<()> {
         loop {
             let (batch, gone) = {
                 let mut p = self.pending();
@@ -222,7 +268,7 @@ impl Inner {
     }
 
     /// Takes every name of `node` out of every room it had members in.
-    async fn clear(&self, conn: &mut ConnectionManager, node: &str) -> redis::RedisResult<usize> {
+    async fn clear(&self, conn: &mut Conn, node: &str) -> redis::RedisResult<usize> {
         let rooms: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.node_rooms(node))
             .query_async(conn)
@@ -251,7 +297,7 @@ impl Inner {
     }
 
     /// Beats for this node, and clears the nodes whose time ran out.
-    async fn beat(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+    async fn beat(&self, conn: &mut Conn) -> redis::RedisResult<()> {
         let now = now_ms();
         let deadline = now + (self.ttl.as_millis() as i64) * 2 / 3;
         let _: i64 = redis::cmd("ZADD")
@@ -301,7 +347,7 @@ impl Inner {
 }
 
 async fn run(inner: Arc<Inner>, stop: CancellationToken) {
-    let mut conn: Option<ConnectionManager> = None;
+    let mut conn: Option<Conn> = None;
     let mut started = false;
     let mut failing = false;
     let mut every = tokio::time::interval(inner.ttl / 6);
@@ -314,7 +360,7 @@ async fn run(inner: Arc<Inner>, stop: CancellationToken) {
         };
         let done = async {
             if conn.is_none() {
-                conn = Some(crate::redis::connect_manager(&inner.client).await?);
+                conn = Some(inner.target.connect().await?);
             }
             let Some(c) = conn.as_mut() else {
                 unreachable!("connected above")
@@ -418,16 +464,7 @@ impl Presences for RedisPresence {
             // Every room with names has its `{prefix:room}:pcount` hash.
             let head = format!("{{{}:", inner.prefix);
             let pattern = format!("{}*}}:pcount", glob_escape(&head));
-            let (next, keys): (u64, Vec<String>) = inner
-                .read(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(count.max(1)),
-                )
-                .await?;
+            let (next, keys) = inner.scan(cursor, &pattern, count.max(1)).await?;
             let mut rooms = Vec::with_capacity(keys.len());
             for key in keys {
                 let name = key

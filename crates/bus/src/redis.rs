@@ -23,13 +23,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_protocol::{Message, RoomName};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::presence::RedisPresence;
 use crate::sequence::{Keys, RedisSequencer, Settings};
+use crate::target::{Conn, Target};
 use crate::{Bus, Inbox, Presences, Sequencer, envelope};
 
 /// Messages waiting to be published at most; past it they are dropped and
@@ -58,6 +58,9 @@ pub struct RedisOptions {
     /// A node that stops beating loses its members from presence within
     /// this long (`PRESENCE_TTL`).
     pub presence_ttl: Duration,
+    /// Replicas that must confirm a message's position before it counts
+    /// as given (`REDIS_WAIT_REPLICAS`, `WAIT` on the room's master).
+    pub wait_replicas: u32,
 }
 
 impl RedisOptions {
@@ -75,6 +78,7 @@ impl RedisOptions {
             window: 1_000,
             ttl: Duration::from_secs(24 * 3600),
             presence_ttl: Duration::from_secs(30),
+            wait_replicas: 0,
         }
     }
 }
@@ -86,6 +90,11 @@ pub enum RedisSetupError {
     Url(String),
     #[error("invalid channel prefix `{0}`: 1-64 characters from A-Z a-z 0-9 _ . - (no `:`)")]
     Prefix(String),
+}
+
+/// Whether `url` names a Redis server or a Redis Cluster the bus can use.
+pub fn valid_url(url: &str) -> bool {
+    Target::parse(url).is_ok()
 }
 
 /// Whether `prefix` keeps channel names apart: it may not contain `:`, so
@@ -119,6 +128,7 @@ pub(crate) struct Health {
 /// A node's handle on Redis Pub/Sub. Dropping it (or cancelling the token
 /// it was started with) stops its tasks.
 pub struct RedisBus {
+    target: Target,
     prefix: String,
     node_id: String,
     publish_tx: mpsc::Sender<(String, Vec<u8>)>,
@@ -141,43 +151,60 @@ impl RedisBus {
         if !valid_prefix(&options.prefix) {
             return Err(RedisSetupError::Prefix(options.prefix));
         }
-        let client = client(&options.url)?;
+        let target = Target::parse(&options.url)?;
         let stop = shutdown.child_token();
         let health = Arc::new(Health::default());
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (commands, command_rx) = mpsc::unbounded_channel();
         tokio::spawn(publish_loop(
-            client.clone(),
+            target.clone(),
             publish_rx,
             health.clone(),
             stop.clone(),
         ));
         let sequencer = RedisSequencer::new(
-            client.clone(),
+            target.clone(),
             Settings {
                 prefix: options.prefix.clone(),
                 node_id: options.node_id.clone(),
                 window: options.window,
                 ttl: options.ttl,
+                wait_replicas: options.wait_replicas,
             },
         );
         let presence = RedisPresence::start(
-            client.clone(),
+            target.clone(),
             options.prefix.clone(),
             options.node_id.clone(),
             options.presence_ttl,
             stop.clone(),
         );
         let _ = commands.send(Command::Subscribe(control_channel(&options.prefix)));
-        tokio::spawn(crate::subscriber::subscribe_loop(
-            client,
-            command_rx,
-            inbox,
-            options.node_id.clone(),
-            health.clone(),
-            stop.clone(),
-        ));
+        match &target {
+            Target::Single(client) => {
+                tokio::spawn(crate::subscriber::subscribe_loop(
+                    client.clone(),
+                    command_rx,
+                    inbox,
+                    options.node_id.clone(),
+                    health.clone(),
+                    stop.clone(),
+                ));
+            }
+            Target::Cluster(cluster) => {
+                tokio::spawn(cluster.clone().watch(stop.clone()));
+                tokio::spawn(crate::shards::subscribe_loop(
+                    cluster.clone(),
+                    command_rx,
+                    inbox,
+                    options.node_id.clone(),
+                    health.clone(),
+                    stop.clone(),
+                ));
+            }
+        }
         Ok(Self {
+            target,
             prefix: options.prefix,
             node_id: options.node_id,
             publish_tx,
@@ -248,8 +275,21 @@ impl Bus for RedisBus {
     }
 
     fn is_ready(&self) -> bool {
-        self.health.subscriber_up.load(Ordering::Relaxed)
-            && !self.health.publisher_failing.load(Ordering::Relaxed)
+        self.unavailable().is_empty()
+    }
+
+    fn unavailable(&self) -> Vec<String> {
+        let mut down = match self.target.cluster() {
+            Some(cluster) => cluster.topology().borrow().unreachable.clone(),
+            None => Vec::new(),
+        };
+        if down.is_empty()
+            && (!self.health.subscriber_up.load(Ordering::Relaxed)
+                || self.health.publisher_failing.load(Ordering::Relaxed))
+        {
+            down.push("redis".to_owned());
+        }
+        down
     }
 
     fn kind(&self) -> &'static str {
@@ -269,10 +309,6 @@ impl Bus for RedisBus {
     }
 }
 
-/// A client whose connections send at once (`TCP_NODELAY`): every send
-/// waits for its ordering script's reply, and Nagle's algorithm would hold
-/// a small request behind an unacknowledged one (up to the peer's delayed
-/// ACK, tens of milliseconds).
 /// The channel of commands to every node of the deployment.
 pub(crate) fn control_channel(prefix: &str) -> String {
     format!("{{{prefix}}}:control")
@@ -323,31 +359,13 @@ pub(crate) mod control {
     }
 }
 
-fn client(url: &str) -> Result<redis::Client, RedisSetupError> {
-    let info = redis::IntoConnectionInfo::into_connection_info(url)
-        .map_err(|e| RedisSetupError::Url(e.to_string()))?
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    redis::Client::open(info).map_err(|e| RedisSetupError::Url(e.to_string()))
-}
-
-pub(crate) async fn connect_manager(
-    client: &redis::Client,
-) -> redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(OP_TIMEOUT))
-        .set_response_timeout(Some(OP_TIMEOUT))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    client.get_connection_manager_with_config(config).await
-}
-
 async fn publish_loop(
-    client: redis::Client,
+    target: Target,
     mut rx: mpsc::Receiver<(String, Vec<u8>)>,
     health: Arc<Health>,
     stop: CancellationToken,
 ) {
-    let mut conn: Option<ConnectionManager> = None;
+    let mut conn: Option<Conn> = None;
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     let mut probe = tokio::time::interval(Duration::from_millis(500));
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -366,11 +384,31 @@ async fn publish_loop(
         }
         let result = async {
             if conn.is_none() {
-                conn = Some(connect_manager(&client).await?);
+                conn = Some(target.connect().await?);
             }
             let Some(c) = conn.as_mut() else {
                 unreachable!("connected above")
             };
+            if let Target::Cluster(_) = &target {
+                // Each room's channel may be on another shard: one command
+                // each, all in flight at once.
+                let sent =
+                    futures_util::future::join_all(batch.iter().map(|(channel, payload)| {
+                        let mut c = c.clone();
+                        async move {
+                            redis::cmd("SPUBLISH")
+                                .arg(channel)
+                                .arg(payload.as_slice())
+                                .query_async::<()>(&mut c)
+                                .await
+                        }
+                    }))
+                    .await;
+                if batch.is_empty() {
+                    redis::cmd("PING").query_async::<()>(c).await?;
+                }
+                return sent.into_iter().collect::<redis::RedisResult<()>>();
+            }
             let mut pipe = redis::pipe();
             if batch.is_empty() {
                 pipe.cmd("PING");

@@ -18,18 +18,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use switchboard_protocol::{Message, Position, RoomName};
 use tokio::sync::OnceCell;
 
+use crate::target::{Conn, Target};
 use crate::{BusError, BusFuture, Sequenced, Sequencer, Window, envelope};
 
 /// How long one ordering call may take before it counts as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a new position waits for its replicas at most (ms).
+const WAIT_MS: u64 = 1_000;
 
 /// Gives the message its position, appends it to the window and publishes
-/// it. KEYS: meta, log, ids. ARGV: id, envelope, candidate epoch, window,
-/// ttl (ms), channel; KEYS[4]: gone. Returns {seq, epoch, fresh (1 or 0)} as strings. The
+/// it. KEYS: meta, log, ids, gone. ARGV: id, envelope, candidate epoch,
+/// window, ttl (ms), channel, publish command (`PUBLISH`, or `SPUBLISH` in
+/// a cluster). Returns {seq, epoch, fresh (1 or 0)} as strings. The
 /// log is capped by `XADD MAXLEN`, the ids by score; the keys' expiry is
 /// refreshed once half of it has run out, not on every message.
 const SEQUENCE: &str = r"
@@ -57,7 +60,7 @@ if redis.call('PTTL', meta) < ttl / 2 then
   redis.call('PEXPIRE', ids, ttl)
   redis.call('PEXPIRE', gone, ttl)
 end
-redis.call('PUBLISH', ARGV[6], seq .. ' ' .. epoch .. ' ' .. payload)
+redis.call(ARGV[7], ARGV[6], seq .. ' ' .. epoch .. ' ' .. payload)
 return {tostring(seq), epoch, '1'}
 ";
 
@@ -123,6 +126,8 @@ pub(crate) struct Settings {
     /// A room's keys expire after this long without a message
     /// (`RECOVERY_TTL`).
     pub ttl: Duration,
+    /// Replicas that must confirm a new position (`REDIS_WAIT_REPLICAS`).
+    pub wait_replicas: u32,
 }
 
 /// [`Sequencer`] over Redis; clones share one connection.
@@ -130,8 +135,8 @@ pub(crate) struct Settings {
 pub(crate) struct RedisSequencer(Arc<Inner>);
 
 struct Inner {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    target: Target,
+    conn: OnceCell<Conn>,
     settings: Settings,
     sequence: Script,
     position: Script,
@@ -168,9 +173,9 @@ impl Keys {
 }
 
 impl RedisSequencer {
-    pub fn new(client: redis::Client, settings: Settings) -> Self {
+    pub fn new(target: Target, settings: Settings) -> Self {
         Self(Arc::new(Inner {
-            client,
+            target,
             conn: OnceCell::new(),
             settings,
             sequence: Script::new(SEQUENCE),
@@ -182,10 +187,10 @@ impl RedisSequencer {
 }
 
 impl Inner {
-    async fn conn(&self) -> Result<ConnectionManager, BusError> {
+    async fn conn(&self) -> Result<Conn, BusError> {
         let conn = self
             .conn
-            .get_or_try_init(|| crate::redis::connect_manager(&self.client))
+            .get_or_try_init(|| self.target.connect())
             .await
             .map_err(|e| BusError::Redis(e.to_string()))?;
         Ok(conn.clone())
@@ -211,9 +216,25 @@ impl Inner {
             .arg(self.settings.window.max(1))
             .arg(self.ttl_ms())
             .arg(&keys.channel)
+            .arg(self.target.publish_command())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| BusError::Redis(e.to_string()))?;
+        if self.settings.wait_replicas > 0 {
+            // The position counts once a replica has it: a failover then
+            // cannot give it to another message.
+            let confirmed = conn
+                .wait_replicas(&keys.meta, self.settings.wait_replicas, WAIT_MS)
+                .await
+                .map_err(|e| BusError::Redis(e.to_string()))?;
+            if confirmed < i64::from(self.settings.wait_replicas) {
+                metrics::counter!("switchboard_bus_replica_wait_failed_total").increment(1);
+                return Err(BusError::Redis(format!(
+                    "{confirmed} of {} replicas confirmed the position",
+                    self.settings.wait_replicas
+                )));
+            }
+        }
         match reply.as_slice() {
             [seq, epoch, fresh] => {
                 let fresh = fresh == "1";

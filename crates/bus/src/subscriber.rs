@@ -188,7 +188,7 @@ fn forward(inbox: &Inbox, decoded: Option<Inbound>) {
 /// Puts another node's message into the inbox; drops (and counts) when the
 /// local fan-out is behind, so the pipe never grows without bound (the
 /// receiving node fills such a gap from the room's window).
-fn deliver(inbox: &Inbox, node_id: &str, payload: &[u8]) {
+pub(crate) fn deliver(inbox: &Inbox, node_id: &str, payload: &[u8]) {
     if payload.starts_with(b"D ") {
         match crate::redis::control::decode_disconnect(payload) {
             Some((origin, _)) if origin == node_id => {}

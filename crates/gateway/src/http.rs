@@ -285,12 +285,9 @@ async fn render_stats(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse 
         (status = 503, description = "Not ready: `down` names what is not", body = crate::openapi::Status),
     ))]
 pub(crate) async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
-    let mut down = Vec::new();
-    if !gateway.bus.is_ready() {
-        down.push(gateway.bus.kind());
-    }
+    let mut down = gateway.bus.unavailable();
     if !gateway.journal.is_ready() {
-        down.push(gateway.journal.kind());
+        down.push(gateway.journal.kind().to_owned());
     }
     if down.is_empty() {
         axum::Json(Status {
@@ -301,7 +298,7 @@ pub(crate) async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     } else {
         let status = Status {
             status: "unavailable".into(),
-            down: Some(down.into_iter().map(str::to_owned).collect()),
+            down: Some(down),
         };
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(status)).into_response()
     }

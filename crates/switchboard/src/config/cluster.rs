@@ -1,5 +1,5 @@
-//! The cluster's settings: REDIS_URL, REDIS_PREFIX, RECOVERY_TTL and
-//! PRESENCE_TTL.
+//! The cluster's settings: REDIS_URL, REDIS_PREFIX, REDIS_WAIT_REPLICAS,
+//! RECOVERY_TTL and PRESENCE_TTL.
 
 use std::time::Duration;
 
@@ -10,9 +10,16 @@ use super::{ConfigError, invalid};
 /// Redis, through which nodes share their rooms' messages.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
-    /// Redis for cluster fan-out (`redis://` or `rediss://`); unset runs one node.
+    /// Redis for cluster fan-out: one server (`redis://` or `rediss://`)
+    /// or a Redis Cluster by its seeds (`redis+cluster://host:port,host:port`);
+    /// unset runs one node.
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// Replicas that must have each message's position before it is acked
+    /// (`WAIT`): 1 keeps acked positions through a failover; 0 acks as soon
+    /// as the master has it.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0, global = true)]
+    pub redis_wait_replicas: u32,
     /// Prefix of the Redis channels, so several deployments share one Redis.
     #[arg(
         long,
@@ -35,15 +42,22 @@ impl ClusterArgs {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(redis) = &self.redis_url {
-            match url::Url::parse(redis) {
-                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {}
-                _ => {
-                    return Err(invalid(
-                        "REDIS_URL",
-                        "a redis://HOST[:PORT][/DB] or rediss:// URL",
-                    ));
-                }
+            let valid = if redis.starts_with("redis+cluster://")
+                || redis.starts_with("rediss+cluster://")
+            {
+                switchboard_bus::valid_url(redis)
+            } else {
+                matches!(url::Url::parse(redis), Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some())
+            };
+            if !valid {
+                return Err(invalid(
+                    "REDIS_URL",
+                    "a redis://HOST[:PORT][/DB] or rediss:// URL, or redis+cluster://HOST:PORT,HOST:PORT for a Redis Cluster",
+                ));
             }
+        }
+        if self.redis_wait_replicas > 16 {
+            return Err(invalid("REDIS_WAIT_REPLICAS", "0 to 16 replicas"));
         }
         if !switchboard_bus::valid_prefix(&self.redis_prefix) {
             return Err(invalid(
@@ -67,6 +81,7 @@ impl ClusterArgs {
             window,
             ttl: Duration::from_secs(self.recovery_ttl),
             presence_ttl: Duration::from_secs(self.presence_ttl),
+            wait_replicas: self.redis_wait_replicas,
             ..RedisOptions::new(url, self.redis_prefix.clone(), node_id)
         })
     }

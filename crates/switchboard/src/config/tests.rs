@@ -50,6 +50,21 @@ fn invalid_values_name_the_variable() {
     assert!(e.contains("PORT"), "{e}");
     let e = parse(&["--redis-url", "http://x"]).unwrap_err();
     assert!(e.contains("REDIS_URL"), "{e}");
+    // A Redis Cluster by its seeds.
+    assert!(parse(&["--redis-url", "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"]).is_ok());
+    for bad in [
+        "redis+cluster://",
+        "redis+cluster://h:port",
+        "redis+cluster://,",
+    ] {
+        let e = parse(&["--redis-url", bad]).unwrap_err();
+        assert!(
+            e.contains("REDIS_URL") && e.contains("redis+cluster"),
+            "{bad}: {e}"
+        );
+    }
+    let e = parse(&["--redis-wait-replicas", "17"]).unwrap_err();
+    assert!(e.contains("REDIS_WAIT_REPLICAS"), "{e}");
     let e = parse(&["--database-url", "postgres://"]).unwrap_err();
     assert!(e.contains("DATABASE_URL"), "{e}");
     assert!(parse(&["--database-url", "postgres://postgres@localhost/db"]).is_ok());

@@ -7,6 +7,7 @@ pub mod pipeline;
 pub mod policies;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::net::SocketAddr;
 use std::time::Duration;
