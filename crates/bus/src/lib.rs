@@ -173,6 +173,9 @@ pub struct Sequenced {
     /// False when the message's id had this position already (a resend):
     /// it was not published again.
     pub fresh: bool,
+    /// For a resend, when the id was first accepted (Unix ms), so the
+    /// message keeps one time wherever it is stored.
+    pub ts: Option<i64>,
 }
 
 /// A room's hot window, as the ordering point holds it.

@@ -32,7 +32,8 @@ const WAIT_MS: u64 = 1_000;
 /// Gives the message its position, appends it to the window and publishes
 /// it. KEYS: meta, log, ids, gone. ARGV: id, envelope, candidate epoch,
 /// window, ttl (ms), channel, publish command (`PUBLISH`, or `SPUBLISH` in
-/// a cluster). Returns {seq, epoch, fresh (1 or 0)} as strings. The
+/// a cluster). Returns {seq, epoch, fresh (1 or 0)} as strings, and for a
+/// resend the envelope it was first sent with (its time is the message's). The
 /// log is capped by `XADD MAXLEN`, the ids by score; the keys' expiry is
 /// refreshed once half of it has run out, not on every message.
 const SEQUENCE: &str = r"
@@ -46,6 +47,10 @@ if not epoch then
 end
 local known = redis.call('ZSCORE', ids, id)
 if known then
+  local first = redis.call('XRANGE', log, known .. '-0', known .. '-0')
+  if #first > 0 then
+    return {known, epoch, '0', first[1][2][2]}
+  end
   return {known, epoch, '0'}
 end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
@@ -204,7 +209,7 @@ impl Inner {
         let keys = Keys::new(&self.settings.prefix, &message.room);
         let payload = envelope::encode(&self.settings.node_id, &message);
         let mut conn = self.conn().await?;
-        let reply: Vec<String> = self
+        let reply: Vec<Vec<u8>> = self
             .sequence
             .key(&keys.meta)
             .key(&keys.log)
@@ -236,15 +241,20 @@ impl Inner {
             }
         }
         match reply.as_slice() {
-            [seq, epoch, fresh] => {
-                let fresh = fresh == "1";
+            [seq, epoch, fresh, first @ ..] => {
+                let fresh = fresh == b"1";
                 if fresh {
                     metrics::counter!("switchboard_bus_published_total").increment(1);
                 }
+                let ts = match first {
+                    [envelope] => Some(envelope::decode(envelope).map_err(BusError::Redis)?.1.ts),
+                    _ => None,
+                };
                 Ok(Sequenced {
-                    seq: parse_seq(seq)?,
-                    epoch: epoch.clone(),
+                    seq: parse_seq(&String::from_utf8_lossy(seq))?,
+                    epoch: String::from_utf8_lossy(epoch).into_owned(),
                     fresh,
+                    ts,
                 })
             }
             _ => Err(BusError::Redis(

@@ -402,10 +402,10 @@ impl Gateway {
                 // Position and local fan-out under the room's lock: members
                 // see the room in seq order.
                 let mut counter = positions::lock(&counter);
-                let assigned = order.assign(&mut counter, message.id);
                 // Stamped in seq order too, so history sorted by time
-                // agrees with the positions.
-                message.ts = now_ms();
+                // agrees with the positions; a resend keeps its first time.
+                let assigned = order.assign(&mut counter, message.id, now_ms());
+                message.ts = assigned.ts;
                 message.seq = assigned.seq;
                 message.epoch = epoch.to_owned();
                 if assigned.fresh {
@@ -424,6 +424,10 @@ impl Gateway {
                 })?;
                 message.seq = sequenced.seq;
                 message.epoch = sequenced.epoch;
+                // A resend keeps its first acceptance time.
+                if let Some(ts) = sequenced.ts {
+                    message.ts = ts;
+                }
                 // Delivered here in seq order (once: a resend whose first
                 // try was delivered is dropped by its seq).
                 flows.arrive(message.clone());

@@ -71,8 +71,9 @@ struct Rooms {
 /// One room's counter.
 pub(crate) struct Counter {
     last: u64,
-    /// Ids given a position lately, with it: a resend gets the same one.
-    ids: HashMap<Uuid, u64>,
+    /// Ids given a position lately, with it and their acceptance time: a
+    /// resend gets the same ones (the archive's key includes the time).
+    ids: HashMap<Uuid, (u64, i64)>,
     order: VecDeque<Uuid>,
     used: Instant,
 }
@@ -81,6 +82,8 @@ pub(crate) struct Counter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Assigned {
     pub seq: u64,
+    /// When the id was first accepted (Unix ms).
+    pub ts: i64,
     /// False when the id had this position already (a resend).
     pub fresh: bool,
 }
@@ -173,14 +176,19 @@ impl LocalOrder {
         }
     }
 
-    /// The position `id` has or gets in `counter`'s room.
-    pub fn assign(&self, counter: &mut Counter, id: Uuid) -> Assigned {
+    /// The position `id` has or gets in `counter`'s room, and its
+    /// acceptance time: `now` for a new id, the first one for a resend.
+    pub fn assign(&self, counter: &mut Counter, id: Uuid, now: i64) -> Assigned {
         counter.used = Instant::now();
-        if let Some(&seq) = counter.ids.get(&id) {
-            return Assigned { seq, fresh: false };
+        if let Some(&(seq, ts)) = counter.ids.get(&id) {
+            return Assigned {
+                seq,
+                ts,
+                fresh: false,
+            };
         }
         counter.last += 1;
-        counter.ids.insert(id, counter.last);
+        counter.ids.insert(id, (counter.last, now));
         counter.order.push_back(id);
         while counter.order.len() > self.window {
             if let Some(old) = counter.order.pop_front() {
@@ -189,6 +197,7 @@ impl LocalOrder {
         }
         Assigned {
             seq: counter.last,
+            ts: now,
             fresh: true,
         }
     }
@@ -250,29 +259,33 @@ mod tests {
         let mut c = lock(&counter);
         let (a, b, d) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         assert_eq!(
-            order.assign(&mut c, a),
+            order.assign(&mut c, a, 100),
             Assigned {
                 seq: 1,
+                ts: 100,
                 fresh: true
             }
         );
         assert_eq!(
-            order.assign(&mut c, b),
+            order.assign(&mut c, b, 101),
             Assigned {
                 seq: 2,
+                ts: 101,
                 fresh: true
             }
         );
+        // A resend keeps its position and its first acceptance time.
         assert_eq!(
-            order.assign(&mut c, a),
+            order.assign(&mut c, a, 150),
             Assigned {
                 seq: 1,
+                ts: 100,
                 fresh: false
             }
         );
-        assert_eq!(order.assign(&mut c, d).seq, 3);
+        assert_eq!(order.assign(&mut c, d, 160).seq, 3);
         // Past the window the oldest id is forgotten.
-        assert!(order.assign(&mut c, a).fresh);
+        assert!(order.assign(&mut c, a, 170).fresh);
     }
 
     #[tokio::test]
@@ -298,11 +311,11 @@ mod tests {
         let order = LocalOrder::new(store.clone(), EpochSource::Store, 10);
         let (counter, at) = order.counter(&room).await.unwrap();
         assert_eq!(at, epoch, "a clean end keeps the epoch");
-        assert_eq!(order.assign(&mut lock(&counter), Uuid::now_v7()).seq, 5);
+        assert_eq!(order.assign(&mut lock(&counter), Uuid::now_v7(), 1).seq, 5);
         let fresh = LocalOrder::new(store, EpochSource::Fresh, 10);
         let (counter, other) = fresh.counter(&room).await.unwrap();
         assert_ne!(other, epoch);
-        assert_eq!(fresh.assign(&mut lock(&counter), Uuid::now_v7()).seq, 1);
+        assert_eq!(fresh.assign(&mut lock(&counter), Uuid::now_v7(), 1).seq, 1);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use switchboard_protocol::{Data, Message, RoomName};
 use uuid::Uuid;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, queries as pg_queries};
 pub use sqlite::SqliteStore;
 
 /// A message as read from the journal's Kafka topic, with where it was read.
@@ -130,6 +130,13 @@ pub trait Store: Send + Sync + 'static {
     /// or `None`.
     async fn get(&self, room: &RoomName, id: Uuid) -> Result<Option<Message>, StoreError>;
 
+    /// Keeps the archive's layout: creates the partitions ahead and drops
+    /// those past the retention. Idempotent, and safe for several writers
+    /// at once; run at open and then periodically by writers.
+    async fn maintain(&self) -> Result<Maintained, StoreError> {
+        Ok(Maintained::default())
+    }
+
     /// A short name for logs: `sqlite`, `postgres`.
     fn kind(&self) -> &'static str;
 }
@@ -173,11 +180,80 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// Opens the store named by `url`, applying migrations only when `migrate`.
 pub async fn open_with(url: &str, migrate: bool) -> Result<Arc<dyn Store>, StoreError> {
+    open_with_layout(url, migrate, Layout::default()).await
+}
+
+/// Opens the store named by `url` with the archive's `layout` (used by
+/// PostgreSQL, whose messages table is partitioned by time).
+pub async fn open_with_layout(
+    url: &str,
+    migrate: bool,
+    layout: Layout,
+) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url, migrate).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::open(url, migrate).await?))
+        Ok(Arc::new(PgStore::open(url, migrate, layout).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
+}
+
+/// How the archive's table is partitioned and how long it keeps messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// One partition per day, week or month (`ARCHIVE_PARTITION`).
+    pub unit: PartitionUnit,
+    /// Partitions older than this many days are dropped
+    /// (`RETENTION_DAYS`); `None` keeps every message.
+    pub retention_days: Option<u32>,
+    /// Partitions created ahead of the current one.
+    pub ahead: u32,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            unit: PartitionUnit::Day,
+            retention_days: None,
+            ahead: 3,
+        }
+    }
+}
+
+/// The span of one archive partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionUnit {
+    Day,
+    Week,
+    Month,
+}
+
+impl PartitionUnit {
+    /// `day`, `week` or `month`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "day" => Some(Self::Day),
+            "week" => Some(Self::Week),
+            "month" => Some(Self::Month),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+}
+
+/// What one round of [`Store::maintain`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Maintained {
+    /// Partitions created.
+    pub created: u32,
+    /// Partitions dropped past the retention, by name.
+    pub dropped: Vec<String>,
 }

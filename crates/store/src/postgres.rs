@@ -10,7 +10,8 @@ use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
 use crate::{
-    Archived, DeadLetter, Store, StoreError, data_column, epoch_column, seq_column, seq_param,
+    Archived, DeadLetter, Layout, Maintained, Store, StoreError, data_column, epoch_column,
+    seq_column, seq_param,
 };
 
 /// A read of message rows: the columns [`decode_rows`] reads, then `$rest`.
@@ -20,17 +21,64 @@ macro_rules! select {
     };
 }
 
+/// The reads of history and recovery, public so that their plans can be
+/// checked (only the partitions that can hold the rows are scanned).
+///
+/// Reads by position bound the time too, from the time of the position
+/// read from, widened by five minutes: messages are stamped by the node
+/// that accepts them before the ordering point gives their seq, so a
+/// room's times follow its seqs only as closely as the nodes' clocks
+/// agree. The bounds are scalar subqueries (init plans), which PostgreSQL
+/// prunes partitions with when the query starts. Finding the time of a
+/// position or an id probes one index per partition until the row is
+/// found, from the end most reads start at (the newest for recovery and
+/// paging back, the oldest for a page before an old position).
+pub mod queries {
+    /// The latest `$2` of room `$1`, newest first.
+    pub const LATEST: &str =
+        select!("FROM messages WHERE room = $1 ORDER BY sent_at DESC, id DESC LIMIT $2");
+
+    /// The latest `$3` of room `$2` before message `$1`, newest first.
+    pub const BEFORE_ID: &str = select!(
+        "FROM messages WHERE room = $2 \
+         AND (sent_at, id) < (SELECT sent_at, id FROM messages WHERE id = $1 AND room = $2 \
+                              ORDER BY sent_at DESC LIMIT 1) \
+         AND sent_at <= (SELECT max(sent_at) FROM messages WHERE id = $1 AND room = $2) \
+         ORDER BY sent_at DESC, id DESC LIMIT $3"
+    );
+
+    /// At most `$4` of room `$1` in epoch `$2` after seq `$3`, in seq order.
+    pub const AFTER_SEQ: &str = select!(
+        "FROM messages WHERE room = $1 AND epoch = $2 AND seq > $3 \
+         AND sent_at >= COALESCE((SELECT max(sent_at) FROM messages \
+                                  WHERE room = $1 AND epoch = $2 AND seq = $3), '-infinity') \
+                        - INTERVAL '5 minutes' \
+         ORDER BY seq LIMIT $4"
+    );
+
+    /// At most `$4` of room `$1` in epoch `$2` before seq `$3`, newest first.
+    pub const BEFORE_SEQ: &str = select!(
+        "FROM messages WHERE room = $1 AND epoch = $2 AND seq < $3 \
+         AND sent_at <= COALESCE((SELECT min(sent_at) FROM messages \
+                                  WHERE room = $1 AND epoch = $2 AND seq = $3), 'infinity') \
+                        + INTERVAL '5 minutes' \
+         ORDER BY seq DESC LIMIT $4"
+    );
+}
+
 /// A [`Store`] in PostgreSQL. Batches are one multi-row `INSERT ... SELECT
-/// FROM UNNEST(...)` each, `ON CONFLICT (id) DO NOTHING`, so a re-read batch
-/// adds nothing.
+/// FROM UNNEST(...)` each, `ON CONFLICT DO NOTHING`, so a re-read batch
+/// adds nothing. The messages table is partitioned by time ([`Layout`]).
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    layout: Layout,
 }
 
 impl PgStore {
-    /// Connects to `url` and, when `migrate`, applies the migrations.
-    pub async fn open(url: &str, migrate: bool) -> Result<Self, StoreError> {
+    /// Connects to `url`, applies the migrations when `migrate`, and
+    /// creates the partitions around now.
+    pub async fn open(url: &str, migrate: bool, layout: Layout) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -40,7 +88,81 @@ impl PgStore {
         if migrate {
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
         }
-        Ok(Self { pool })
+        let store = Self { pool, layout };
+        store.maintain().await?;
+        Ok(store)
+    }
+
+    /// Creates the partitions holding the times `ts` (Unix ms), one
+    /// each, without filling the span between them.
+    async fn cover(&self, ts: Vec<i64>) -> Result<i64, StoreError> {
+        let created: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(switchboard_ensure_partitions(t, t + INTERVAL '1 millisecond', $2)) \
+             FROM (SELECT DISTINCT date_trunc($2, TIMESTAMPTZ 'epoch' + ts * INTERVAL '1 millisecond', 'UTC') AS t \
+                   FROM unnest($1::int8[]) AS ts) AS d",
+        )
+        .bind(ts)
+        .bind(self.layout.unit.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(created.unwrap_or(0))
+    }
+
+    /// Whether a failed write should run once more: when a row had no
+    /// partition to go to (a message older or newer than the partitions
+    /// made ahead), the partitions for the batch's times are created first.
+    async fn cover_missing(
+        &self,
+        result: Result<(), StoreError>,
+        attempt: u32,
+        times: impl Iterator<Item = i64>,
+    ) -> Result<bool, StoreError> {
+        match result {
+            Ok(()) => Ok(false),
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if attempt == 0 && e.code().as_deref() == Some("23514") =>
+            {
+                self.cover(times.collect()).await?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn archive_once(
+        &self,
+        records: &[Archived],
+        dead: &[DeadLetter],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.insert_rows(
+            &mut tx,
+            records.iter().map(|r| {
+                (
+                    &r.message,
+                    r.node.as_deref(),
+                    Some(r.partition),
+                    Some(r.offset),
+                )
+            }),
+        )
+        .await?;
+        for d in dead {
+            sqlx::query(
+                "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, key, payload, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING",
+            )
+            .bind(&d.topic)
+            .bind(d.partition)
+            .bind(d.offset)
+            .bind(d.key.as_deref())
+            .bind(d.payload.as_deref())
+            .bind(&d.error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn insert_rows(
@@ -143,43 +265,64 @@ impl Columns {
 #[async_trait]
 impl Store for PgStore {
     async fn insert(&self, batch: &[Message]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        self.insert_rows(&mut tx, batch.iter().map(|m| (m, None, None, None)))
-            .await?;
-        tx.commit().await?;
+        for attempt in 0.. {
+            let result = async {
+                let mut tx = self.pool.begin().await?;
+                self.insert_rows(&mut tx, batch.iter().map(|m| (m, None, None, None)))
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            if !self
+                .cover_missing(result, attempt, batch.iter().map(|m| m.ts))
+                .await?
+            {
+                break;
+            }
+        }
         Ok(())
     }
 
     async fn archive(&self, records: &[Archived], dead: &[DeadLetter]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        self.insert_rows(
-            &mut tx,
-            records.iter().map(|r| {
-                (
-                    &r.message,
-                    r.node.as_deref(),
-                    Some(r.partition),
-                    Some(r.offset),
-                )
-            }),
-        )
-        .await?;
-        for d in dead {
-            sqlx::query(
-                "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, key, payload, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING",
-            )
-            .bind(&d.topic)
-            .bind(d.partition)
-            .bind(d.offset)
-            .bind(d.key.as_deref())
-            .bind(d.payload.as_deref())
-            .bind(&d.error)
-            .execute(&mut *tx)
-            .await?;
+        for attempt in 0.. {
+            let result = self.archive_once(records, dead).await;
+            if !self
+                .cover_missing(result, attempt, records.iter().map(|r| r.message.ts))
+                .await?
+            {
+                break;
+            }
         }
-        tx.commit().await?;
         Ok(())
+    }
+
+    async fn maintain(&self) -> Result<Maintained, StoreError> {
+        let unit = self.layout.unit.as_str();
+        // The previous partition, the current one and `ahead` after it.
+        let created: i32 = sqlx::query_scalar(
+            "SELECT switchboard_ensure_partitions(now() - ('1 ' || $2)::interval, \
+             date_trunc($2, now(), 'UTC') + ($1 + 1) * ('1 ' || $2)::interval, $2)",
+        )
+        .bind(i32::try_from(self.layout.ahead).unwrap_or(i32::MAX))
+        .bind(unit)
+        .fetch_one(&self.pool)
+        .await?;
+        let dropped = match self.layout.retention_days {
+            Some(days) => {
+                sqlx::query_scalar(
+                    "SELECT switchboard_drop_partitions(now() - $1 * INTERVAL '1 day')",
+                )
+                .bind(i32::try_from(days).unwrap_or(i32::MAX))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => Vec::new(),
+        };
+        Ok(Maintained {
+            created: created.max(0) as u32,
+            dropped,
+        })
     }
 
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
@@ -200,27 +343,19 @@ impl Store for PgStore {
     ) -> Result<Vec<Message>, StoreError> {
         let rows = match before {
             None => {
-                sqlx::query(select!(
-                    "FROM messages WHERE room = $1 \
-                     ORDER BY sent_at DESC, id DESC LIMIT $2"
-                ))
-                .bind(room.as_str())
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
+                sqlx::query(queries::LATEST)
+                    .bind(room.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
             }
             Some(before) => {
-                sqlx::query(select!(
-                    "FROM messages, \
-                     (SELECT sent_at AS b_sent_at, id AS b_id FROM messages WHERE id = $1 AND room = $2) b \
-                     WHERE room = $2 AND (sent_at, id) < (b_sent_at, b_id) \
-                     ORDER BY sent_at DESC, id DESC LIMIT $3"
-                ))
-                .bind(before)
-                .bind(room.as_str())
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
+                sqlx::query(queries::BEFORE_ID)
+                    .bind(before)
+                    .bind(room.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
             }
         };
         let mut out = decode_rows(rows)?;
@@ -235,16 +370,13 @@ impl Store for PgStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
-        let rows = sqlx::query(select!(
-            "FROM messages WHERE room = $1 AND epoch = $2 AND seq > $3 \
-             ORDER BY seq LIMIT $4"
-        ))
-        .bind(room.as_str())
-        .bind(epoch)
-        .bind(seq_param(after))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(queries::AFTER_SEQ)
+            .bind(room.as_str())
+            .bind(epoch)
+            .bind(seq_param(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         decode_rows(rows)
     }
 
@@ -255,16 +387,13 @@ impl Store for PgStore {
         before: u64,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
-        let rows = sqlx::query(select!(
-            "FROM messages WHERE room = $1 AND epoch = $2 AND seq < $3 \
-             ORDER BY seq DESC LIMIT $4"
-        ))
-        .bind(room.as_str())
-        .bind(epoch)
-        .bind(seq_param(before))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(queries::BEFORE_SEQ)
+            .bind(room.as_str())
+            .bind(epoch)
+            .bind(seq_param(before))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = decode_rows(rows)?;
         out.reverse();
         Ok(out)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchboard_gateway::{GatewayConfig, Policies, Rate};
 use switchboard_protocol::Limits;
+use switchboard_store::{Layout, PartitionUnit};
 
 mod auth;
 mod cluster;
@@ -90,6 +91,14 @@ pub struct Config {
     /// The original system's name for DATABASE_URL; used when that is unset.
     #[arg(long, env = "POSTGRES_URL", hide = true, global = true)]
     pub postgres_url: Option<String>,
+    /// PostgreSQL's archive: one partition of the messages table per
+    /// `day`, `week` or `month`.
+    #[arg(long, env = "ARCHIVE_PARTITION", default_value = "day", global = true)]
+    pub archive_partition: String,
+    /// PostgreSQL's archive: drop the partitions older than this many days;
+    /// unset keeps every message.
+    #[arg(long, env = "RETENTION_DAYS", global = true)]
+    pub retention_days: Option<u32>,
     /// Room policies by namespace: a TOML file (see deploy/switchboard.toml).
     #[arg(long, env = "CONFIG_FILE", global = true)]
     pub config_file: Option<std::path::PathBuf>,
@@ -133,6 +142,18 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 impl Config {
     /// Checks every value and its relation to the others.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if PartitionUnit::parse(&self.archive_partition).is_none() {
+            return Err(invalid("ARCHIVE_PARTITION", "day, week or month"));
+        }
+        if self
+            .retention_days
+            .is_some_and(|d| !(1..=36_500).contains(&d))
+        {
+            return Err(invalid(
+                "RETENTION_DAYS",
+                "1 to 36500 days (unset keeps every message)",
+            ));
+        }
         let db = self.database_url();
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")
@@ -188,6 +209,16 @@ impl Config {
             max_message_bytes: self.limits.max_message_bytes,
             history_default: self.limits.history_default,
             history_max: self.limits.history_max,
+        }
+    }
+
+    /// How PostgreSQL's archive is partitioned and how long it keeps
+    /// messages (ARCHIVE_PARTITION, RETENTION_DAYS).
+    pub fn layout(&self) -> Layout {
+        Layout {
+            unit: PartitionUnit::parse(&self.archive_partition).unwrap_or(PartitionUnit::Day),
+            retention_days: self.retention_days,
+            ..Layout::default()
         }
     }
 

@@ -31,6 +31,8 @@ pub struct NodeOptions {
     pub redis: Option<RedisOptions>,
     /// The Kafka journal; `None` keeps the embedded journal.
     pub kafka: Option<KafkaOptions>,
+    /// PostgreSQL's archive layout (partitions, retention).
+    pub layout: switchboard_store::Layout,
 }
 
 impl NodeOptions {
@@ -54,8 +56,33 @@ impl NodeOptions {
             migrate: !config.no_migrate,
             redis,
             kafka,
+            layout: config.layout(),
         })
     }
+}
+
+/// Keeps the store's archive layout (partitions ahead, retention) every
+/// hour until `shutdown`; the first round ran when the store opened.
+pub fn keep_archive(store: Arc<dyn switchboard_store::Store>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3_600));
+        every.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match store.maintain().await {
+                Ok(done) if done.created > 0 || !done.dropped.is_empty() => {
+                    tracing::info!(created = done.created, dropped = ?done.dropped, "archive partitions kept");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "archive partitions could not be kept; retrying in an hour")
+                }
+            }
+        }
+    });
 }
 
 /// Runs one node on `listener` until `shutdown` is cancelled, then closes
@@ -78,7 +105,10 @@ pub async fn run_with(
     shutdown: CancellationToken,
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<()> {
-    let store = switchboard_store::open_with(&options.database_url, options.migrate).await?;
+    let store =
+        switchboard_store::open_with_layout(&options.database_url, options.migrate, options.layout)
+            .await?;
+    keep_archive(store.clone(), shutdown.clone());
     let journal: Arc<dyn Journal> = match options.kafka {
         Some(kafka) => Arc::new(KafkaJournal::start(kafka, &shutdown)?),
         None => Arc::new(EmbeddedJournal::start(

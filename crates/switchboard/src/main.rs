@@ -69,7 +69,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let url = cli.config.database_url();
-            switchboard_store::open_with(&url, true).await?;
+            switchboard_store::open_with_layout(&url, true, cli.config.layout()).await?;
             tracing::info!(store = %url.split('@').next_back().unwrap_or(""), "migrations applied");
             Ok(())
         }
@@ -79,10 +79,14 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                     "`switchboard archive` needs KAFKA_BROKERS (the journal topic to read)"
                 );
             };
-            let store =
-                switchboard_store::open_with(&cli.config.database_url(), !cli.config.no_migrate)
-                    .await?;
+            let store = switchboard_store::open_with_layout(
+                &cli.config.database_url(),
+                !cli.config.no_migrate,
+                cli.config.layout(),
+            )
+            .await?;
             let shutdown = CancellationToken::new();
+            switchboard::keep_archive(store.clone(), shutdown.clone());
             tokio::spawn(stop_on_signal(shutdown.clone()));
             tracing::info!(store = store.kind(), "switchboard archive starting");
             switchboard_archive::run(options, store, shutdown).await?;

@@ -109,6 +109,7 @@ async fn metrics_and_stats_are_private_when_auth_is_required_and_served_on_the_o
         migrate: true,
         redis: None,
         kafka: None,
+        layout: Default::default(),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(switchboard::run_with(

@@ -8,11 +8,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::pipeline::{Archiver, await_ready, await_rows, kafka, kafka_node_config, rows, setup};
+use common::pipeline::{
+    Archiver, await_ready, await_rows, kafka, kafka_node_config, rows, setup, topic_records,
+};
 use common::redis::{await_numsub, shared_url};
 use common::unique;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use switchboard_bus::RedisOptions;
 use switchboard_gateway::{GatewayConfig, Policies};
@@ -26,36 +26,6 @@ fn config(node: &str) -> GatewayConfig {
         policies: Some(Policies::parse("t.toml", file, base.policy_bounds()).unwrap()),
         ..base
     }
-}
-
-/// Every record of `topic` (its three partitions), read from the start.
-fn topic_records(topic: &str) -> Vec<Value> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka())
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    let mut end = 0;
-    for partition in 0..3 {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .unwrap();
-        end += high;
-        list.add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let mut records = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while (records.len() as i64) < end && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            records.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
-        }
-    }
-    assert_eq!(records.len() as i64, end, "read the whole topic");
-    records
 }
 
 #[tokio::test]

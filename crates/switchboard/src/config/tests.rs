@@ -63,6 +63,13 @@ fn invalid_values_name_the_variable() {
             "{bad}: {e}"
         );
     }
+    let e = parse(&["--archive-partition", "hour"]).unwrap_err();
+    assert!(e.contains("ARCHIVE_PARTITION"), "{e}");
+    let e = parse(&["--retention-days", "0"]).unwrap_err();
+    assert!(e.contains("RETENTION_DAYS"), "{e}");
+    let c = parse(&["--archive-partition", "week", "--retention-days", "30"]).unwrap();
+    assert_eq!(c.layout().unit, switchboard_store::PartitionUnit::Week);
+    assert_eq!(c.layout().retention_days, Some(30));
     let e = parse(&["--redis-wait-replicas", "17"]).unwrap_err();
     assert!(e.contains("REDIS_WAIT_REPLICAS"), "{e}");
     let e = parse(&["--database-url", "postgres://"]).unwrap_err();

@@ -39,6 +39,7 @@ impl Node {
             migrate: true,
             redis: None,
             kafka: None,
+            layout: Default::default(),
         };
         Node::start_with(listener, options).await
     }
@@ -82,6 +83,7 @@ impl Node {
             migrate: true,
             redis: Some(redis),
             kafka: None,
+            layout: Default::default(),
         };
         Node::start_with(listener, options).await
     }

@@ -338,6 +338,7 @@ pub async fn kafka_node_config(
         migrate: true,
         redis,
         kafka: Some(kafka),
+        layout: Default::default(),
     };
     Node::start_with(listener, options).await
 }
@@ -362,4 +363,39 @@ pub async fn await_status(node: &Node, status: u16) {
         assert!(Instant::now() < deadline, "/readyz never answered {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Every record of `topic` (its three partitions), read from the start.
+pub fn topic_records(topic: &str) -> Vec<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message as _, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", super::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    let mut end = 0;
+    for partition in 0..3 {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap();
+        end += high;
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (records.len() as i64) < end && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            records.push(
+                serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
+                    .unwrap(),
+            );
+        }
+    }
+    assert_eq!(records.len() as i64, end, "read the whole topic");
+    records
 }
