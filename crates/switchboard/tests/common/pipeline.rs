@@ -269,6 +269,8 @@ impl Drop for Proxy {
 
 /// One test's own topic, consumer group and schema.
 pub struct Setup {
+    /// Partitions of the topic when a node creates it (3 unless changed).
+    pub partitions: i32,
     pub topic: String,
     pub group: String,
     pub schema: String,
@@ -279,6 +281,7 @@ pub struct Setup {
 pub async fn setup() -> Setup {
     let (schema, db) = pg_schema().await;
     Setup {
+        partitions: 3,
         topic: unique("topic"),
         group: unique("group"),
         schema,
@@ -327,7 +330,7 @@ pub async fn kafka_node_config(
     let kafka = KafkaOptions {
         brokers: brokers.into(),
         topic: s.topic.clone(),
-        partitions: 3,
+        partitions: s.partitions,
         replication: 1,
         node_id,
         overrides: vec![],
