@@ -40,8 +40,6 @@ enum Event {
     Dropped(String),
     /// A shard connection was lost; the client re-establishes it.
     Lost,
-    /// A subscription was confirmed.
-    Confirmed,
 }
 
 pub(crate) async fn subscribe_loop(
@@ -138,7 +136,7 @@ pub(crate) async fn subscribe_loop(
                         }
                     }
                     Some(Event::Lost) => lost = true,
-                    Some(Event::Confirmed) | None => {}
+                    None => {}
                 },
                 changed = topology.changed() => {
                     if changed.is_err() {
@@ -236,9 +234,6 @@ async fn connect(
             }
             PushKind::Disconnection => {
                 let _ = events.send(Event::Lost);
-            }
-            PushKind::SSubscribe => {
-                let _ = events.send(Event::Confirmed);
             }
             _ => {}
         }

@@ -71,7 +71,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/api/config", get(client_config))
         .route("/api/openapi.json", get(crate::openapi::document))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(public_readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(gateway.config.max_body_bytes))
@@ -284,8 +284,28 @@ async fn render_stats(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse 
         (status = 200, description = "Ready: the bus and the journal are reachable", body = crate::openapi::Status),
         (status = 503, description = "Not ready: `down` names what is not", body = crate::openapi::Status),
     ))]
-pub(crate) async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+pub(crate) async fn public_readyz(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Response {
+    let operator = gateway.config.metrics_public
+        || crate::auth::bearer(&headers).is_some_and(|key| gateway.config.auth.api_key_matches(key));
+    ready_response(&gateway, operator)
+}
+
+/// `/readyz` on the operators' listener: with the unreachable shards named.
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    ready_response(&gateway, true)
+}
+
+/// Ready, or 503 naming what is down. Redis Cluster shards are named by
+/// address only to operators (metrics public, the API key, or the
+/// operators' listener); others see `redis`.
+fn ready_response(gateway: &Gateway, operator: bool) -> Response {
     let mut down = gateway.bus.unavailable();
+    if !operator && !down.is_empty() {
+        down = vec![gateway.bus.kind().to_owned()];
+    }
     if !gateway.journal.is_ready() {
         down.push(gateway.journal.kind().to_owned());
     }

@@ -138,7 +138,7 @@ pub(crate) struct Status {
         crate::moderation::delete_message,
         crate::moderation::disconnect_user,
         crate::http::healthz,
-        crate::http::readyz,
+        crate::http::public_readyz,
     ),
     components(schemas(Message, Member, Room, ErrorBody, SendBody, BroadcastBody, Broadcast,
                        PresenceBody, RoomCount, RoomsPage, Disconnected, Status)),

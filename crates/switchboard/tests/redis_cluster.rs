@@ -18,7 +18,11 @@ fn channel(prefix: &str, room: &str) -> String {
 }
 
 async fn node(cluster: &PrivateCluster, prefix: &str, id: &str) -> Node {
-    let gateway: GatewayConfig = common::jwt::api_config(id);
+    // Operators' routes need the API key, so /readyz names shards to it only.
+    let gateway = GatewayConfig {
+        metrics_public: false,
+        ..common::jwt::api_config(id)
+    };
     // Positions count once a replica has them (REDIS_WAIT_REPLICAS=1), so
     // a failover cannot give an acked message's position to another.
     let redis = switchboard_bus::RedisOptions {
@@ -187,8 +191,14 @@ async fn three_nodes_on_a_cluster_deliver_once_in_order_through_each_rooms_shard
     }
 }
 
+/// `/readyz` as an operator (with the API key).
 async fn ready(node: &Node) -> (u16, Value) {
-    let res = reqwest::get(node.http("/readyz")).await.unwrap();
+    let res = reqwest::Client::new()
+        .get(node.http("/readyz"))
+        .bearer_auth(common::jwt::API_KEY)
+        .send()
+        .await
+        .unwrap();
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
@@ -266,6 +276,9 @@ async fn a_master_killed_mid_stream_fails_over_and_every_acked_message_is_recove
                 if status == 503 {
                     let down = body["down"].to_string();
                     assert!(down.contains(&format!(":{master}")), "{body}");
+                    // Anyone else is told only that Redis is down.
+                    let public: Value = reqwest::get(a.http("/readyz")).await.unwrap().json().await.unwrap();
+                    assert_eq!(public["down"], json!(["redis"]), "{public}");
                     break;
                 }
                 assert!(Instant::now() < deadline, "readyz still says {body}");
