@@ -1,5 +1,6 @@
-// The table of scripts/bench-redis-cluster: the rooms scenario on one Redis
-// and on a Redis Cluster, from the load generator's JSON reports.
+// docs/benchmarks-redis-cluster.md (to stdout), from the load generator's
+// JSON reports of scripts/bench-redis-cluster: the rooms scenario on one
+// Redis and on a Redis Cluster, in one run.
 // Usage: node bench/report-redis-cluster.mjs DIR CONNECTIONS ROOMS RATE
 import { readFileSync } from "node:fs";
 
@@ -23,9 +24,18 @@ for (const setup of setups) {
 }
 
 const single = rows[0];
+const fmt = (n) => Number(n).toLocaleString("en-US");
 const out = [];
-out.push(`Rooms scenario: ${connections} connections in ${rooms} rooms, ${rate} msg/s per room, two nodes, one run.`);
-out.push("");
+out.push("# Scaling out: Redis Cluster against one Redis", "");
+out.push(
+  `Written by \`scripts/bench-redis-cluster\` on ${new Date().toISOString().slice(0, 10)}: the rooms scenario, ` +
+    `${fmt(connections)} connections in ${fmt(rooms)} rooms, each room sending ${rate} msg/s, 64-byte payloads, ` +
+    "two switchboard nodes, all on this machine's 2 cores, three times in one run: on one Redis " +
+    "(`redis://`), on a Redis Cluster of three masters and three replicas (`redis+cluster://`, " +
+    "scripts/lib/redis-cluster.sh), and on the cluster with `REDIS_WAIT_REPLICAS=1`. CPU is each " +
+    "process's average over the sending window (100% = one core), sampled by the load generator.",
+  "",
+);
 out.push("| Redis | delivered | lost | dup | p50 ms | p99 ms | busiest Redis process CPU | all Redis CPU | nodes CPU | each Redis process |");
 out.push("|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
@@ -43,4 +53,13 @@ for (const r of rows.slice(1)) {
       `busiest Redis process CPU x${(r.busiest / single.busiest).toFixed(2)}, all Redis CPU x${(r.redisTotal / single.redisTotal).toFixed(2)}`,
   );
 }
+out.push(
+  "",
+  "Reading: on the cluster each master runs a third of the rooms' ordering scripts and sharded " +
+    "Pub/Sub, so the busiest Redis process (the one that would saturate first) does about half the " +
+    "work of the single Redis; the cluster as a whole spends more (the replicas apply every write, " +
+    "and each shard has its own per-command overhead). p99 grows on the cluster (six Redis " +
+    "processes share the two cores with the nodes); waiting for a replica adds a replication round " +
+    "trip before every ack and more CPU on every Redis process.",
+);
 console.log(out.join("\n"));

@@ -1,29 +1,49 @@
-// The scale run's section of docs/benchmarks.md (docs/benchmarks-scale.md,
-// one heading level down, between markers), so that `scripts/bench` keeps
-// it and `scripts/bench --scale` replaces it.
-//   node bench/scale-section.mjs    puts the section into docs/benchmarks.md
+// The sections of docs/benchmarks.md that separate runs write, each from
+// its own file (one heading level down, between markers), so that
+// `scripts/bench` keeps them and the script that measures one replaces it:
+//   docs/benchmarks-scale.md          scripts/bench --scale
+//   docs/benchmarks-redis-cluster.md  scripts/bench-redis-cluster
+//   docs/benchmarks-archivers.md      scripts/bench-archivers
+//   node bench/scale-section.mjs      puts them into docs/benchmarks.md
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const BEGIN = '<!-- scale: written by scripts/bench --scale -->';
-const END = '<!-- /scale -->';
+const SECTIONS = [
+  ['scale', 'docs/benchmarks-scale.md', 'scripts/bench --scale'],
+  ['redis-cluster', 'docs/benchmarks-redis-cluster.md', 'scripts/bench-redis-cluster'],
+  ['archivers', 'docs/benchmarks-archivers.md', 'scripts/bench-archivers'],
+];
 
-export function scaleSection() {
-  if (!existsSync('docs/benchmarks-scale.md')) return null;
-  const [title, ...body] = readFileSync('docs/benchmarks-scale.md', 'utf8').trimEnd().split('\n');
+const markers = (tag, script) => [`<!-- ${tag}: written by ${script} -->`, `<!-- /${tag} -->`];
+
+function section([tag, file, script]) {
+  if (!existsSync(file)) return null;
+  const [title, ...body] = readFileSync(file, 'utf8').trimEnd().split('\n');
   const demoted = body.map((l) => (l.startsWith('#') ? `#${l}` : l));
-  return [BEGIN, title.replace(/^# /, '## '), ...demoted, '', 'Also in [benchmarks-scale.md](benchmarks-scale.md).', END].join('\n');
+  const name = file.replace('docs/', '');
+  const [begin, end] = markers(tag, script);
+  return [begin, title.replace(/^# /, '## '), ...demoted, '', `Also in [${name}](${name}).`, end].join('\n');
+}
+
+/// Every kept section, in order, for bench/report.mjs.
+export function scaleSection() {
+  const all = SECTIONS.map(section).filter(Boolean);
+  return all.length ? all.join('\n\n') : null;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const section = scaleSection();
   const file = 'docs/benchmarks.md';
-  if (section && existsSync(file)) {
-    const text = readFileSync(file, 'utf8');
-    const [a, b] = [text.indexOf(BEGIN), text.indexOf(END)];
-    const next = a >= 0 && b > a
-      ? text.slice(0, a) + section + text.slice(b + END.length)
-      : `${text.trimEnd()}\n\n${section}\n`;
-    writeFileSync(file, next);
+  if (existsSync(file)) {
+    let text = readFileSync(file, 'utf8');
+    for (const s of SECTIONS) {
+      const body = section(s);
+      if (!body) continue;
+      const [begin, end] = markers(s[0], s[2]);
+      const [a, b] = [text.indexOf(begin), text.indexOf(end)];
+      text = a >= 0 && b > a
+        ? text.slice(0, a) + body + text.slice(b + end.length)
+        : `${text.trimEnd()}\n\n${body}\n`;
+    }
+    writeFileSync(file, text);
   }
 }

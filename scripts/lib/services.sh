@@ -62,8 +62,15 @@ ensure_tansu() {
     return
   fi
   echo "tansu: starting"
-  nohup tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
-    --storage-engine memory://tansu/ >/tmp/switchboard-tansu.log 2>&1 &
+  # SQLite storage, new each start: tansu 0.6's memory engine answers a
+  # fetch from an offset inside a record batch with the next batch, so a
+  # consumer resuming from a committed offset there skips the batch's
+  # remaining records (measured; the SQLite engine returns the batch).
+  # (The path in a sqlite:// URL is relative to the working directory.)
+  rm -f /tmp/switchboard-tansu.db /tmp/switchboard-tansu.db-*
+  (cd /tmp && nohup tansu broker --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine sqlite://switchboard-tansu.db \
+    >/tmp/switchboard-tansu.log 2>&1 &)
   for _ in $(seq 1 50); do port_open 9092 && return; sleep 0.2; done
   echo "tansu did not start" >&2
   return 1

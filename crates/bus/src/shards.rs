@@ -136,7 +136,8 @@ pub(crate) async fn subscribe_loop(
                         }
                     }
                     Some(Event::Lost) => lost = true,
-                    None => {}
+                    // The connection dropped its push handler: it is gone.
+                    None => break,
                 },
                 changed = topology.changed() => {
                     if changed.is_err() {
