@@ -17,6 +17,7 @@
 //! a client wait: while Redis is away, publishes fail fast and are counted,
 //! local delivery and the journal go on, and `is_ready` turns false.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -116,6 +117,53 @@ pub(crate) enum Command {
     /// connection.
     Settled(oneshot::Sender<()>),
 }
+
+/// Takes `first` and every command already queued (up to COMMAND_BATCH
+/// channels), applies them to `wanted`, and returns the net change:
+/// channels to subscribe, channels to unsubscribe, and the `Settled`
+/// waiters among them. Join/leave churn then costs one round trip per
+/// batch, not per command.
+pub(crate) fn net_change(
+    first: Command,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    wanted: &mut HashSet<String>,
+) -> (Vec<String>, Vec<String>, Vec<oneshot::Sender<()>>) {
+    let mut touched: HashMap<String, bool> = HashMap::new();
+    let mut done = Vec::new();
+    let mut next = Some(first);
+    while let Some(cmd) = next.take() {
+        match cmd {
+            Command::Subscribe(c) => {
+                touched
+                    .entry(c.clone())
+                    .or_insert_with(|| wanted.contains(&c));
+                wanted.insert(c);
+            }
+            Command::Unsubscribe(c) => {
+                touched
+                    .entry(c.clone())
+                    .or_insert_with(|| wanted.contains(&c));
+                wanted.remove(&c);
+            }
+            Command::Settled(tx) => done.push(tx),
+        }
+        if touched.len() < COMMAND_BATCH {
+            next = commands.try_recv().ok();
+        }
+    }
+    let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+    for (channel, before) in touched {
+        match (before, wanted.contains(&channel)) {
+            (false, true) => subscribe.push(channel),
+            (true, false) => unsubscribe.push(channel),
+            _ => {}
+        }
+    }
+    (subscribe, unsubscribe, done)
+}
+
+/// Interest changes applied in one pass at most.
+const COMMAND_BATCH: usize = 1_000;
 
 #[derive(Default)]
 pub(crate) struct Health {

@@ -13,7 +13,7 @@
 //! is re-established by the client. After each of these the node catches
 //! up on its rooms from their windows (`resubscriptions` moves).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,11 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::Inbox;
-use crate::redis::{Command, Health, OP_TIMEOUT};
+use crate::redis::{Command, Health, OP_TIMEOUT, net_change};
 use crate::target::{Cluster, by_slot};
 
-/// Interest changes applied in one pass at most.
-const COMMAND_BATCH: usize = 1_000;
 /// How often subscriptions that failed are tried again.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
@@ -168,48 +166,6 @@ pub(crate) async fn subscribe_loop(
             }
         }
     }
-}
-
-/// Takes `first` and everything already queued, and returns the net
-/// change: channels to subscribe, channels to unsubscribe, and the
-/// `Settled` waiters among them.
-fn net_change(
-    first: Command,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-    wanted: &mut HashSet<String>,
-) -> (Vec<String>, Vec<String>, Vec<oneshot::Sender<()>>) {
-    let mut touched: HashMap<String, bool> = HashMap::new();
-    let mut done = Vec::new();
-    let mut next = Some(first);
-    while let Some(cmd) = next.take() {
-        match cmd {
-            Command::Subscribe(c) => {
-                touched
-                    .entry(c.clone())
-                    .or_insert_with(|| wanted.contains(&c));
-                wanted.insert(c);
-            }
-            Command::Unsubscribe(c) => {
-                touched
-                    .entry(c.clone())
-                    .or_insert_with(|| wanted.contains(&c));
-                wanted.remove(&c);
-            }
-            Command::Settled(tx) => done.push(tx),
-        }
-        if touched.len() < COMMAND_BATCH {
-            next = commands.try_recv().ok();
-        }
-    }
-    let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
-    for (channel, before) in touched {
-        match (before, wanted.contains(&channel)) {
-            (false, true) => subscribe.push(channel),
-            (true, false) => unsubscribe.push(channel),
-            _ => {}
-        }
-    }
-    (subscribe, unsubscribe, done)
 }
 
 /// A cluster connection whose pushes go to the inbox (messages) and to

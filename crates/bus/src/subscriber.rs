@@ -3,7 +3,7 @@
 //! re-subscribing every room still wanted, and moving what arrives into the
 //! node's inbox.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,11 +12,9 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::redis::{Command, Health, OP_TIMEOUT};
+use crate::redis::{Command, Health, OP_TIMEOUT, net_change};
 use crate::{Inbound, Inbox, envelope};
 
-/// Interest changes applied in one round trip at most.
-const COMMAND_BATCH: usize = 1_000;
 /// How often the idle subscriber connection is pinged.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds for the subscriber.
@@ -102,33 +100,8 @@ pub(crate) async fn subscribe_loop(
                     // Take everything already queued and apply only the net
                     // change, in one SUBSCRIBE and one UNSUBSCRIBE: join/leave
                     // churn costs a round trip per batch, not per command.
-                    let mut touched: HashMap<String, bool> = HashMap::new();
-                    let mut done = Vec::new();
-                    let mut next = Some(first);
-                    while let Some(cmd) = next.take() {
-                        match cmd {
-                            Command::Subscribe(c) => {
-                                touched.entry(c.clone()).or_insert_with(|| wanted.contains(&c));
-                                wanted.insert(c);
-                            }
-                            Command::Unsubscribe(c) => {
-                                touched.entry(c.clone()).or_insert_with(|| wanted.contains(&c));
-                                wanted.remove(&c);
-                            }
-                            Command::Settled(tx) => done.push(tx),
-                        }
-                        if touched.len() < COMMAND_BATCH {
-                            next = commands.try_recv().ok();
-                        }
-                    }
-                    let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
-                    for (channel, before) in touched {
-                        match (before, wanted.contains(&channel)) {
-                            (false, true) => subscribe.push(channel),
-                            (true, false) => unsubscribe.push(channel),
-                            _ => {}
-                        }
-                    }
+                    let (subscribe, unsubscribe, done) =
+                        net_change(first, &mut commands, &mut wanted);
                     let applied = async {
                         if !subscribe.is_empty() {
                             sink.subscribe(&subscribe).await?;

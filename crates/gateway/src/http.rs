@@ -289,7 +289,8 @@ pub(crate) async fn public_readyz(
     headers: HeaderMap,
 ) -> Response {
     let operator = gateway.config.metrics_public
-        || crate::auth::bearer(&headers).is_some_and(|key| gateway.config.auth.api_key_matches(key));
+        || crate::auth::bearer(&headers)
+            .is_some_and(|key| gateway.config.auth.api_key_matches(key));
     ready_response(&gateway, operator)
 }
 

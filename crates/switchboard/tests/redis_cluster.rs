@@ -277,7 +277,12 @@ async fn a_master_killed_mid_stream_fails_over_and_every_acked_message_is_recove
                     let down = body["down"].to_string();
                     assert!(down.contains(&format!(":{master}")), "{body}");
                     // Anyone else is told only that Redis is down.
-                    let public: Value = reqwest::get(a.http("/readyz")).await.unwrap().json().await.unwrap();
+                    let public: Value = reqwest::get(a.http("/readyz"))
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
                     assert_eq!(public["down"], json!(["redis"]), "{public}");
                     break;
                 }

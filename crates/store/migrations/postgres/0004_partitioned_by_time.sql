@@ -60,6 +60,19 @@ BEGIN
 END
 $migrate$;
 
+-- Creates the partition of messages holding [starts, ends), named by its
+-- unit and start (messages_day_20261128_000000), and records it.
+CREATE OR REPLACE FUNCTION switchboard_create_partition(unit text, starts timestamptz, ends timestamptz)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    name text := 'messages_' || unit || '_' || to_char(starts AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS');
+BEGIN
+    EXECUTE format('CREATE TABLE %I PARTITION OF messages FOR VALUES FROM (%L) TO (%L)',
+                   name, starts, ends);
+    INSERT INTO archive_partitions (name, starts, ends) VALUES (name, starts, ends);
+END
+$fn$;
+
 -- Creates the partitions that hold [from_ts, to_ts), one per `unit` (day,
 -- week or month, in UTC), each clipped to the gaps between the partitions
 -- that exist (so a change of unit never overlaps an older partition).
@@ -72,10 +85,8 @@ DECLARE
     s timestamptz;
     e timestamptz;
     cursor_ts timestamptz;
-    gap_end timestamptz;
     p record;
     created integer := 0;
-    name text;
 BEGIN
     IF unit NOT IN ('day', 'week', 'month') THEN
         RAISE EXCEPTION 'unknown partition unit %', unit;
@@ -88,20 +99,13 @@ BEGIN
         FOR p IN SELECT starts, ends FROM archive_partitions
                  WHERE starts < e AND ends > s ORDER BY starts LOOP
             IF p.starts > cursor_ts THEN
-                gap_end := p.starts;
-                name := 'messages_' || unit || '_' || to_char(cursor_ts AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS');
-                EXECUTE format('CREATE TABLE %I PARTITION OF messages FOR VALUES FROM (%L) TO (%L)',
-                               name, cursor_ts, gap_end);
-                INSERT INTO archive_partitions (name, starts, ends) VALUES (name, cursor_ts, gap_end);
+                PERFORM switchboard_create_partition(unit, cursor_ts, p.starts);
                 created := created + 1;
             END IF;
             cursor_ts := greatest(cursor_ts, p.ends);
         END LOOP;
         IF cursor_ts < e THEN
-            name := 'messages_' || unit || '_' || to_char(cursor_ts AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS');
-            EXECUTE format('CREATE TABLE %I PARTITION OF messages FOR VALUES FROM (%L) TO (%L)',
-                           name, cursor_ts, e);
-            INSERT INTO archive_partitions (name, starts, ends) VALUES (name, cursor_ts, e);
+            PERFORM switchboard_create_partition(unit, cursor_ts, e);
             created := created + 1;
         END IF;
         s := e;
