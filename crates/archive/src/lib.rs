@@ -12,6 +12,8 @@
 //! batch with exponential backoff (capped at 30 s), forever: it never skips
 //! a batch and never exits for a database error.
 
+mod lag;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,12 +232,14 @@ pub async fn run(
     let mut consumer = consumer(&options)?;
     tracing::info!(topic = %options.topic, group = %options.group, batch = options.batch, "archiver started");
     let mut membership = Membership::new(session_timeout(&options));
+    let mut lag = lag::Lag::default();
     loop {
         let batch = tokio::select! {
             () = shutdown.cancelled() => break,
             batch = read_batch(&consumer, &options) => batch,
         };
         if batch.len() == 0 {
+            lag.report(&consumer, &options.topic);
             // Idle for a second (never in the middle of a batch: records
             // read are always written): does the consumer hold partitions?
             let partitions = consumer.assignment().map_or(0, |a| a.count());
@@ -249,6 +253,7 @@ pub async fn run(
             }
             continue;
         }
+        let started = Instant::now();
         if !write_with_retry(store.as_ref(), &batch, &shutdown).await {
             break;
         }
@@ -259,6 +264,10 @@ pub async fn run(
             Ok(()) => {
                 metrics::counter!("switchboard_archive_records_total")
                     .increment(batch.len() as u64);
+                metrics::histogram!("switchboard_archive_batch_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                lag.committed(batch.next.iter().map(|((_, p), next)| (*p, *next)));
+                lag.report(&consumer, &options.topic);
                 tracing::debug!(
                     records = batch.records.len(),
                     dead = batch.dead.len(),

@@ -16,6 +16,11 @@
 //! with backoff and re-subscribes every room still wanted. Neither ever makes
 //! a client wait: while Redis is away, publishes fail fast and are counted,
 //! local delivery and the journal go on, and `is_ready` turns false.
+//!
+//! On a Redis Cluster ([`crate::target`]) the same holds per shard: the
+//! publisher sends one `SPUBLISH` per message, the subscriber is
+//! [`crate::shards`] (sharded subscriptions on each room's master), and a
+//! watcher follows the slot map.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

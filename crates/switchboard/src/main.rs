@@ -87,6 +87,31 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             .await?;
             let shutdown = CancellationToken::new();
             switchboard::keep_archive(store.clone(), shutdown.clone());
+            if let Some(address) = cli.config.listener.metrics_addr {
+                // The archiver's own metrics (records, retries, lag) for
+                // Prometheus, on METRICS_ADDR.
+                let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {address} (METRICS_ADDR): {e}")
+                })?;
+                let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .install_recorder()
+                    .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+                switchboard_gateway::catalog::register(
+                    switchboard_gateway::catalog::Process::Archiver,
+                );
+                tracing::info!(%address, "archiver metrics listening");
+                tokio::spawn(switchboard_gateway::serve_metrics(
+                    listener,
+                    handle.clone(),
+                    shutdown.clone(),
+                ));
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        handle.run_upkeep();
+                    }
+                });
+            }
             tokio::spawn(stop_on_signal(shutdown.clone()));
             tracing::info!(store = store.kind(), "switchboard archive starting");
             switchboard_archive::run(options, store, shutdown).await?;

@@ -171,9 +171,21 @@ pub struct Archiver {
 
 impl Archiver {
     pub fn start(brokers: &str, topic: &str, group: &str, database_url: &str) -> Self {
+        Self::start_with(brokers, topic, group, database_url, &[])
+    }
+
+    /// The same with further environment variables.
+    pub fn start_with(
+        brokers: &str,
+        topic: &str,
+        group: &str,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("archive")
             .env_clear()
+            .envs(env.iter().copied())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("KAFKA_BROKERS", brokers)
             .env("KAFKA_TOPIC", topic)
