@@ -1,103 +1,77 @@
-//! How far the archive is behind the journal, per partition this archiver
-//! holds: the partition's high watermark less the next offset committed,
-//! read at most once a second (a watermark is a request to the broker,
-//! made off the async workers). Exported as
+//! How far the archive is behind the journal: for each partition of the
+//! topic, its high watermark less the group's committed offset. Read every
+//! five seconds by a thread of its own, with a consumer that does not join
+//! the group (it only asks for the group's offsets), so slow answers from
+//! the broker never hold up archiving. Exported as
 //! `switchboard_archive_partition_lag_records{partition}` and their sum
-//! `switchboard_archive_lag_records`.
+//! `switchboard_archive_lag_records`; started only when the archiver serves
+//! metrics (`METRICS_ADDR`).
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
-use crate::ArchiveConsumer;
+use crate::ArchiveOptions;
 
-#[derive(Default)]
-pub(crate) struct Lag {
-    /// The next offset committed, per partition.
-    committed: HashMap<i32, i64>,
-    /// The partitions whose gauge was last set.
-    reported: Vec<i32>,
-    last: Option<Instant>,
+/// How often the lag is read.
+const EVERY: Duration = Duration::from_secs(5);
+/// How long one request may take.
+const ASK: Duration = Duration::from_secs(2);
+
+/// Starts the thread that reads the group's lag until `shutdown`.
+pub fn watch_lag(options: &ArchiveOptions, shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &options.brokers)
+        .set("group.id", &options.group)
+        .set("enable.auto.commit", "false");
+    for (key, value) in &options.overrides {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config.create().map_err(std::io::Error::other)?;
+    let topic = options.topic.clone();
+    std::thread::Builder::new()
+        .name("archive-lag".into())
+        .spawn(move || {
+            while !shutdown.is_cancelled() {
+                report(&consumer, &topic);
+                std::thread::sleep(EVERY);
+            }
+        })?;
+    Ok(())
 }
 
-/// How often the lag is read at most.
-const EVERY: Duration = Duration::from_secs(1);
-/// How long one watermark request may take.
-const ASK: Duration = Duration::from_millis(500);
-
-impl Lag {
-    /// Records the offsets a batch committed.
-    pub fn committed(&mut self, next: impl IntoIterator<Item = (i32, i64)>) {
-        self.committed.extend(next);
+/// Sets the gauges from one reading; leaves them as they were when the
+/// broker does not answer.
+fn report(consumer: &BaseConsumer, topic: &str) {
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), ASK) else {
+        return;
+    };
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return;
+    };
+    let mut list = TopicPartitionList::new();
+    for p in t.partitions() {
+        list.add_partition(topic, p.id());
     }
-
-    /// Sets the gauges for the partitions the consumer holds now (at most
-    /// once a second).
-    pub fn report(&mut self, consumer: &ArchiveConsumer, topic: &str) {
-        if self.last.is_some_and(|at| at.elapsed() < EVERY) {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let Ok(assignment) = consumer.assignment() else {
+    let Ok(committed) = consumer.committed_offsets(list, ASK) else {
+        return;
+    };
+    let mut total = 0;
+    for e in committed.elements() {
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, e.partition(), ASK) else {
             return;
         };
-        let held: Vec<i32> = assignment
-            .elements_for_topic(topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        self.committed.retain(|p, _| held.contains(p));
-        let unknown: Vec<i32> = held
-            .iter()
-            .filter(|p| !self.committed.contains_key(p))
-            .copied()
-            .collect();
-        if !unknown.is_empty() {
-            // Partitions just assigned: their group's committed offsets,
-            // asked once (a short blocking request, off the async workers).
-            let mut list = TopicPartitionList::new();
-            for p in &unknown {
-                list.add_partition(topic, *p);
-            }
-            let committed = blocking(|| consumer.committed_offsets(list, ASK));
-            if let Ok(committed) = committed {
-                for e in committed.elements() {
-                    let next = match e.offset() {
-                        Offset::Offset(n) => n,
-                        _ => 0,
-                    };
-                    self.committed.insert(e.partition(), next);
-                }
-            }
-        }
-        let mut total = 0;
-        for p in &held {
-            let watermarks = blocking(|| consumer.fetch_watermarks(topic, *p, ASK));
-            let Ok((low, high)) = watermarks else {
-                continue;
-            };
-            let next = self.committed.get(p).copied().unwrap_or(low).max(low);
-            let lag = (high - next).max(0);
-            total += lag;
-            metrics::gauge!("switchboard_archive_partition_lag_records", "partition" => p.to_string())
-                .set(lag as f64);
-        }
-        for gone in self.reported.iter().filter(|p| !held.contains(p)) {
-            metrics::gauge!("switchboard_archive_partition_lag_records", "partition" => gone.to_string())
-                .set(0.0);
-        }
-        self.reported = held;
-        metrics::gauge!("switchboard_archive_lag_records").set(total as f64);
+        let next = match e.offset() {
+            Offset::Offset(n) => n.max(low),
+            _ => low,
+        };
+        let lag = (high - next).max(0);
+        total += lag;
+        metrics::gauge!("switchboard_archive_partition_lag_records", "partition" => e.partition().to_string())
+            .set(lag as f64);
     }
-}
-
-/// Runs a short blocking request off the async workers where the runtime
-/// allows it (a multi-threaded one), else in place.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
+    metrics::gauge!("switchboard_archive_lag_records").set(total as f64);
 }

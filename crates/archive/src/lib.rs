@@ -14,6 +14,8 @@
 
 mod lag;
 
+pub use lag::watch_lag;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,14 +234,12 @@ pub async fn run(
     let mut consumer = consumer(&options)?;
     tracing::info!(topic = %options.topic, group = %options.group, batch = options.batch, "archiver started");
     let mut membership = Membership::new(session_timeout(&options));
-    let mut lag = lag::Lag::default();
     loop {
         let batch = tokio::select! {
             () = shutdown.cancelled() => break,
             batch = read_batch(&consumer, &options) => batch,
         };
         if batch.len() == 0 {
-            lag.report(&consumer, &options.topic);
             // Idle for a second (never in the middle of a batch: records
             // read are always written): does the consumer hold partitions?
             let partitions = consumer.assignment().map_or(0, |a| a.count());
@@ -266,8 +266,6 @@ pub async fn run(
                     .increment(batch.len() as u64);
                 metrics::histogram!("switchboard_archive_batch_seconds")
                     .record(started.elapsed().as_secs_f64());
-                lag.committed(batch.next.iter().map(|((_, p), next)| (*p, *next)));
-                lag.report(&consumer, &options.topic);
                 tracing::debug!(
                     records = batch.records.len(),
                     dead = batch.dead.len(),

@@ -223,13 +223,13 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: "switchboard_archive_lag_records",
         kind: Kind::Gauge,
-        help: "Records in the journal topic not yet archived, over the partitions this archiver holds.",
+        help: "Records in the journal topic not yet archived by the archivers' group, over every partition.",
         label: None,
     },
     Metric {
         name: "switchboard_archive_partition_lag_records",
         kind: Kind::Gauge,
-        help: "Records not yet archived in each partition this archiver holds.",
+        help: "Records not yet archived by the archivers' group, per partition.",
         label: Some(("partition", &[])),
     },
     Metric {

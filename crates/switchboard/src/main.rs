@@ -99,6 +99,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 switchboard_gateway::catalog::register(
                     switchboard_gateway::catalog::Process::Archiver,
                 );
+                switchboard_archive::watch_lag(&options, shutdown.clone())
+                    .map_err(|e| anyhow::anyhow!("cannot start the lag reader: {e}"))?;
                 tracing::info!(%address, "archiver metrics listening");
                 tokio::spawn(switchboard_gateway::serve_metrics(
                     listener,
