@@ -12,6 +12,7 @@
 //! batch with exponential backoff (capped at 30 s), forever: it never skips
 //! a batch and never exits for a database error.
 
+pub mod hooks;
 mod lag;
 
 pub use lag::watch_lag;
@@ -72,18 +73,63 @@ pub enum ArchiveError {
     Kafka(#[from] KafkaError),
 }
 
-/// One batch read from the topic, decoded.
+/// One batch read from the topic, decoded, in each partition's order.
 #[derive(Default)]
-struct Batch {
-    records: Vec<Archived>,
-    dead: Vec<DeadLetter>,
+pub struct Batch {
+    /// The records that decoded.
+    pub records: Vec<Archived>,
+    /// The records that did not.
+    pub dead: Vec<DeadLetter>,
     /// The next offset to commit, per partition.
     next: HashMap<(String, i32), i64>,
 }
 
+/// Where a consumer of the journal puts each batch: the store (the
+/// archiver), webhooks (`switchboard hooks`). The batch's offsets are
+/// committed once the sink has taken it.
+pub trait Sink: Send + Sync {
+    /// What the consumer is called in logs.
+    fn name(&self) -> &'static str;
+
+    /// Takes `batch` for good: true once it is done with it; false only
+    /// when `shutdown` came first (the batch is then left uncommitted, to be
+    /// read again).
+    fn take(
+        &self,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// The archiver's sink: the store, retried until it takes the batch.
+struct StoreSink(Arc<dyn Store>);
+
+impl Sink for StoreSink {
+    fn name(&self) -> &'static str {
+        "archiver"
+    }
+
+    async fn take(&self, batch: &Batch, shutdown: &CancellationToken) -> bool {
+        let started = Instant::now();
+        let taken = write_with_retry(self.0.as_ref(), batch, shutdown).await;
+        if taken {
+            metrics::counter!("switchboard_archive_records_total").increment(batch.len() as u64);
+            metrics::histogram!("switchboard_archive_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        taken
+    }
+}
+
 impl Batch {
-    fn len(&self) -> usize {
+    /// Records in the batch, decoded or not.
+    pub fn len(&self) -> usize {
         self.records.len() + self.dead.len()
+    }
+
+    /// Whether the batch has no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn add(&mut self, msg: &BorrowedMessage<'_>) {
@@ -208,6 +254,17 @@ pub async fn run(
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> Result<(), ArchiveError> {
+    consume(options, StoreSink(store), shutdown).await
+}
+
+/// Reads the journal topic in `options.group` and hands each batch to
+/// `sink`, committing its offsets once the sink has taken it, until
+/// `shutdown`.
+pub async fn consume(
+    options: ArchiveOptions,
+    sink: impl Sink,
+    shutdown: CancellationToken,
+) -> Result<(), ArchiveError> {
     // A group consumer subscribed to a topic that does not exist yet only
     // notices it at the next metadata refresh (minutes): make sure it exists.
     let mut backoff = FIRST_BACKOFF;
@@ -232,14 +289,14 @@ pub async fn run(
         }
     }
     let mut consumer = consumer(&options)?;
-    tracing::info!(topic = %options.topic, group = %options.group, batch = options.batch, "archiver started");
+    tracing::info!(topic = %options.topic, group = %options.group, batch = options.batch, consumer = sink.name(), "started");
     let mut membership = Membership::new(session_timeout(&options));
     loop {
         let batch = tokio::select! {
             () = shutdown.cancelled() => break,
             batch = read_batch(&consumer, &options) => batch,
         };
-        if batch.len() == 0 {
+        if batch.is_empty() {
             // Idle for a second (never in the middle of a batch: records
             // read are always written): does the consumer hold partitions?
             let partitions = consumer.assignment().map_or(0, |a| a.count());
@@ -253,8 +310,7 @@ pub async fn run(
             }
             continue;
         }
-        let started = Instant::now();
-        if !write_with_retry(store.as_ref(), &batch, &shutdown).await {
+        if !sink.take(&batch, &shutdown).await {
             break;
         }
         match batch
@@ -262,10 +318,6 @@ pub async fn run(
             .and_then(|offsets| consumer.commit(&offsets, CommitMode::Sync))
         {
             Ok(()) => {
-                metrics::counter!("switchboard_archive_records_total")
-                    .increment(batch.len() as u64);
-                metrics::histogram!("switchboard_archive_batch_seconds")
-                    .record(started.elapsed().as_secs_f64());
                 tracing::debug!(
                     records = batch.records.len(),
                     dead = batch.dead.len(),
@@ -280,7 +332,7 @@ pub async fn run(
         }
     }
     consumer.unsubscribe();
-    tracing::info!("archiver stopped");
+    tracing::info!(consumer = sink.name(), "stopped");
     Ok(())
 }
 
@@ -313,7 +365,7 @@ async fn read_batch(consumer: &ArchiveConsumer, options: &ArchiveOptions) -> Bat
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "kafka consumer error");
-                if batch.len() > 0 {
+                if !batch.is_empty() {
                     break;
                 }
                 tokio::time::sleep(FIRST_BACKOFF).await;

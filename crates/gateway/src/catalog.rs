@@ -20,6 +20,8 @@ pub enum Process {
     Node,
     /// `switchboard archive` (on its `METRICS_ADDR`).
     Archiver,
+    /// `switchboard hooks` (on its `METRICS_ADDR`).
+    Hooks,
 }
 
 /// One metric: its name, kind, help text and its label's values (none: a
@@ -38,6 +40,8 @@ impl Metric {
     pub fn process(&self) -> Process {
         if self.name.starts_with("switchboard_archive_") {
             Process::Archiver
+        } else if self.name.starts_with("switchboard_hooks_") {
+            Process::Hooks
         } else {
             Process::Node
         }
@@ -238,6 +242,23 @@ pub const METRICS: &[Metric] = &[
         help: "Time to store and commit one batch.",
         label: None,
     },
+    // Webhooks (switchboard hooks).
+    counter(
+        "switchboard_hooks_batches_delivered_total",
+        "Webhook batches an endpoint answered 2xx.",
+    ),
+    counter(
+        "switchboard_hooks_events_total",
+        "Events delivered to endpoints (counted once per endpoint that took them).",
+    ),
+    counter(
+        "switchboard_hooks_attempts_failed_total",
+        "Webhook POSTs that failed (an error, a timeout or a non-2xx answer) and were retried.",
+    ),
+    counter(
+        "switchboard_hooks_dead_letters_total",
+        "Webhook batches kept in webhook_dead_letters after WEBHOOK_MAX_ATTEMPTS.",
+    ),
 ];
 
 /// Describes every metric of `process` to the installed recorder and sets

@@ -137,6 +137,15 @@ pub trait Store: Send + Sync + 'static {
         Ok(Maintained::default())
     }
 
+    /// Keeps a webhook batch that `endpoint` did not take (`error`), as it
+    /// was sent.
+    async fn webhook_dead_letter(
+        &self,
+        endpoint: &str,
+        body: &[u8],
+        error: &str,
+    ) -> Result<(), StoreError>;
+
     /// A short name for logs: `sqlite`, `postgres`.
     fn kind(&self) -> &'static str;
 }

@@ -442,6 +442,21 @@ impl Store for PgStore {
         Ok(decode_rows(rows)?.pop())
     }
 
+    async fn webhook_dead_letter(
+        &self,
+        endpoint: &str,
+        body: &[u8],
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO webhook_dead_letters (endpoint, body, error) VALUES ($1, $2, $3)")
+            .bind(endpoint)
+            .bind(body)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "postgres"
     }

@@ -274,6 +274,24 @@ impl Store for SqliteStore {
         Ok(decode_rows(rows)?.pop())
     }
 
+    async fn webhook_dead_letter(
+        &self,
+        endpoint: &str,
+        body: &[u8],
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_dead_letters (endpoint, body, error, failed_at) \
+             VALUES (?, ?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+        )
+        .bind(endpoint)
+        .bind(body)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "sqlite"
     }

@@ -11,12 +11,14 @@ use switchboard_store::{Layout, PartitionUnit};
 
 mod auth;
 mod cluster;
+mod hooks;
 mod kafka;
 mod limits;
 mod listener;
 
 pub use auth::{AuthArg, AuthArgs, Secret};
 pub use cluster::ClusterArgs;
+pub use hooks::HooksArgs;
 pub use kafka::KafkaArgs;
 pub use limits::LimitsArgs;
 pub use listener::ListenerArgs;
@@ -47,6 +49,8 @@ pub enum Command {
     Migrate,
     /// Archive the journal topic into the store (the consumer service).
     Archive,
+    /// POST the journal's events to webhooks (WEBHOOK_URL), signed, at least once.
+    Hooks,
     /// Generate load against switchboard or a peer and report what came back.
     Bench(Box<crate::bench::BenchArgs>),
     /// Check the configuration (the policy file included) and exit: 0 when
@@ -81,6 +85,9 @@ pub struct Config {
     /// The Kafka journal and the archiver.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Webhooks from the journal (`switchboard hooks`).
+    #[command(flatten)]
+    pub hooks: HooksArgs,
     /// What one client may take.
     #[command(flatten)]
     pub limits: LimitsArgs,
@@ -178,6 +185,7 @@ impl Config {
         self.limits.validate()?;
         self.cluster.validate()?;
         self.kafka.validate()?;
+        self.hooks.validate()?;
         self.listener.validate()?;
         self.policies()?;
         self.auth_config().map(|_| ())

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::error::ErrorKind;
 use switchboard::{Cli, Command, LogFormat, NodeOptions};
+use switchboard_gateway::catalog::Process;
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for bad configuration (EX_USAGE).
@@ -88,35 +89,43 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             switchboard::keep_archive(store.clone(), shutdown.clone());
             if let Some(address) = cli.config.listener.metrics_addr {
-                // The archiver's own metrics (records, retries, lag) for
-                // Prometheus, on METRICS_ADDR.
-                let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-                    anyhow::anyhow!("cannot listen on {address} (METRICS_ADDR): {e}")
-                })?;
-                let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-                    .install_recorder()
-                    .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-                switchboard_gateway::catalog::register(
-                    switchboard_gateway::catalog::Process::Archiver,
-                );
+                // The archiver's own metrics (records, retries, lag).
+                serve_metrics(address, Process::Archiver, &shutdown).await?;
                 switchboard_archive::watch_lag(&options, shutdown.clone())
                     .map_err(|e| anyhow::anyhow!("cannot start the lag reader: {e}"))?;
-                tracing::info!(%address, "archiver metrics listening");
-                tokio::spawn(switchboard_gateway::serve_metrics(
-                    listener,
-                    handle.clone(),
-                    shutdown.clone(),
-                ));
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                        handle.run_upkeep();
-                    }
-                });
             }
             tokio::spawn(stop_on_signal(shutdown.clone()));
             tracing::info!(store = store.kind(), "switchboard archive starting");
             switchboard_archive::run(options, store, shutdown).await?;
+            Ok(())
+        }
+        Command::Hooks => {
+            let Some(mut options) = cli.config.kafka.archive_options() else {
+                anyhow::bail!(
+                    "`switchboard hooks` needs KAFKA_BROKERS (the journal topic to read)"
+                );
+            };
+            options.group = cli.config.hooks.hooks_group.clone();
+            options.batch = cli.config.hooks.webhook_batch;
+            options.linger = Duration::from_millis(cli.config.hooks.webhook_linger_ms);
+            let hooks = cli.config.hooks.hooks_options()?;
+            // Batches no endpoint takes go to webhook_dead_letters.
+            let store = switchboard_store::open_with_layout(
+                &cli.config.database_url(),
+                !cli.config.no_migrate,
+                cli.config.layout(),
+            )
+            .await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            if let Some(address) = cli.config.listener.metrics_addr {
+                serve_metrics(address, Process::Hooks, &shutdown).await?;
+            }
+            let endpoints = hooks.endpoints.len();
+            let sink = switchboard_archive::hooks::HookSink::new(hooks, store)
+                .map_err(|e| anyhow::anyhow!("cannot make the HTTP client: {e}"))?;
+            tracing::info!(endpoints, group = %options.group, "switchboard hooks starting");
+            switchboard_archive::consume(options, sink, shutdown).await?;
             Ok(())
         }
         Command::Serve => {
@@ -225,4 +234,34 @@ fn init_logs(format: LogFormat) {
             .with(tracing_subscriber::fmt::layer().json())
             .init(),
     }
+}
+
+/// Serves the metrics of a process that is not a node (`archive`, `hooks`)
+/// on `address` (METRICS_ADDR): `/metrics` with every series of `process`
+/// from the start, and `/healthz`.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    process: Process,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address} (METRICS_ADDR): {e}"))?;
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    switchboard_gateway::catalog::register(process);
+    tracing::info!(%address, "metrics listening");
+    tokio::spawn(switchboard_gateway::serve_metrics(
+        listener,
+        handle.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            handle.run_upkeep();
+        }
+    });
+    Ok(())
 }

@@ -70,6 +70,18 @@ fn invalid_values_name_the_variable() {
     let c = parse(&["--archive-partition", "week", "--retention-days", "30"]).unwrap();
     assert_eq!(c.layout().unit, switchboard_store::PartitionUnit::Week);
     assert_eq!(c.layout().retention_days, Some(30));
+    for bad in ["ftp://x/y", "https://h/x;events=wave", "   "] {
+        let e = parse(&["--webhook-url", bad]).unwrap_err();
+        assert!(e.contains("WEBHOOK_URL"), "{bad}: {e}");
+    }
+    let c = parse(&[
+        "--webhook-url",
+        "https://a/x;events=message http://b:8080/y",
+    ])
+    .unwrap();
+    assert!(c.hooks.hooks_options().is_err(), "a secret is needed too");
+    let e = parse(&["--webhook-secret", "short"]).unwrap_err();
+    assert!(e.contains("WEBHOOK_SECRET"), "{e}");
     let e = parse(&["--redis-wait-replicas", "17"]).unwrap_err();
     assert!(e.contains("REDIS_WAIT_REPLICAS"), "{e}");
     let e = parse(&["--database-url", "postgres://"]).unwrap_err();
