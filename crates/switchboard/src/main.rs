@@ -80,12 +80,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                     "`switchboard archive` needs KAFKA_BROKERS (the journal topic to read)"
                 );
             };
-            let store = switchboard_store::open_with_layout(
-                &cli.config.database_url(),
-                !cli.config.no_migrate,
-                cli.config.layout(),
-            )
-            .await?;
+            let store = open_store(&cli.config).await?;
             let shutdown = CancellationToken::new();
             switchboard::keep_archive(store.clone(), shutdown.clone());
             if let Some(address) = cli.config.listener.metrics_addr {
@@ -110,12 +105,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             options.linger = Duration::from_millis(cli.config.hooks.webhook_linger_ms);
             let hooks = cli.config.hooks.hooks_options()?;
             // Batches no endpoint takes go to webhook_dead_letters.
-            let store = switchboard_store::open_with_layout(
-                &cli.config.database_url(),
-                !cli.config.no_migrate,
-                cli.config.layout(),
-            )
-            .await?;
+            let store = open_store(&cli.config).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             if let Some(address) = cli.config.listener.metrics_addr {
@@ -264,4 +254,17 @@ async fn serve_metrics(
         }
     });
     Ok(())
+}
+
+/// The store of DATABASE_URL, migrated unless `--no-migrate`, with the
+/// archive's layout (`archive`, `hooks`).
+async fn open_store(
+    config: &switchboard::Config,
+) -> anyhow::Result<std::sync::Arc<dyn switchboard_store::Store>> {
+    Ok(switchboard_store::open_with_layout(
+        &config.database_url(),
+        !config.no_migrate,
+        config.layout(),
+    )
+    .await?)
 }
