@@ -167,6 +167,32 @@ pub(crate) fn net_change(
     (subscribe, unsubscribe, done)
 }
 
+/// Waits `backoff` while no connection is up, keeping track of interest
+/// changes meanwhile (applied to `wanted`; `Settled` waiters kept for the
+/// next connection). False when the bus stops.
+pub(crate) async fn wait_tracking(
+    backoff: Duration,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    wanted: &mut HashSet<String>,
+    waiting: &mut Vec<oneshot::Sender<()>>,
+    stop: &CancellationToken,
+) -> bool {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = &mut sleep => return true,
+            cmd = commands.recv() => match cmd {
+                None => return false,
+                Some(Command::Subscribe(c)) => { wanted.insert(c); }
+                Some(Command::Unsubscribe(c)) => { wanted.remove(&c); }
+                Some(Command::Settled(done)) => waiting.push(done),
+            },
+        }
+    }
+}
+
 /// Interest changes applied in one pass at most.
 const COMMAND_BATCH: usize = 1_000;
 

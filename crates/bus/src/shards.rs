@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::Inbox;
-use crate::redis::{Command, Health, OP_TIMEOUT, net_change};
+use crate::redis::{Command, Health, OP_TIMEOUT, net_change, wait_tracking};
+use crate::subscriber::{BACKOFF_MAX, BACKOFF_MIN};
 use crate::target::{Cluster, by_slot};
 
 /// How often subscriptions that failed are tried again.
@@ -51,7 +52,7 @@ pub(crate) async fn subscribe_loop(
     let mut wanted: HashSet<String> = HashSet::new();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut topology = cluster.topology();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = BACKOFF_MIN;
     let mut first = true;
     loop {
         let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -64,25 +65,14 @@ pub(crate) async fn subscribe_loop(
             Err(e) => {
                 health.subscriber_up.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, "redis cluster subscriber cannot connect; retrying");
-                let sleep = tokio::time::sleep(backoff);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = &mut sleep => break,
-                        cmd = commands.recv() => match cmd {
-                            None => return,
-                            Some(Command::Subscribe(c)) => { wanted.insert(c); }
-                            Some(Command::Unsubscribe(c)) => { wanted.remove(&c); }
-                            Some(Command::Settled(done)) => waiting.push(done),
-                        },
-                    }
+                if !wait_tracking(backoff, &mut commands, &mut wanted, &mut waiting, &stop).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff = BACKOFF_MIN;
         let generation = topology.borrow_and_update().generation;
         // Subscriptions not (yet) in effect: taken again every RETRY_EVERY.
         let mut retry: HashSet<String> = wanted.clone();

@@ -12,14 +12,14 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::redis::{Command, Health, OP_TIMEOUT, net_change};
+use crate::redis::{Command, Health, OP_TIMEOUT, net_change, wait_tracking};
 use crate::{Inbound, Inbox, envelope};
 
 /// How often the idle subscriber connection is pinged.
 const KEEPALIVE: Duration = Duration::from_secs(5);
-/// Reconnect backoff bounds for the subscriber.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Reconnect backoff bounds for the subscribers (one Redis, a cluster).
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 pub(crate) async fn subscribe_loop(
     client: redis::Client,
@@ -57,20 +57,8 @@ pub(crate) async fn subscribe_loop(
                     tracing::warn!(error = %error, "redis subscriber cannot connect; retrying with backoff");
                     announced_down = true;
                 }
-                // Keep track of interest changes while waiting.
-                let sleep = tokio::time::sleep(backoff);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = &mut sleep => break,
-                        cmd = commands.recv() => match cmd {
-                            None => return,
-                            Some(Command::Subscribe(c)) => { wanted.insert(c); }
-                            Some(Command::Unsubscribe(c)) => { wanted.remove(&c); }
-                            Some(Command::Settled(done)) => waiting.push(done),
-                        },
-                    }
+                if !wait_tracking(backoff, &mut commands, &mut wanted, &mut waiting, &stop).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;

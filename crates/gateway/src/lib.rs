@@ -57,45 +57,8 @@ use uuid::Uuid;
 pub use crate::auth::{AllowedOrigins, AuthConfig, AuthMode, TokenVerifier};
 pub use crate::config::GatewayConfig;
 pub use crate::limits::Rate;
+pub use crate::listen::serve_metrics;
 
-/// Serves `/metrics` (Prometheus text from `handle`) and `/healthz` on
-/// `listener` until `shutdown`: the listener of a process that is not a node
-/// (`switchboard archive` with `METRICS_ADDR`).
-pub async fn serve_metrics(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    shutdown: CancellationToken,
-) {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let text = handle.render();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { axum::http::StatusCode::NOT_FOUND });
-    let sockets = HttpConnections::new(256, 0, TrustedProxies::default());
-    listen::serve_http(
-        listener,
-        app,
-        Duration::from_secs(10),
-        &sockets,
-        shutdown,
-        Duration::from_secs(1),
-    )
-    .await;
-}
 use crate::limits::{Admission, HttpConnections};
 pub use crate::peer::TrustedProxies;
 pub use crate::policy::{Policies, Policy, PolicyError};

@@ -107,3 +107,42 @@ pub(crate) async fn serve_http(
     }
     deadline
 }
+
+/// Serves `/metrics` (Prometheus text from `handle`) and `/healthz` on
+/// `listener` until `shutdown`: the listener of a process that is not a node
+/// (`switchboard archive` with `METRICS_ADDR`).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = handle.render();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+    let sockets = HttpConnections::new(256, 0, crate::peer::TrustedProxies::default());
+    serve_http(
+        listener,
+        app,
+        Duration::from_secs(10),
+        &sockets,
+        shutdown,
+        Duration::from_secs(1),
+    )
+    .await;
+}
