@@ -1,11 +1,14 @@
-//! Durable webhooks (`switchboard hooks`): the journal topic, read in a
+//! Durable webhooks (`switchboard hooks`): the journal topic (messages and
+//! deletions) and, with `KAFKA_EVENTS_TOPIC`, the presence changes' topic
+//! (members joining and leaving, rooms occupied and vacated), read in a
 //! consumer group of its own, POSTed to each endpoint in batches, signed,
 //! at least once. Offsets are committed only after every endpoint answered
 //! 2xx for the batch (or the batch went to `webhook_dead_letters` after
 //! `max_attempts`), so a crash re-sends at most the batch in hand; each event
 //! carries a stable idempotency key for the receiver to drop repeats.
 //! Batches go out one after the other, in each partition's order, so each
-//! room's events arrive in order (among first deliveries).
+//! room's events of one topic arrive in order (among first deliveries); a
+//! message and a presence change of one room are not ordered between them.
 //!
 //! The body is `{"events":[...]}`; the headers `X-Switchboard-Timestamp`
 //! (Unix seconds) and `X-Switchboard-Signature: sha256=<hex>`, the
@@ -18,7 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use switchboard_protocol::Message;
+use switchboard_journal::record::PresenceRecord;
+use switchboard_protocol::{Message, PresenceEvent, RoomName};
 use switchboard_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -36,10 +40,25 @@ pub enum EventKind {
     Message,
     /// A message was deleted through the server API.
     MessageDeleted,
+    /// A room's first name came (from the events topic).
+    RoomOccupied,
+    /// A room's last name left.
+    RoomVacated,
+    /// A name's first connection in a room, anywhere in the cluster.
+    MemberJoined,
+    /// A name's last connection in a room went.
+    MemberLeft,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 2] = [EventKind::Message, EventKind::MessageDeleted];
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Message,
+        EventKind::MessageDeleted,
+        EventKind::RoomOccupied,
+        EventKind::RoomVacated,
+        EventKind::MemberJoined,
+        EventKind::MemberLeft,
+    ];
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
@@ -49,7 +68,16 @@ impl EventKind {
         match self {
             Self::Message => "message",
             Self::MessageDeleted => "message_deleted",
+            Self::RoomOccupied => "room_occupied",
+            Self::RoomVacated => "room_vacated",
+            Self::MemberJoined => "member_joined",
+            Self::MemberLeft => "member_left",
         }
+    }
+
+    /// Whether the event comes from the presence changes' topic.
+    pub fn is_presence(self) -> bool {
+        !matches!(self, Self::Message | Self::MessageDeleted)
     }
 }
 
@@ -58,6 +86,8 @@ impl EventKind {
 pub struct Endpoint {
     pub url: String,
     pub events: Vec<EventKind>,
+    /// No `;events=`: every event there is.
+    pub every: bool,
 }
 
 impl Endpoint {
@@ -81,6 +111,7 @@ impl Endpoint {
         }
         Ok(Self {
             url: url.to_owned(),
+            every: !text.contains(";events="),
             events,
         })
     }
@@ -107,7 +138,60 @@ struct Event<'a> {
     #[serde(rename = "type")]
     kind: EventKind,
     #[serde(flatten)]
-    message: &'a Message,
+    body: Body<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Body<'a> {
+    Message(&'a Message),
+    Presence {
+        room: &'a RoomName,
+        name: &'a str,
+        /// Names in the room after the change.
+        count: u64,
+        ts: i64,
+    },
+}
+
+/// The events of one presence change: `member_joined`, and
+/// `room_occupied` when it was the room's first name (`member_left`, and
+/// `room_vacated` for its last).
+fn presence_events(change: &PresenceRecord) -> Vec<Event<'_>> {
+    let (member, room, edge) = match change.event {
+        PresenceEvent::Join => (
+            EventKind::MemberJoined,
+            EventKind::RoomOccupied,
+            change.count == 1,
+        ),
+        PresenceEvent::Leave => (
+            EventKind::MemberLeft,
+            EventKind::RoomVacated,
+            change.count == 0,
+        ),
+        PresenceEvent::Count => return Vec::new(),
+    };
+    let event = |kind, key| Event {
+        key,
+        kind,
+        body: Body::Presence {
+            room: &change.room,
+            name: &change.name,
+            count: change.count,
+            ts: change.ts,
+        },
+    };
+    let mut events = vec![event(member, change.key.clone())];
+    if edge {
+        // Occupied before its first member's join; vacated after its last's leave.
+        let at = if change.event == PresenceEvent::Join {
+            0
+        } else {
+            1
+        };
+        events.insert(at, event(room, format!("{}:{}", change.key, room.name())));
+    }
+    events
 }
 
 /// The webhooks' sink.
@@ -226,7 +310,7 @@ impl Sink for HookSink {
     }
 
     async fn take(&self, batch: &Batch, shutdown: &CancellationToken) -> bool {
-        let events: Vec<Event<'_>> = batch
+        let mut events: Vec<Event<'_>> = batch
             .records
             .iter()
             .map(|r| {
@@ -241,10 +325,11 @@ impl Sink for HookSink {
                 Event {
                     key,
                     kind,
-                    message: &r.message,
+                    body: Body::Message(&r.message),
                 }
             })
             .collect();
+        events.extend(batch.presence.iter().flat_map(presence_events));
         for endpoint in &self.options.endpoints {
             let wanted: Vec<&Event<'_>> = events
                 .iter()
@@ -272,7 +357,7 @@ mod tests {
     fn endpoints_name_their_events() {
         let e = Endpoint::parse("https://example.com/hook;events=message_deleted").unwrap();
         assert_eq!(e.events, [EventKind::MessageDeleted]);
-        assert_eq!(Endpoint::parse("http://h:1/x").unwrap().events.len(), 2);
+        assert_eq!(Endpoint::parse("http://h:1/x").unwrap().events.len(), 6);
         assert!(Endpoint::parse("ftp://h/x").is_err());
         assert!(Endpoint::parse("https://h/x;events=wave").is_err());
         assert!(Endpoint::parse("not a url").is_err());
@@ -285,6 +370,53 @@ mod tests {
         assert_eq!(
             sign("secret", 1, b"{}"),
             "1122767b193110cfec322b6f199b599edbf608ed087f2d27afb0b97d99523908"
+        );
+    }
+
+    #[test]
+    fn presence_changes_become_member_and_room_events() {
+        let change = |event, count| PresenceRecord {
+            key: "k".into(),
+            event,
+            room: RoomName::parse("r").unwrap(),
+            name: "ann".into(),
+            count,
+            ts: 1,
+            node: "n".into(),
+        };
+        let kinds = |c: &PresenceRecord| {
+            presence_events(c)
+                .iter()
+                .map(|e| (e.kind.name(), e.key.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(&change(PresenceEvent::Join, 1)),
+            [
+                ("room_occupied", "k:room_occupied".into()),
+                ("member_joined", "k".into())
+            ]
+        );
+        assert_eq!(
+            kinds(&change(PresenceEvent::Join, 2)),
+            [("member_joined", "k".into())]
+        );
+        assert_eq!(
+            kinds(&change(PresenceEvent::Leave, 0)),
+            [
+                ("member_left", "k".into()),
+                ("room_vacated", "k:room_vacated".into())
+            ]
+        );
+        assert_eq!(
+            kinds(&change(PresenceEvent::Leave, 3)),
+            [("member_left", "k".into())]
+        );
+        let body =
+            serde_json::to_value(&presence_events(&change(PresenceEvent::Join, 2))[0]).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"key": "k", "type": "member_joined", "room": "r", "name": "ann", "count": 2, "ts": 1})
         );
     }
 }

@@ -12,10 +12,11 @@
 //! batch with exponential backoff (capped at 30 s), forever: it never skips
 //! a batch and never exits for a database error.
 
+pub mod beat;
 pub mod hooks;
 mod lag;
 
-pub use lag::watch_lag;
+pub use lag::{Lag, LagOf, LagView, watch_lag};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use switchboard_journal::record;
+use switchboard_journal::record::{self, PresenceRecord};
 use switchboard_store::{Archived, DeadLetter, Store};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,9 @@ const REJOIN_MARGIN: Duration = Duration::from_secs(3);
 /// The longest wait between two rejoins of a member without partitions.
 const MAX_REJOIN_WAIT: Duration = Duration::from_secs(300);
 
+/// Records the sink of this process took (for its heartbeat).
+static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Settings of the archiver.
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -52,6 +56,9 @@ pub struct ArchiveOptions {
     pub brokers: String,
     /// The journal topic.
     pub topic: String,
+    /// The presence changes' topic, read as well (`switchboard hooks`
+    /// with `KAFKA_EVENTS_TOPIC`).
+    pub events_topic: Option<String>,
     /// Partitions and replication of the topic if the archiver creates it.
     pub partitions: i32,
     pub replication: i32,
@@ -63,6 +70,15 @@ pub struct ArchiveOptions {
     pub linger: Duration,
     /// librdkafka consumer settings overriding the defaults.
     pub overrides: Vec<(String, String)>,
+}
+
+impl ArchiveOptions {
+    /// The topics read: the journal's, and the events topic when set.
+    pub fn topics(&self) -> Vec<String> {
+        std::iter::once(self.topic.clone())
+            .chain(self.events_topic.clone())
+            .collect()
+    }
 }
 
 /// Why the archiver could not start.
@@ -78,6 +94,8 @@ pub enum ArchiveError {
 pub struct Batch {
     /// The records that decoded.
     pub records: Vec<Archived>,
+    /// The presence changes read from the events topic, in order.
+    pub presence: Vec<PresenceRecord>,
     /// The records that did not.
     pub dead: Vec<DeadLetter>,
     /// The next offset to commit, per partition.
@@ -124,7 +142,7 @@ impl Sink for StoreSink {
 impl Batch {
     /// Records in the batch, decoded or not.
     pub fn len(&self) -> usize {
-        self.records.len() + self.dead.len()
+        self.records.len() + self.presence.len() + self.dead.len()
     }
 
     /// Whether the batch has no record.
@@ -132,33 +150,44 @@ impl Batch {
         self.len() == 0
     }
 
-    fn add(&mut self, msg: &BorrowedMessage<'_>) {
+    /// Adds one record: a presence change when it comes from
+    /// `events_topic`, else a message.
+    fn add(&mut self, msg: &BorrowedMessage<'_>, events_topic: Option<&str>) {
         let (topic, partition, offset) = (msg.topic().to_owned(), msg.partition(), msg.offset());
         self.next.insert((topic.clone(), partition), offset + 1);
-        let decoded = match msg.payload() {
-            Some(payload) => record::decode(payload),
-            None => Err("record has no value".to_owned()),
+        let Some(payload) = msg.payload() else {
+            return self.add_dead(msg, topic, "record has no value".to_owned());
         };
-        match decoded {
+        if events_topic == Some(topic.as_str()) {
+            match PresenceRecord::decode(payload) {
+                Ok(change) => self.presence.push(change),
+                Err(error) => self.add_dead(msg, topic, error),
+            }
+            return;
+        }
+        match record::decode(payload) {
             Ok((message, node)) => self.records.push(Archived {
                 message,
                 node,
                 partition,
                 offset,
             }),
-            Err(error) => {
-                metrics::counter!("switchboard_archive_dead_letters_total").increment(1);
-                tracing::warn!(%topic, partition, offset, %error, "undecodable record goes to dead_letters");
-                self.dead.push(DeadLetter {
-                    topic,
-                    partition,
-                    offset,
-                    key: msg.key().map(<[u8]>::to_vec),
-                    payload: msg.payload().map(<[u8]>::to_vec),
-                    error,
-                });
-            }
+            Err(error) => self.add_dead(msg, topic, error),
         }
+    }
+
+    fn add_dead(&mut self, msg: &BorrowedMessage<'_>, topic: String, error: String) {
+        let (partition, offset) = (msg.partition(), msg.offset());
+        metrics::counter!("switchboard_archive_dead_letters_total").increment(1);
+        tracing::warn!(%topic, partition, offset, %error, "undecodable record goes to dead_letters");
+        self.dead.push(DeadLetter {
+            topic,
+            partition,
+            offset,
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            error,
+        });
     }
 
     fn offsets(&self) -> Result<TopicPartitionList, KafkaError> {
@@ -243,7 +272,8 @@ pub fn consumer(options: &ArchiveOptions) -> Result<ArchiveConsumer, ArchiveErro
         config.set(key, value);
     }
     let consumer: ArchiveConsumer = config.create()?;
-    consumer.subscribe(&[&options.topic])?;
+    let topics = options.topics();
+    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
     Ok(consumer)
 }
 
@@ -269,14 +299,20 @@ pub async fn consume(
     // notices it at the next metadata refresh (minutes): make sure it exists.
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match switchboard_journal::ensure_topic(
-            &options.brokers,
-            &options.topic,
-            options.partitions,
-            options.replication,
-        )
-        .await
-        {
+        let mut ensured = Ok(());
+        for topic in options.topics() {
+            ensured = switchboard_journal::ensure_topic(
+                &options.brokers,
+                &topic,
+                options.partitions,
+                options.replication,
+            )
+            .await;
+            if ensured.is_err() {
+                break;
+            }
+        }
+        match ensured {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, topic = %options.topic, "cannot reach Kafka to check the topic; retrying");
@@ -313,6 +349,7 @@ pub async fn consume(
         if !sink.take(&batch, &shutdown).await {
             break;
         }
+        TAKEN.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
         match batch
             .offsets()
             .and_then(|offsets| consumer.commit(&offsets, CommitMode::Sync))
@@ -360,7 +397,7 @@ async fn read_batch(consumer: &ArchiveConsumer, options: &ArchiveOptions) -> Bat
         match next.await {
             None => break,
             Some(Ok(msg)) => {
-                batch.add(&msg);
+                batch.add(&msg, options.events_topic.as_deref());
                 deadline.get_or_insert_with(|| Instant::now() + options.linger);
             }
             Some(Err(e)) => {

@@ -129,6 +129,19 @@ pub trait Presences: Send + Sync + 'static {
     /// This node has no member in `room` any more.
     fn room_gone(&self, room: &RoomName);
 
+    /// Calls `listener` with every `join`/`leave` this node's changes (or
+    /// its sweep of a dead node) made in the cluster's view: each change
+    /// once in the cluster, on the node that made it.
+    fn listen(&self, listener: PresenceListener);
+
+    /// Publishes this node's status (a JSON document with its `at` in Unix
+    /// ms) for the operators of every node (the admin console).
+    fn report(&self, status: String) -> BusFuture<()>;
+
+    /// Every node's latest status, those older than `max_age_ms` left out
+    /// (and removed).
+    fn reports(&self, max_age_ms: i64) -> BusFuture<Vec<String>>;
+
     /// Resolves once everything `set` before it is in the cluster's view.
     fn settled(&self) -> BusFuture<()>;
 
@@ -143,6 +156,9 @@ pub trait Presences: Send + Sync + 'static {
     /// cursor of the next page (0 after the last).
     fn rooms(&self, cursor: u64, count: u32) -> BusFuture<RoomPage>;
 }
+
+/// What [`Presences::listen`] calls.
+pub type PresenceListener = Arc<dyn Fn(PresenceChange) + Send + Sync>;
 
 /// A page of rooms with members across the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -29,24 +29,29 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sequence::Keys;
 use crate::target::{Conn, Target};
-use crate::{BusError, BusFuture, Presences, RoomPage};
+use crate::{BusError, BusFuture, PresenceListener, Presences, RoomPage};
 
 /// A node's state for one name in one room. KEYS: pres, pcount. ARGV:
 /// node, name, connections, since, channel, room, publish command.
+/// Returns what it published (0 nothing, 1 join, 2 leave) and the count.
 const SET: &str = r"
 local field = ARGV[1] .. '\31' .. ARGV[2]
 if tonumber(ARGV[3]) > 0 then
   if redis.call('HSET', KEYS[1], field, ARGV[3] .. ' ' .. ARGV[4]) == 1
      and redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then
-    redis.call(ARGV[7], ARGV[5], 'P join ' .. redis.call('HLEN', KEYS[2]) .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
+    local count = redis.call('HLEN', KEYS[2])
+    redis.call(ARGV[7], ARGV[5], 'P join ' .. count .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
+    return {1, count}
   end
 elseif redis.call('HDEL', KEYS[1], field) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[2])
-    redis.call(ARGV[7], ARGV[5], 'P leave ' .. redis.call('HLEN', KEYS[2]) .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
+    local count = redis.call('HLEN', KEYS[2])
+    redis.call(ARGV[7], ARGV[5], 'P leave ' .. count .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
+    return {2, count}
   end
 end
-return 1
+return {0, 0}
 ";
 
 /// Changes applied in one pass at most before the task looks at its clock.
@@ -84,6 +89,8 @@ struct Inner {
     /// Counts the times the writer found nothing pending (everything given
     /// to it before was applied): what `settled` waits on.
     drained: watch::Sender<u64>,
+    /// Told of every join and leave this node makes.
+    listener: std::sync::OnceLock<PresenceListener>,
 }
 
 impl RedisPresence {
@@ -105,6 +112,7 @@ impl RedisPresence {
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
             drained: watch::Sender::new(0),
+            listener: std::sync::OnceLock::new(),
         });
         tokio::spawn(run(inner.clone(), stop));
         Self(inner)
@@ -186,6 +194,11 @@ impl Inner {
         format!("{}:pnodes", self.prefix)
     }
 
+    /// The nodes' statuses: a hash of node -> JSON with its `at`.
+    fn statuses(&self) -> String {
+        format!("{}:nstatus", self.prefix)
+    }
+
     async fn apply(
         &self,
         conn: &mut Conn,
@@ -195,7 +208,7 @@ impl Inner {
         state: (u32, i64),
     ) -> redis::RedisResult<()> {
         let keys = Keys::new(&self.prefix, room);
-        let _: i64 = self
+        let (event, count): (u8, u64) = self
             .set
             .key(&keys.pres)
             .key(&keys.pcount)
@@ -208,6 +221,19 @@ impl Inner {
             .arg(self.target.publish_command())
             .invoke_async(conn)
             .await?;
+        let event = match event {
+            1 => Some(PresenceEvent::Join),
+            2 => Some(PresenceEvent::Leave),
+            _ => None,
+        };
+        if let (Some(event), Some(listener)) = (event, self.listener.get()) {
+            listener(PresenceChange {
+                room: room.clone(),
+                event,
+                name: Some(name.to_owned()),
+                count,
+            });
+        }
         if state.0 > 0 && node == self.node {
             let _: i64 = redis::cmd("SADD")
                 .arg(self.node_rooms(node))
@@ -404,12 +430,59 @@ async fn run(inner: Arc<Inner>, stop: CancellationToken) {
                 .arg(&node)
                 .query_async(c)
                 .await;
+            let _: redis::RedisResult<i64> = redis::cmd("HDEL")
+                .arg(inner.statuses())
+                .arg(&node)
+                .query_async(c)
+                .await;
         })
         .await;
     }
 }
 
 impl Presences for RedisPresence {
+    fn listen(&self, listener: PresenceListener) {
+        let _ = self.0.listener.set(listener);
+    }
+
+    fn report(&self, status: String) -> BusFuture<()> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(inner.statuses()).arg(&inner.node).arg(status);
+            inner.read::<i64>(&cmd).await.map(|_| ())
+        })
+    }
+
+    fn reports(&self, max_age_ms: i64) -> BusFuture<Vec<String>> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(inner.statuses());
+            let all: HashMap<String, String> = inner.read(&cmd).await?;
+            let oldest = now_ms() - max_age_ms;
+            let mut fresh = Vec::with_capacity(all.len());
+            let mut stale = Vec::new();
+            for (node, status) in all {
+                let at = serde_json::from_str::<serde_json::Value>(&status)
+                    .ok()
+                    .and_then(|v| v["at"].as_i64())
+                    .unwrap_or(0);
+                if at >= oldest {
+                    fresh.push(status);
+                } else {
+                    stale.push(node);
+                }
+            }
+            if !stale.is_empty() {
+                let mut cmd = redis::cmd("HDEL");
+                cmd.arg(inner.statuses()).arg(stale);
+                inner.read::<i64>(&cmd).await?;
+            }
+            Ok(fresh)
+        })
+    }
+
     fn set(&self, room: &RoomName, name: &str, connections: u32, since: i64) {
         let mut p = self.0.pending();
         let key = (room.clone(), name.to_owned());

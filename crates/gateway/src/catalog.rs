@@ -118,7 +118,13 @@ pub const METRICS: &[Metric] = &[
         "switchboard_auth_refusals_total",
         "Requests refused for their credentials, by reason.",
         "reason",
-        &["token", "origin", "api_key", "metrics"],
+        &["token", "origin", "api_key", "metrics", "admin"],
+    ),
+    labeled(
+        "switchboard_admin_logins_total",
+        "Admin console logins, by result (accepted, refused: a wrong token, limited: too many attempts).",
+        "result",
+        &["accepted", "refused", "limited"],
     ),
     labeled(
         "switchboard_limit_refusals_total",
@@ -196,6 +202,12 @@ pub const METRICS: &[Metric] = &[
         "switchboard_presence_nodes_cleared_total",
         "Nodes that stopped beating whose members this node removed from presence.",
     ),
+    Metric {
+        name: "switchboard_presence_events_total",
+        kind: Kind::Counter,
+        help: "Presence changes produced to KAFKA_EVENTS_TOPIC for the webhooks, by result.",
+        label: Some(("result", &["produced", "failed"])),
+    },
     // The journal.
     counter(
         "switchboard_journal_appended_total",
@@ -259,6 +271,18 @@ pub const METRICS: &[Metric] = &[
         "switchboard_hooks_dead_letters_total",
         "Webhook batches kept in webhook_dead_letters after WEBHOOK_MAX_ATTEMPTS.",
     ),
+    Metric {
+        name: "switchboard_hooks_lag_records",
+        kind: Kind::Gauge,
+        help: "Records in the journal and events topics not yet delivered by the hooks' group, over every partition.",
+        label: None,
+    },
+    Metric {
+        name: "switchboard_hooks_partition_lag_records",
+        kind: Kind::Gauge,
+        help: "Records not yet delivered by the hooks' group, per topic partition (`topic:partition`).",
+        label: Some(("partition", &[])),
+    },
 ];
 
 /// Describes every metric of `process` to the installed recorder and sets

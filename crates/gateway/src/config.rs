@@ -70,6 +70,18 @@ pub struct GatewayConfig {
     /// Room policies by namespace (`CONFIG_FILE`); `None`: every room
     /// under the node's settings.
     pub policies: Option<Policies>,
+    /// The admin console's credential (`ADMIN_TOKEN`); `None`: no console.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The admin console's credential; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<set>")
+    }
 }
 
 impl GatewayConfig {
@@ -115,6 +127,7 @@ impl Default for GatewayConfig {
             trusted_proxies: TrustedProxies::default(),
             metrics_public: true,
             policies: None,
+            admin_token: None,
         }
     }
 }

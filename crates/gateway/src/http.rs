@@ -73,6 +73,7 @@ pub(crate) fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(public_readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::admin::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(gateway.config.max_body_bytes))
         .with_state(gateway.clone())

@@ -7,6 +7,7 @@
 //! appended to the [`Journal`]; the sender is acked when the journal says
 //! the message is durable.
 
+mod admin;
 mod admit;
 mod api;
 pub mod auth;
@@ -55,7 +56,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use crate::auth::{AllowedOrigins, AuthConfig, AuthMode, TokenVerifier};
-pub use crate::config::GatewayConfig;
+pub use crate::config::{AdminToken, GatewayConfig};
 pub use crate::limits::Rate;
 pub use crate::listen::serve_metrics;
 
@@ -97,6 +98,8 @@ pub struct Gateway {
     policies: Policies,
     /// The connections of each name here.
     users: users::Users,
+    /// The admin console's counters and live view.
+    admin: admin::Admin,
 }
 
 /// The ordering point a node uses.
@@ -147,7 +150,8 @@ impl Gateway {
             config.http_connections_per_ip,
             config.trusted_proxies.clone(),
         );
-        let presence = presence::Presence::new(bus.presence(), config.presence_events_max);
+        let presence =
+            presence::Presence::new(bus.presence(), journal.clone(), config.presence_events_max);
         let on_presence = {
             let presence = presence.clone();
             Arc::new(move |update| presence.changed(update))
@@ -195,7 +199,9 @@ impl Gateway {
             admission,
             http_connections,
             metrics,
+            admin: admin::Admin::new(),
         });
+        admin::Admin::start(&gateway);
         // The per-address connection rate table forgets quiet addresses.
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -296,6 +302,9 @@ impl Gateway {
     /// flushes the journal and returns.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         let app = http::router(&self);
+        if let Ok(address) = listener.local_addr() {
+            let _ = self.admin.address.set(address);
+        }
         let io = self.io.get().cloned();
         let shutdown = self.shutdown.clone();
         let closer = tokio::spawn(async move {
@@ -439,6 +448,7 @@ impl Gateway {
                 flows.arrive(message.clone());
                 if sequenced.fresh {
                     metrics::counter!("switchboard_messages_accepted_total").increment(1);
+                    self.admin.tally.accepted();
                 }
                 sequenced.fresh
             }
@@ -450,9 +460,13 @@ impl Gateway {
         let journal = self.journal.clone();
         let timeout = self.config.ack_timeout;
         let durable = message.clone();
+        let tally = self.admin.tally.clone();
         let wait = async move {
             let id = durable.id;
-            match tokio::time::timeout(timeout, journal.append(durable)).await {
+            let started = std::time::Instant::now();
+            let appended = tokio::time::timeout(timeout, journal.append(durable)).await;
+            tally.journal_wait(started.elapsed());
+            match appended {
                 Ok(Ok(())) => {
                     if let Some(unstored) = unstored {
                         unstored.stored();
@@ -515,6 +529,7 @@ impl Gateway {
         self.deliver(message);
         self.bus.publish(message);
         metrics::counter!("switchboard_messages_accepted_total").increment(1);
+        self.admin.tally.accepted();
     }
 }
 

@@ -103,6 +103,7 @@ impl Mailbox {
         } else {
             inner.kicked = Some(Kick::Slow);
             metrics::counter!("switchboard_slow_consumers_total", "protocol" => "ws").increment(1);
+            crate::admin::SLOW_CUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let waker = inner.waker.take();
         drop(inner);

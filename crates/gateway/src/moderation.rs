@@ -102,9 +102,7 @@ pub(crate) async fn disconnect_user(
         return Err(ApiError::bad_name("the name in the path is not UTF-8"));
     };
     let name = crate::api::server_name(&name)?;
-    let here = gateway.users.disconnect(&name);
-    gateway.bus.disconnect(&name);
-    tracing::info!(%name, here, "user disconnected through the server API");
+    let here = gateway.disconnect_everywhere(&name, "the server API");
     let body = crate::openapi::Disconnected {
         name,
         disconnected_here: here,
@@ -113,6 +111,15 @@ pub(crate) async fn disconnect_user(
 }
 
 impl Gateway {
+    /// Closes every connection of `name` here and tells the other nodes to
+    /// close theirs; how many were closed here.
+    pub(crate) fn disconnect_everywhere(&self, name: &str, by: &'static str) -> usize {
+        let here = self.users.disconnect(name);
+        self.bus.disconnect(name);
+        tracing::info!(%name, here, by, "user disconnected");
+        here
+    }
+
     /// Deletes message `id` of `room` everywhere; false when it is not
     /// known (not stored, not among the room's recent messages).
     pub(crate) async fn delete_message(

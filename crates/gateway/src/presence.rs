@@ -8,12 +8,17 @@
 //! name's first node and last as `join`/`leave` on the room's channel; the
 //! nodes relay those to their watchers. Rooms with more names than
 //! `PRESENCE_EVENTS_MAX` get the count alone, at most once a second.
+//!
+//! Every `join`/`leave` also goes to the journal once, from the node that
+//! made it (a single node's registry, or the Redis script's answer), for
+//! the webhooks' presence events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use switchboard_bus::{BusError, Presences, RoomPage};
+use switchboard_journal::Journal;
 use switchboard_protocol::{Member, PresenceChange, PresenceEvent, RoomName};
 
 use crate::registry::{PresenceUpdate, Registry};
@@ -34,6 +39,8 @@ pub(crate) struct Listing {
 
 pub(crate) struct Presence {
     cluster: Option<Arc<dyn Presences>>,
+    /// Where changes go for the webhooks (the events topic).
+    journal: Arc<dyn Journal>,
     registry: OnceLock<Weak<Registry>>,
     events_max: usize,
     counts: Mutex<HashMap<RoomName, Throttle>>,
@@ -48,9 +55,18 @@ struct Throttle {
 }
 
 impl Presence {
-    pub fn new(cluster: Option<Arc<dyn Presences>>, events_max: usize) -> Arc<Self> {
+    pub fn new(
+        cluster: Option<Arc<dyn Presences>>,
+        journal: Arc<dyn Journal>,
+        events_max: usize,
+    ) -> Arc<Self> {
+        if let Some(cluster) = &cluster {
+            let journal = journal.clone();
+            cluster.listen(Arc::new(move |change| journal.presence(&change)));
+        }
         Arc::new(Self {
             cluster,
+            journal,
             registry: OnceLock::new(),
             events_max,
             counts: Mutex::new(HashMap::new()),
@@ -75,16 +91,20 @@ impl Presence {
                     cluster.room_gone(&update.room);
                 }
             }
-            None if update.transition => self.relay(PresenceChange {
-                room: update.room,
-                event: if update.connections > 0 {
-                    PresenceEvent::Join
-                } else {
-                    PresenceEvent::Leave
-                },
-                name: Some(update.name.to_string()),
-                count: update.names_here as u64,
-            }),
+            None if update.transition => {
+                let change = PresenceChange {
+                    room: update.room,
+                    event: if update.connections > 0 {
+                        PresenceEvent::Join
+                    } else {
+                        PresenceEvent::Leave
+                    },
+                    name: Some(update.name.to_string()),
+                    count: update.names_here as u64,
+                };
+                self.journal.presence(&change);
+                self.relay(change);
+            }
             None => {}
         }
     }

@@ -6,6 +6,7 @@
 //! (closed with 1008) and counted, and the room keeps flowing.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -71,6 +72,15 @@ struct Here {
     since: i64,
 }
 
+/// A room's members and traffic on this node (for the admin console).
+#[derive(Debug, Clone)]
+pub(crate) struct RoomActivity {
+    pub room: RoomName,
+    pub names: usize,
+    pub connections: usize,
+    pub messages: u64,
+}
+
 /// Told of every presence change, outside the registry's lock.
 pub(crate) type OnPresence = Arc<dyn Fn(PresenceUpdate) + Send + Sync>;
 
@@ -87,6 +97,8 @@ struct Room {
     members: Vec<Member>,
     recent: Mutex<VecDeque<Message>>,
     names: HashMap<Arc<str>, Here>,
+    /// Messages delivered here since the last [`Registry::activity`].
+    messages: AtomicU64,
 }
 
 /// Rooms with at least one member on this node. A room appears on its first
@@ -94,6 +106,8 @@ struct Room {
 /// leave (and the bus is told it no longer does).
 pub(crate) struct Registry {
     rooms: RwLock<HashMap<RoomName, Room>>,
+    /// Deliveries to members here since the node started.
+    delivered: AtomicU64,
     bus: Arc<dyn Bus>,
     on_presence: OnPresence,
 }
@@ -102,6 +116,7 @@ impl Registry {
     pub fn new(bus: Arc<dyn Bus>, on_presence: OnPresence) -> Self {
         Self {
             rooms: RwLock::default(),
+            delivered: AtomicU64::new(0),
             bus,
             on_presence,
         }
@@ -425,6 +440,9 @@ impl Registry {
                 }
             }
             metrics::counter!("switchboard_deliveries_total").increment(room.members.len() as u64);
+            room.messages.fetch_add(1, Ordering::Relaxed);
+            self.delivered
+                .fetch_add(room.members.len() as u64, Ordering::Relaxed);
         }
         cut
     }
@@ -435,6 +453,26 @@ impl Registry {
         let mut names: Vec<RoomName> = rooms.keys().cloned().collect();
         names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         names
+    }
+
+    /// Deliveries to members here since the node started.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Each room here: its names and connections here, and the messages
+    /// delivered in it since the last call (which starts a new count).
+    pub fn activity(&self) -> Vec<RoomActivity> {
+        let rooms = self.rooms.read().unwrap_or_else(PoisonError::into_inner);
+        rooms
+            .iter()
+            .map(|(name, room)| RoomActivity {
+                room: name.clone(),
+                names: room.names.len(),
+                connections: room.members.len(),
+                messages: room.messages.swap(0, Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Number of rooms with local members.

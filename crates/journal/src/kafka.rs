@@ -3,7 +3,7 @@
 //! partition); the sender is acked when Kafka acknowledged the record.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,9 +13,11 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use switchboard_protocol::Message;
+use switchboard_protocol::{Message, PresenceChange, PresenceEvent};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
+use crate::record::PresenceRecord;
 use crate::{Journal, JournalError, record};
 
 /// How often the journal checks that Kafka is reachable and the topic exists.
@@ -28,6 +30,8 @@ pub struct KafkaOptions {
     pub brokers: String,
     /// The journal topic.
     pub topic: String,
+    /// Where presence changes go (`KAFKA_EVENTS_TOPIC`); none when unset.
+    pub events_topic: Option<String>,
     /// Partitions of the topic when this node creates it.
     pub partitions: i32,
     /// Replication factor of the topic when this node creates it.
@@ -65,6 +69,7 @@ impl KafkaOptions {
 pub struct KafkaJournal {
     producer: FutureProducer,
     topic: String,
+    events_topic: Option<String>,
     node_id: String,
     ready: Arc<AtomicBool>,
     stop: CancellationToken,
@@ -89,6 +94,7 @@ impl KafkaJournal {
         Ok(Self {
             producer,
             topic: options.topic,
+            events_topic: options.events_topic,
             node_id: options.node_id,
             ready,
             stop,
@@ -106,6 +112,7 @@ async fn probe(
     stop: CancellationToken,
 ) {
     let mut announced = None;
+    let mut events_ready = false;
     loop {
         let client = producer.clone();
         let topic = options.topic.clone();
@@ -121,11 +128,18 @@ async fn probe(
         })
         .await
         .unwrap_or(Ok(false));
-        let state = match found {
+        let mut state = match found {
             Ok(true) => Ok(()),
-            Ok(false) => create_topic(&admin, &options).await,
+            Ok(false) => create_topic(&admin, &options, &options.topic).await,
             Err(e) => Err(e.to_string()),
         };
+        if state.is_ok()
+            && !events_ready
+            && let Some(events) = &options.events_topic
+        {
+            state = create_topic(&admin, &options, events).await;
+            events_ready = state.is_ok();
+        }
         ready.store(state.is_ok(), Ordering::Relaxed);
         if announced.as_ref() != Some(&state) {
             match &state {
@@ -158,20 +172,24 @@ pub async fn ensure_topic(
     let options = KafkaOptions {
         brokers: brokers.to_owned(),
         topic: topic.to_owned(),
+        events_topic: None,
         partitions,
         replication,
         node_id: String::new(),
         overrides: Vec::new(),
     };
-    create_topic(&admin, &options).await
+    create_topic(&admin, &options, topic).await
 }
 
+/// Creates `name` with the partitions and replication of `options` unless
+/// it exists.
 async fn create_topic(
     admin: &AdminClient<DefaultClientContext>,
     options: &KafkaOptions,
+    name: &str,
 ) -> Result<(), String> {
     let topic = NewTopic::new(
-        &options.topic,
+        name,
         options.partitions,
         TopicReplication::Fixed(options.replication),
     );
@@ -183,7 +201,7 @@ async fn create_topic(
     for result in results {
         match result {
             Ok(_) => {
-                tracing::info!(topic = %options.topic, partitions = options.partitions, "created the journal topic")
+                tracing::info!(topic = %name, partitions = options.partitions, "created the topic")
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => return Err(format!("cannot create topic {name}: {code}")),
@@ -235,4 +253,61 @@ impl Journal for KafkaJournal {
     fn kind(&self) -> &'static str {
         "kafka"
     }
+
+    fn presence(&self, change: &PresenceChange) {
+        let Some(topic) = &self.events_topic else {
+            return;
+        };
+        if change.event == PresenceEvent::Count || self.stop.is_cancelled() {
+            return;
+        }
+        let record = PresenceRecord {
+            key: Uuid::now_v7().to_string(),
+            event: change.event,
+            room: change.room.clone(),
+            name: change.name.clone().unwrap_or_default(),
+            count: change.count,
+            ts: now_ms(),
+            node: self.node_id.clone(),
+        };
+        let payload = record.encode();
+        let sent = self.producer.send_result(
+            FutureRecord::to(topic)
+                .key(change.room.as_str())
+                .payload(&payload),
+        );
+        let failed = |error: String| {
+            metrics::counter!("switchboard_presence_events_total", "result" => "failed")
+                .increment(1);
+            // Logged at the 1st, 2nd, 4th, 8th... failure.
+            let n = PRESENCE_FAILURES.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(%error, failures = n, "a presence change could not be produced to the events topic");
+            }
+        };
+        match sent {
+            Ok(delivery) => {
+                tokio::spawn(async move {
+                    match delivery.await {
+                        Ok(Ok(_)) => {
+                            metrics::counter!("switchboard_presence_events_total", "result" => "produced")
+                                .increment(1);
+                        }
+                        Ok(Err((e, _))) => failed(e.to_string()),
+                        Err(_) => failed("the producer closed".into()),
+                    }
+                });
+            }
+            Err((e, _)) => failed(e.to_string()),
+        }
+    }
+}
+
+/// Presence changes the broker did not take (for sampled logging).
+static PRESENCE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -10,7 +10,7 @@ mod kafka;
 pub mod record;
 
 use async_trait::async_trait;
-use switchboard_protocol::Message;
+use switchboard_protocol::{Message, PresenceChange};
 
 pub use embedded::{EmbeddedJournal, JournalOptions};
 pub use kafka::{KafkaJournal, KafkaOptions, ensure_topic};
@@ -49,4 +49,12 @@ pub trait Journal: Send + Sync + 'static {
 
     /// A short name for logs: `embedded`, `kafka`.
     fn kind(&self) -> &'static str;
+
+    /// Records a presence change (a name's first connection in a room
+    /// anywhere, or its last) for the webhooks, when this journal keeps
+    /// them (Kafka with `KAFKA_EVENTS_TOPIC`). Best effort: it never waits,
+    /// and a change the broker does not take is counted and logged.
+    fn presence(&self, change: &PresenceChange) {
+        let _ = change;
+    }
 }

@@ -7,7 +7,7 @@
 //! refused (the archiver keeps it as a dead letter).
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::{Data, Message, RoomName};
+use switchboard_protocol::{Data, Message, PresenceEvent, RoomName};
 use uuid::Uuid;
 
 /// The version written.
@@ -108,6 +108,42 @@ pub fn decode(bytes: &[u8]) -> Result<(Message, Option<String>), String> {
     ))
 }
 
+/// A presence change as the events topic (`KAFKA_EVENTS_TOPIC`) holds it:
+/// a name's first connection in a room anywhere in the cluster (`join`) or
+/// its last (`leave`), with the room's count of names after it. The key is
+/// the room, so a room's changes keep their order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceRecord {
+    /// Unique per change, kept across re-reads: the webhooks' idempotency
+    /// key.
+    pub key: String,
+    pub event: PresenceEvent,
+    pub room: RoomName,
+    pub name: String,
+    /// Names in the room after the change (0: the room is empty now).
+    pub count: u64,
+    /// When the node saw the change (Unix ms).
+    pub ts: i64,
+    /// The node that saw it.
+    pub node: String,
+}
+
+impl PresenceRecord {
+    /// Encodes the record as the events topic's value.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|_| unreachable!("presence records serialize"))
+    }
+
+    /// Decodes an events topic value; `count` events are not stored there.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let r: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if r.event == PresenceEvent::Count {
+            return Err("count changes are not presence records".into());
+        }
+        Ok(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +220,24 @@ mod tests {
             m.id
         );
         assert!(decode(v1_with_data.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn presence_records_round_trip_and_counts_are_refused() {
+        let r = PresenceRecord {
+            key: "k1".into(),
+            event: PresenceEvent::Join,
+            room: RoomName::parse("r").unwrap(),
+            name: "ann".into(),
+            count: 1,
+            ts: 9,
+            node: "n1".into(),
+        };
+        assert_eq!(PresenceRecord::decode(&r.encode()).unwrap(), r);
+        let count = String::from_utf8(r.encode())
+            .unwrap()
+            .replace(r#""join""#, r#""count""#);
+        assert!(PresenceRecord::decode(count.as_bytes()).is_err());
+        assert!(PresenceRecord::decode(b"{}").is_err());
     }
 }

@@ -175,6 +175,7 @@ async fn kafka() -> Harness {
     let options = KafkaOptions {
         brokers: brokers(),
         topic: topic.clone(),
+        events_topic: None,
         partitions: PARTITIONS,
         replication: 1,
         node_id: "contract".into(),

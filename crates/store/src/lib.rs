@@ -146,8 +146,27 @@ pub trait Store: Send + Sync + 'static {
         error: &str,
     ) -> Result<(), StoreError>;
 
+    /// Records that `process` (of `kind`: `archive`, `hooks`) is alive now,
+    /// with its `status` (a JSON document); drops the rows of processes
+    /// silent for a day.
+    async fn beat(&self, kind: &str, process: &str, status: &str) -> Result<(), StoreError>;
+
+    /// The processes that beat within the last `within_ms`, by kind and id.
+    async fn beats(&self, within_ms: u64) -> Result<Vec<Beat>, StoreError>;
+
     /// A short name for logs: `sqlite`, `postgres`.
     fn kind(&self) -> &'static str;
+}
+
+/// A consumer process's latest heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beat {
+    pub kind: String,
+    pub process: String,
+    /// When it beat (Unix ms).
+    pub at: i64,
+    /// Its state, a JSON document as it wrote it.
+    pub status: String,
 }
 
 /// A new epoch: 12 random hex digits.

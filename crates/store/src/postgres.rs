@@ -10,7 +10,7 @@ use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
 use crate::{
-    Archived, DeadLetter, Layout, Maintained, Store, StoreError, data_column, epoch_column,
+    Archived, Beat, DeadLetter, Layout, Maintained, Store, StoreError, data_column, epoch_column,
     seq_column, seq_param,
 };
 
@@ -455,6 +455,42 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn beat(&self, kind: &str, process: &str, status: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO process_heartbeats (process, kind, at, status) VALUES ($1, $2, now(), $3) \
+             ON CONFLICT (process) DO UPDATE SET kind = $2, at = now(), status = $3",
+        )
+        .bind(process)
+        .bind(kind)
+        .bind(status)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM process_heartbeats WHERE at < now() - interval '1 day'")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn beats(&self, within_ms: u64) -> Result<Vec<Beat>, StoreError> {
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT kind, process, (extract(epoch FROM at) * 1000)::bigint, status \
+             FROM process_heartbeats WHERE at > now() - make_interval(secs => $1) \
+             ORDER BY kind, process",
+        )
+        .bind(within_ms as f64 / 1000.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, process, at, status)| Beat {
+                kind,
+                process,
+                at,
+                status,
+            })
+            .collect())
     }
 
     fn kind(&self) -> &'static str {

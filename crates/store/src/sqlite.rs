@@ -10,7 +10,7 @@ use switchboard_protocol::{Message, RoomName};
 use uuid::Uuid;
 
 use crate::{
-    Archived, DeadLetter, Store, StoreError, data_column, epoch_column, seq_column, seq_param,
+    Archived, Beat, DeadLetter, Store, StoreError, data_column, epoch_column, seq_column, seq_param,
 };
 
 /// A read of message rows: the columns [`decode_rows`] reads, then `$rest`.
@@ -290,6 +290,44 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn beat(&self, kind: &str, process: &str, status: &str) -> Result<(), StoreError> {
+        const NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO process_heartbeats (process, kind, at, status) VALUES (?1, ?2, {NOW}, ?3) \
+             ON CONFLICT (process) DO UPDATE SET kind = ?2, at = {NOW}, status = ?3"
+        )))
+        .bind(process)
+        .bind(kind)
+        .bind(status)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM process_heartbeats WHERE at < {NOW} - 86400000"
+        )))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn beats(&self, within_ms: u64) -> Result<Vec<Beat>, StoreError> {
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT kind, process, at, status FROM process_heartbeats \
+             WHERE at > CAST(unixepoch('subsec') * 1000 AS INTEGER) - ? ORDER BY kind, process",
+        )
+        .bind(within_ms as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, process, at, status)| Beat {
+                kind,
+                process,
+                at,
+                status,
+            })
+            .collect())
     }
 
     fn kind(&self) -> &'static str {

@@ -294,6 +294,35 @@ async fn an_epoch_outlives_only_a_clean_run(store: Arc<dyn Store>) {
     assert_ne!(store.begin_epoch().await.unwrap(), second);
 }
 
+async fn heartbeats_keep_the_latest_per_process(store: Arc<dyn Store>) {
+    assert!(store.beats(10_000).await.unwrap().is_empty());
+    store.beat("archive", "a1", r#"{"lag":5}"#).await.unwrap();
+    store.beat("hooks", "h1", "{}").await.unwrap();
+    store.beat("archive", "a1", r#"{"lag":0}"#).await.unwrap();
+    let beats = store.beats(10_000).await.unwrap();
+    let seen: Vec<_> = beats
+        .iter()
+        .map(|b| (b.kind.as_str(), b.process.as_str(), b.status.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("archive", "a1", r#"{"lag":0}"#), ("hooks", "h1", "{}")]
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        beats.iter().all(|b| (now - b.at).abs() < 5_000),
+        "{beats:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    assert!(
+        store.beats(10).await.unwrap().is_empty(),
+        "older than 10 ms"
+    );
+}
+
 macro_rules! contract {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -329,6 +358,10 @@ macro_rules! contract {
             #[tokio::test]
             async fn an_epoch_outlives_only_a_clean_run() {
                 super::an_epoch_outlives_only_a_clean_run($open).await
+            }
+            #[tokio::test]
+            async fn heartbeats_keep_the_latest_per_process() {
+                super::heartbeats_keep_the_latest_per_process($open).await
             }
         }
     };

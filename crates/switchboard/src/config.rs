@@ -240,14 +240,17 @@ impl Config {
 
     /// NODE_ID, else hostname:port.
     pub fn node_id(&self) -> String {
-        self.node_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "switchboard".into());
-            format!("{host}:{}", self.listener.port)
-        })
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), self.listener.port))
+    }
+
+    /// A consumer process's id (`archive`, `hooks`): NODE_ID, else
+    /// hostname/pid.
+    pub fn process_id(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", hostname(), std::process::id()))
     }
 
     /// The gateway's part of the configuration.
@@ -282,6 +285,7 @@ impl Config {
             trusted_proxies: self.listener.trusted_proxies()?,
             metrics_public: self.metrics_public(),
             policies: self.policies()?,
+            admin_token: self.admin_token(),
             ..GatewayConfig::default()
         })
     }
@@ -289,3 +293,12 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+/// This machine's name, or `switchboard`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "switchboard".into())
+}

@@ -45,6 +45,7 @@ impl NodeOptions {
         let kafka = config.kafka.kafka_bootstrap().map(|brokers| KafkaOptions {
             brokers,
             topic: config.kafka.kafka_topic.clone(),
+            events_topic: config.kafka.kafka_events_topic.clone(),
             partitions: config.kafka.kafka_partitions,
             replication: config.kafka.kafka_replication,
             node_id: gateway.node_id.clone(),

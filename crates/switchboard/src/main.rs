@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::error::ErrorKind;
 use switchboard::{Cli, Command, LogFormat, NodeOptions};
+use switchboard_archive::LagOf;
 use switchboard_gateway::catalog::Process;
 use tokio_util::sync::CancellationToken;
 
@@ -86,9 +87,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             if let Some(address) = cli.config.listener.metrics_addr {
                 // The archiver's own metrics (records, retries, lag).
                 serve_metrics(address, Process::Archiver, &shutdown).await?;
-                switchboard_archive::watch_lag(&options, shutdown.clone())
-                    .map_err(|e| anyhow::anyhow!("cannot start the lag reader: {e}"))?;
             }
+            watch_and_beat(&cli.config, &options, LagOf::Archive, &store, &shutdown)?;
             tokio::spawn(stop_on_signal(shutdown.clone()));
             tracing::info!(store = store.kind(), "switchboard archive starting");
             switchboard_archive::run(options, store, shutdown).await?;
@@ -103,7 +103,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             options.group = cli.config.hooks.hooks_group.clone();
             options.batch = cli.config.hooks.webhook_batch;
             options.linger = Duration::from_millis(cli.config.hooks.webhook_linger_ms);
-            let hooks = cli.config.hooks.hooks_options()?;
+            options.events_topic = cli.config.kafka.kafka_events_topic.clone();
+            let hooks = cli
+                .config
+                .hooks
+                .hooks_options(options.events_topic.as_deref())?;
             // Batches no endpoint takes go to webhook_dead_letters.
             let store = open_store(&cli.config).await?;
             let shutdown = CancellationToken::new();
@@ -111,6 +115,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             if let Some(address) = cli.config.listener.metrics_addr {
                 serve_metrics(address, Process::Hooks, &shutdown).await?;
             }
+            watch_and_beat(&cli.config, &options, LagOf::Hooks, &store, &shutdown)?;
             let endpoints = hooks.endpoints.len();
             let sink = switchboard_archive::hooks::HookSink::new(hooks, store)
                 .map_err(|e| anyhow::anyhow!("cannot make the HTTP client: {e}"))?;
@@ -224,6 +229,29 @@ fn init_logs(format: LogFormat) {
             .with(tracing_subscriber::fmt::layer().json())
             .init(),
     }
+}
+
+/// Starts a consumer process's lag reader (the gauges) and its heartbeat
+/// (the admin console's view of it).
+fn watch_and_beat(
+    config: &switchboard::Config,
+    options: &switchboard_archive::ArchiveOptions,
+    of: LagOf,
+    store: &std::sync::Arc<dyn switchboard_store::Store>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let lag = switchboard_archive::watch_lag(options, of, shutdown.clone())
+        .map_err(|e| anyhow::anyhow!("cannot start the lag reader: {e}"))?;
+    let who = switchboard_archive::beat::Beating {
+        kind: match of {
+            LagOf::Archive => "archive",
+            LagOf::Hooks => "hooks",
+        },
+        process: config.process_id(),
+        group: options.group.clone(),
+    };
+    switchboard_archive::beat::keep_beating(store.clone(), who, lag, shutdown.clone());
+    Ok(())
 }
 
 /// Serves the metrics of a process that is not a node (`archive`, `hooks`)

@@ -5,6 +5,9 @@
 //! restarted mid-stream. Every acked message reaches the receiver at least
 //! once, each room's first deliveries in order; a receiver with another
 //! secret refuses everything, and the batches end in webhook_dead_letters.
+//! Presence changes, produced by the nodes to the events topic, reach the
+//! endpoints that ask for them as member and room events, once per name
+//! (not per connection), from a single node and from a cluster.
 
 mod common;
 
@@ -33,6 +36,8 @@ struct Seen {
     taken: Vec<String>,
     /// Per room, the seqs of first deliveries, in arrival order.
     first: HashMap<String, Vec<u64>>,
+    /// Per room, first deliveries of presence events: (type, name, count).
+    presence: HashMap<String, Vec<(String, String, u64)>>,
     keys: HashSet<String>,
     bad_signatures: u64,
     requests: u64,
@@ -125,11 +130,18 @@ impl Receiver {
                     let mut s = seen.lock().unwrap();
                     for e in events["events"].as_array().unwrap() {
                         let key = e["key"].as_str().unwrap().to_owned();
-                        if s.keys.insert(key.clone()) {
-                            s.first
-                                .entry(e["room"].as_str().unwrap().to_owned())
+                        let room = e["room"].as_str().unwrap().to_owned();
+                        if !s.keys.insert(key.clone()) {
+                        } else if let Some(seq) = e["seq"].as_u64() {
+                            s.first.entry(room).or_default().push(seq);
+                        } else {
+                            let kind = e["type"].as_str().unwrap().to_owned();
+                            let name = e["name"].as_str().unwrap().to_owned();
+                            let count = e["count"].as_u64().unwrap();
+                            s.presence
+                                .entry(room)
                                 .or_default()
-                                .push(e["seq"].as_u64().unwrap());
+                                .push((kind, name, count));
                         }
                         s.taken.push(key);
                     }
@@ -161,6 +173,7 @@ fn hooks(s: &common::pipeline::Setup, group: &str, urls: &str, max_attempts: &st
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("KAFKA_BROKERS", kafka())
         .env("KAFKA_TOPIC", &s.topic)
+        .env("KAFKA_EVENTS_TOPIC", &s.events_topic)
         .env("HOOKS_GROUP", group)
         .env("DATABASE_URL", &s.db)
         .env("WEBHOOK_URL", urls)
@@ -301,4 +314,104 @@ async fn a_receiver_with_another_secret_refuses_every_batch_and_they_go_to_dead_
     }
     kill(process);
     node.stop().await;
+}
+
+/// Waits until the receiver has `n` presence events of `room`.
+async fn presence_of(receiver: &Receiver, room: &str, n: usize) -> Vec<(String, String, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = receiver
+            .seen
+            .lock()
+            .unwrap()
+            .presence
+            .get(room)
+            .cloned()
+            .unwrap_or_default();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence events of {room}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn event(kind: &str, name: &str, count: u64) -> (String, String, u64) {
+    (kind.to_owned(), name.to_owned(), count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_changes_reach_the_endpoints_that_ask_for_them_once_per_name() {
+    let s = setup().await;
+    let prefix = unique("hp");
+    let single = kafka_node(&kafka(), &s, "solo", None, Duration::from_secs(10)).await;
+    let n1 = kafka_node(&kafka(), &s, "n1", Some(&prefix), Duration::from_secs(10)).await;
+    let n2 = kafka_node(&kafka(), &s, "n2", Some(&prefix), Duration::from_secs(10)).await;
+    for node in [&single, &n1, &n2] {
+        await_ready(node).await;
+    }
+    let mut members = Receiver::new(SECRET, false);
+    members.start().await;
+    let mut messages = Receiver::new(SECRET, false);
+    messages.start().await;
+    let urls = format!(
+        "{};events=room_occupied,member_joined,member_left,room_vacated {};events=message",
+        members.url(),
+        messages.url()
+    );
+    let process = hooks(&s, &unique("hooks"), &urls, "0");
+    // On one node, then across two: ann comes (twice: one name), bob comes
+    // on the other node, bob goes, ann's connections go.
+    for (room, a, b) in [
+        (unique("solo"), &single, &single),
+        (unique("pair"), &n1, &n2),
+    ] {
+        // Each step waits for the events of the one before: two nodes'
+        // changes are ordered by when Redis applied them, not by the test.
+        let mut ann = a.client("ann").await;
+        ann.join(&room).await;
+        presence_of(&members, &room, 2).await;
+        let mut ann_again = b.client("ann").await;
+        ann_again.join(&room).await;
+        let mut bob = b.client("bob").await;
+        bob.join(&room).await;
+        presence_of(&members, &room, 3).await;
+        ann.send_text(&room, "hello").await;
+        drop(bob);
+        presence_of(&members, &room, 4).await;
+        drop(ann);
+        drop(ann_again);
+        let got = presence_of(&members, &room, 6).await;
+        assert_eq!(
+            got,
+            [
+                event("room_occupied", "ann", 1),
+                event("member_joined", "ann", 1),
+                event("member_joined", "bob", 2),
+                event("member_left", "bob", 1),
+                event("member_left", "ann", 0),
+                event("room_vacated", "ann", 0),
+            ],
+            "{room}"
+        );
+        // Nothing more comes for this room.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(members.seen.lock().unwrap().presence[&room].len(), 6);
+    }
+    {
+        let seen = messages.seen.lock().unwrap();
+        assert!(
+            seen.presence.is_empty(),
+            "the message endpoint got presence events"
+        );
+        let delivered: usize = seen.first.values().map(Vec::len).sum();
+        assert_eq!(delivered, 2, "one message per room");
+    }
+    kill(process);
+    for node in [single, n1, n2] {
+        node.stop().await;
+    }
 }

@@ -135,6 +135,7 @@ fn kick_slow(registry: &Registry, socket: SocketRef) {
         return;
     }
     metrics::counter!("switchboard_slow_consumers_total", "protocol" => "socket.io").increment(1);
+    crate::admin::SLOW_CUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let session = conn.session();
     tracing::info!(conn_id = session.id, sid = %socket.id, user = %session.identity.name, "slow consumer: socket.io buffer full");
     tokio::spawn(async move {

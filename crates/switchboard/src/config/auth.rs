@@ -82,9 +82,21 @@ pub struct AuthArgs {
     /// (then they need the API key, or METRICS_ADDR).
     #[arg(long, env = "METRICS_PUBLIC", global = true)]
     pub metrics_public: Option<bool>,
+    /// The admin console's credential (at least 16 characters); unset:
+    /// no console at /admin.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<Secret>,
 }
 
 impl Config {
+    /// ADMIN_TOKEN, when set.
+    pub fn admin_token(&self) -> Option<switchboard_gateway::AdminToken> {
+        self.auth
+            .admin_token
+            .as_ref()
+            .map(|t| switchboard_gateway::AdminToken(t.0.clone()))
+    }
+
     /// METRICS_PUBLIC, else open only when AUTH is off.
     pub fn metrics_public(&self) -> bool {
         self.auth
@@ -189,6 +201,9 @@ impl Config {
         };
         if auth.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
             return Err(invalid("API_KEY", "at least 16 characters"));
+        }
+        if auth.admin_token.as_ref().is_some_and(|k| k.0.len() < 16) {
+            return Err(invalid("ADMIN_TOKEN", "at least 16 characters"));
         }
         Ok(AuthConfig {
             mode,

@@ -18,7 +18,8 @@ pub struct HooksArgs {
     )]
     pub hooks_group: String,
     /// Receivers, separated by spaces: `URL` (every event) or
-    /// `URL;events=message,message_deleted`.
+    /// `URL;events=message,member_joined,...` (message, message_deleted,
+    /// room_occupied, room_vacated, member_joined, member_left).
     #[arg(long, env = "WEBHOOK_URL", global = true)]
     pub webhook_url: Option<String>,
     /// The HMAC-SHA256 key of the signatures (at least 16 characters).
@@ -104,8 +105,9 @@ impl HooksArgs {
         Ok(endpoints)
     }
 
-    /// The options of `switchboard hooks`, or what is missing.
-    pub fn hooks_options(&self) -> Result<HooksOptions, ConfigError> {
+    /// The options of `switchboard hooks`, or what is missing; an endpoint
+    /// that names presence events needs `events_topic` (KAFKA_EVENTS_TOPIC).
+    pub fn hooks_options(&self, events_topic: Option<&str>) -> Result<HooksOptions, ConfigError> {
         let Some(urls) = &self.webhook_url else {
             return Err(invalid(
                 "WEBHOOK_URL",
@@ -118,8 +120,24 @@ impl HooksArgs {
                 "a key of at least 16 characters to sign the webhooks with",
             ));
         };
+        let endpoints = self.endpoints(urls)?;
+        if events_topic.is_none()
+            && let Some(kind) = endpoints
+                .iter()
+                .filter(|e| !e.every)
+                .flat_map(|e| e.events.iter())
+                .find(|k| k.is_presence())
+        {
+            return Err(invalid(
+                "KAFKA_EVENTS_TOPIC",
+                format!(
+                    "the topic nodes produce presence changes to (WEBHOOK_URL asks for `{}`)",
+                    kind.name()
+                ),
+            ));
+        }
         Ok(HooksOptions {
-            endpoints: self.endpoints(urls)?,
+            endpoints,
             secret: secret.clone(),
             timeout: Duration::from_millis(self.webhook_timeout_ms),
             max_attempts: (self.webhook_max_attempts > 0).then_some(self.webhook_max_attempts),

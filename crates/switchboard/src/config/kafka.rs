@@ -19,6 +19,10 @@ pub struct KafkaArgs {
     /// Kafka topic messages are produced to.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "messages", global = true)]
     pub kafka_topic: String,
+    /// Kafka topic presence changes are produced to, for `switchboard
+    /// hooks`; unset: none are produced.
+    #[arg(long, env = "KAFKA_EVENTS_TOPIC", global = true)]
+    pub kafka_events_topic: Option<String>,
     /// Partitions of the journal topic when a node creates it.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6, global = true)]
     pub kafka_partitions: i32,
@@ -48,6 +52,15 @@ pub struct KafkaArgs {
     /// How long an archive batch waits to fill, in milliseconds.
     #[arg(long, env = "ARCHIVE_LINGER_MS", default_value_t = 50, global = true)]
     pub archive_linger_ms: u64,
+}
+
+/// Whether `name` is a valid Kafka topic name.
+fn topic_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl KafkaArgs {
@@ -95,17 +108,25 @@ impl KafkaArgs {
         if self.archive_batch == 0 || self.archive_batch > 100_000 {
             return Err(invalid("ARCHIVE_BATCH", "1 to 100000"));
         }
-        let topic_ok = !self.kafka_topic.is_empty()
-            && self.kafka_topic.len() <= 249
-            && self
-                .kafka_topic
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !topic_ok {
+        if !topic_ok(&self.kafka_topic) {
             return Err(invalid(
                 "KAFKA_TOPIC",
                 "1-249 characters from A-Z a-z 0-9 . _ -",
             ));
+        }
+        if let Some(events) = &self.kafka_events_topic {
+            if !topic_ok(events) {
+                return Err(invalid(
+                    "KAFKA_EVENTS_TOPIC",
+                    "1-249 characters from A-Z a-z 0-9 . _ -",
+                ));
+            }
+            if *events == self.kafka_topic {
+                return Err(invalid(
+                    "KAFKA_EVENTS_TOPIC",
+                    "a topic other than KAFKA_TOPIC",
+                ));
+            }
         }
         Ok(())
     }
@@ -166,6 +187,7 @@ impl KafkaArgs {
         Some(ArchiveOptions {
             brokers: self.kafka_bootstrap()?,
             topic: self.kafka_topic.clone(),
+            events_topic: None,
             partitions: self.kafka_partitions,
             replication: self.kafka_replication,
             group: self.archive_group.clone(),

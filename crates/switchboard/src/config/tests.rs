@@ -79,7 +79,23 @@ fn invalid_values_name_the_variable() {
         "https://a/x;events=message http://b:8080/y",
     ])
     .unwrap();
-    assert!(c.hooks.hooks_options().is_err(), "a secret is needed too");
+    assert!(
+        c.hooks.hooks_options(None).is_err(),
+        "a secret is needed too"
+    );
+    let presence = ["--webhook-secret", "0123456789abcdef", "--webhook-url"];
+    let c = parse(&[&presence[..], &["http://h/x;events=member_joined"]].concat()).unwrap();
+    let e = c.hooks.hooks_options(None).unwrap_err().to_string();
+    assert!(e.contains("KAFKA_EVENTS_TOPIC"), "{e}");
+    assert!(c.hooks.hooks_options(Some("events")).is_ok());
+    let c = parse(&[&presence[..], &["http://h/x"]].concat()).unwrap();
+    assert!(c.hooks.hooks_options(None).is_ok(), "every event there is");
+    let e = parse(&["--kafka-events-topic", "messages"]).unwrap_err();
+    assert!(e.contains("KAFKA_EVENTS_TOPIC"), "{e}");
+    let e = parse(&["--kafka-events-topic", "bad name"]).unwrap_err();
+    assert!(e.contains("KAFKA_EVENTS_TOPIC"), "{e}");
+    let e = parse(&["--admin-token", "short"]).unwrap_err();
+    assert!(e.contains("ADMIN_TOKEN"), "{e}");
     let e = parse(&["--webhook-secret", "short"]).unwrap_err();
     assert!(e.contains("WEBHOOK_SECRET"), "{e}");
     let e = parse(&["--redis-wait-replicas", "17"]).unwrap_err();

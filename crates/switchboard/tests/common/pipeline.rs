@@ -284,6 +284,8 @@ pub struct Setup {
     /// Partitions of the topic when a node creates it (3 unless changed).
     pub partitions: i32,
     pub topic: String,
+    /// Where the nodes produce presence changes (`KAFKA_EVENTS_TOPIC`).
+    pub events_topic: String,
     pub group: String,
     pub schema: String,
     pub db: String,
@@ -295,6 +297,7 @@ pub async fn setup() -> Setup {
     Setup {
         partitions: 3,
         topic: unique("topic"),
+        events_topic: unique("events"),
         group: unique("group"),
         schema,
         db,
@@ -342,6 +345,7 @@ pub async fn kafka_node_config(
     let kafka = KafkaOptions {
         brokers: brokers.into(),
         topic: s.topic.clone(),
+        events_topic: Some(s.events_topic.clone()),
         partitions: s.partitions,
         replication: 1,
         node_id,
