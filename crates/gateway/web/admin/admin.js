@@ -93,7 +93,7 @@ function render(s) {
   ready.replaceChildren(...['bus', 'journal', 'store'].map((part) => {
     const kind = s.ready[part];
     const bad = down.has(kind) || [...down].some((d) => d.startsWith(`${kind} `));
-    return el('span', `${kind}${bad ? ' down' : ''}`, { class: bad ? 'chip down' : 'chip', 'data-part': part });
+    return el('span', `${part}: ${kind} ${bad ? 'down' : 'ok'}`, { class: bad ? 'chip down' : 'chip', 'data-part': part });
   }));
   ready.dataset.state = down.size ? 'down' : 'ready';
   ready.title = down.size ? `Not reachable: ${[...down].join(', ')}` : 'Every part is reachable';
@@ -167,8 +167,9 @@ async function disconnect(name) {
   try {
     const r = await api('POST', `/admin/api/users/${encodeURIComponent(name)}/disconnect`);
     note(`${r.name}: ${r.disconnected_here} connection${r.disconnected_here === 1 ? '' : 's'} closed here; the other nodes close theirs.`);
+    // The other nodes close theirs as the bus tells them: look again.
     const room = $('lookup').dataset.room;
-    if (room) setTimeout(() => lookup(room), 500);
+    if (room) for (const ms of [500, 2000]) setTimeout(() => lookup(room), ms);
   } catch (e) {
     if (e.message !== 'unauthorized') note(`Disconnect failed: ${e.message}`, true);
   }

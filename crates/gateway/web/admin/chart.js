@@ -9,9 +9,11 @@ function node(tag, attrs, text) {
   return e;
 }
 
-/** Draws `series` ([{ values: number[], cls }]) of `points` points into `svg`. */
+/** Draws `series` ([{ values: number[], cls }]) of `points` points into
+ * `svg`, in its own pixels (so the labels are not stretched). */
 export function drawChart(svg, series, points) {
-  const [w, h] = [600, 160];
+  const [w, h] = [Math.max(100, svg.clientWidth || 600), 160];
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
   const top = Math.max(1, ...series.flatMap((s) => s.values));
   const scale = niceCeil(top);
   svg.replaceChildren();
