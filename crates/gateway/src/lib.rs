@@ -551,6 +551,9 @@ mod tests {
         fn kind(&self) -> &'static str {
             "failing"
         }
+        fn queued(&self) -> usize {
+            0
+        }
     }
 
     #[tokio::test]

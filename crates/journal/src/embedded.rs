@@ -157,4 +157,8 @@ impl Journal for EmbeddedJournal {
     fn kind(&self) -> &'static str {
         "embedded"
     }
+
+    fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
 }

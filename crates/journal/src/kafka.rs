@@ -254,6 +254,10 @@ impl Journal for KafkaJournal {
         "kafka"
     }
 
+    fn queued(&self) -> usize {
+        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
+    }
+
     fn presence(&self, change: &PresenceChange) {
         let Some(topic) = &self.events_topic else {
             return;

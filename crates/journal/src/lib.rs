@@ -50,6 +50,10 @@ pub trait Journal: Send + Sync + 'static {
     /// A short name for logs: `embedded`, `kafka`.
     fn kind(&self) -> &'static str;
 
+    /// Messages handed to the journal and not yet durable (the embedded
+    /// journal's queue, or the Kafka producer's records in flight).
+    fn queued(&self) -> usize;
+
     /// Records a presence change (a name's first connection in a room
     /// anywhere, or its last) for the webhooks, when this journal keeps
     /// them (Kafka with `KAFKA_EVENTS_TOPIC`). Best effort: it never waits,

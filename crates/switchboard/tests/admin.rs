@@ -5,12 +5,14 @@
 //! without the session; the live stream sends a snapshot a second (both
 //! nodes of a cluster, the busiest rooms, readiness) to at most 32 viewers
 //! per node; the actions (room look-up, disconnect, delete) work as the
-//! server API's.
+//! server API's. An archiver's heartbeat (through PostgreSQL) shows in
+//! the console of a node on the same store.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::pipeline::{Archiver, await_ready, await_rows, kafka, kafka_node_config, setup};
 use common::redis::shared_url;
 use common::{Node, metrics_handle, unique};
 use serde_json::{Value, json};
@@ -379,4 +381,53 @@ async fn a_cluster_is_seen_from_either_node_and_the_actions_work() {
     assert_eq!(ben.close_code().await, Some(4002));
     n1.stop().await;
     n2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archivers_heartbeat_shows_in_the_console() {
+    let s = setup().await;
+    let node = kafka_node_config(&kafka(), &s, config("adm-k"), None).await;
+    await_ready(&node).await;
+    let archiver = Archiver::start_with(
+        &kafka(),
+        &s.topic,
+        &s.group,
+        &s.db,
+        &[("NODE_ID", "archiver-7")],
+    );
+    let room = unique("arch");
+    let mut c = node.client("ann").await;
+    c.join(&room).await;
+    for i in 0..20 {
+        c.send_text(&room, &format!("m{i}")).await;
+    }
+    await_rows(&s.schema, 20, Duration::from_secs(60)).await;
+    let session = pair(&login(&node, TOKEN, None).await.1.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let process = loop {
+        let snap = snapshot(&node, &session).await;
+        let found = snap["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "archiver-7")
+            .cloned();
+        if let Some(p) = found
+            && p["status"]["records"].as_u64() >= Some(20)
+            && p["status"]["lag_total"] == 0
+            && !p["status"]["lag"].as_object().unwrap().is_empty()
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "{snap}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(process["kind"], "archive");
+    assert_eq!(process["status"]["group"], s.group.as_str());
+    // The journal's part of this node's status.
+    let snap = snapshot(&node, &session).await;
+    assert_eq!(snap["nodes"][0]["journal"]["kind"], "kafka");
+    assert_eq!(snap["ready"]["down"], json!([]));
+    assert!(archiver.stop().success());
+    node.stop().await;
 }

@@ -112,6 +112,7 @@ pub(crate) fn node_status(gateway: &Gateway, before: &Before) -> (Value, Before)
         "journal": {
             "kind": gateway.journal.kind(),
             "ready": gateway.journal.is_ready(),
+            "queued": gateway.journal.queued(),
             "writes_per_s": per_second(waits, seconds),
             "avg_ms": if waits == 0 { 0.0 } else { (micros as f64 / waits as f64 / 100.0).round() / 10.0 },
             "max_ms": (max as f64 / 100.0).round() / 10.0,

@@ -112,7 +112,7 @@ function render(s) {
   $('nodes').replaceChildren(...s.nodes.map((n) => row([
     n.id, n.address ?? '–', n.version, uptime(s.at - n.started_at), num(n.connections), num(n.rooms),
     num(n.in_per_s), num(n.out_per_s), num(n.slow_cuts), { text: bytes(n.rss_bytes), numeric: true },
-    `${n.journal.kind}${n.journal.ready ? '' : ' (down)'} · ${n.journal.avg_ms} ms avg · ${n.journal.max_ms} max`,
+    `${n.journal.kind}${n.journal.ready ? '' : ' (down)'} · ${n.journal.avg_ms} ms avg · ${n.journal.max_ms} max · ${n.journal.queued} queued`,
   ], { 'data-testid': 'node', 'data-node': n.id, 'data-connections': String(n.connections) })));
 
   $('rooms').replaceChildren(...s.rooms.map((r) => {
