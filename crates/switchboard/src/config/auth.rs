@@ -82,18 +82,19 @@ pub struct AuthArgs {
     /// (then they need the API key, or METRICS_ADDR).
     #[arg(long, env = "METRICS_PUBLIC", global = true)]
     pub metrics_public: Option<bool>,
-    /// The admin console's credential (at least 16 characters); unset:
-    /// no console at /admin.
+    /// The admin console's credential (at least 16 characters); unset or
+    /// empty: no console at /admin.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub admin_token: Option<Secret>,
 }
 
 impl Config {
-    /// ADMIN_TOKEN, when set.
+    /// ADMIN_TOKEN, when set and not empty.
     pub fn admin_token(&self) -> Option<switchboard_gateway::AdminToken> {
         self.auth
             .admin_token
             .as_ref()
+            .filter(|t| !t.0.is_empty())
             .map(|t| switchboard_gateway::AdminToken(t.0.clone()))
     }
 
@@ -202,7 +203,11 @@ impl Config {
         if auth.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
             return Err(invalid("API_KEY", "at least 16 characters"));
         }
-        if auth.admin_token.as_ref().is_some_and(|k| k.0.len() < 16) {
+        if auth
+            .admin_token
+            .as_ref()
+            .is_some_and(|k| !k.0.is_empty() && k.0.len() < 16)
+        {
             return Err(invalid("ADMIN_TOKEN", "at least 16 characters"));
         }
         Ok(AuthConfig {
