@@ -225,8 +225,16 @@ fn busiest(nodes: &[Value]) -> Vec<Value> {
 }
 
 /// Runs until shutdown: once a second, this node's status (written to
-/// Redis in a cluster) and, while anyone watches, the snapshot.
+/// Redis in a cluster, for the consoles of every node) and, while anyone
+/// watches, the snapshot. A single node without a console has nothing to
+/// do.
 pub(crate) async fn run(gateway: std::sync::Weak<Gateway>) {
+    if gateway
+        .upgrade()
+        .is_none_or(|g| g.config.admin_token.is_none() && g.bus.presence().is_none())
+    {
+        return;
+    }
     let mut every = tokio::time::interval(EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut before = match gateway.upgrade() {

@@ -96,7 +96,12 @@ fn invalid_values_name_the_variable() {
     assert!(e.contains("KAFKA_EVENTS_TOPIC"), "{e}");
     let e = parse(&["--admin-token", "short"]).unwrap_err();
     assert!(e.contains("ADMIN_TOKEN"), "{e}");
-    assert!(parse(&["--admin-token", ""]).unwrap().admin_token().is_none());
+    assert!(
+        parse(&["--admin-token", ""])
+            .unwrap()
+            .admin_token()
+            .is_none()
+    );
     let e = parse(&["--webhook-secret", "short"]).unwrap_err();
     assert!(e.contains("WEBHOOK_SECRET"), "{e}");
     let e = parse(&["--redis-wait-replicas", "17"]).unwrap_err();
