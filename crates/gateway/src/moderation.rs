@@ -47,6 +47,15 @@ pub(crate) async fn delete_message(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     server_only(&gateway, &headers)?;
+    delete_at(&gateway, path).await
+}
+
+/// Deletes the message a `.../rooms/{room}/messages/{id}` path names (the
+/// server API's route and the admin console's), once the caller is let in.
+pub(crate) async fn delete_at(
+    gateway: &Gateway,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
     let Ok(Path((room, id))) = path else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

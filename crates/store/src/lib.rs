@@ -169,6 +169,18 @@ pub struct Beat {
     pub status: String,
 }
 
+impl From<(String, String, i64, String)> for Beat {
+    /// A row of `process_heartbeats` read as (kind, process, at, status).
+    fn from((kind, process, at, status): (String, String, i64, String)) -> Self {
+        Self {
+            kind,
+            process,
+            at,
+            status,
+        }
+    }
+}
+
 /// A new epoch: 12 random hex digits.
 pub fn new_epoch() -> String {
     Uuid::new_v4().simple().to_string()[..12].to_owned()

@@ -482,15 +482,7 @@ impl Store for PgStore {
         .bind(within_ms as f64 / 1000.0)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(kind, process, at, status)| Beat {
-                kind,
-                process,
-                at,
-                status,
-            })
-            .collect())
+        Ok(rows.into_iter().map(Beat::from).collect())
     }
 
     fn kind(&self) -> &'static str {

@@ -319,15 +319,7 @@ impl Store for SqliteStore {
         .bind(within_ms as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(kind, process, at, status)| Beat {
-                kind,
-                process,
-                at,
-                status,
-            })
-            .collect())
+        Ok(rows.into_iter().map(Beat::from).collect())
     }
 
     fn kind(&self) -> &'static str {

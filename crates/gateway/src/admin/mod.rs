@@ -34,7 +34,6 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use switchboard_protocol::RoomName;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use crate::Gateway;
 use crate::error::ApiError;
@@ -395,28 +394,7 @@ async fn delete_message(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     signed_in(&gateway, &headers)?;
-    let Ok(Path((room, id))) = path else {
-        return Err(bad_room(
-            "the path is /admin/api/rooms/{room}/messages/{id}",
-        ));
-    };
-    let room = RoomName::parse(&room).map_err(bad_room)?;
-    let id = Uuid::try_parse(&id).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the message id is not a UUID",
-        )
-    })?;
-    match gateway.delete_message(room, id).await {
-        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Ok(false) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such message in that room",
-        )),
-        Err(e) => Err(ApiError::unavailable(e.0)),
-    }
+    crate::moderation::delete_at(&gateway, path).await
 }
 
 #[cfg(test)]
