@@ -5,6 +5,8 @@ import { scaleSection } from './scale-section.mjs';
 
 const [dir, steps, connections, senders, p99Limit, roomsConnections, rooms, roomsRate] = process.argv.slice(2);
 const systems = [
+  ['ceiling', 'ceiling reference (1 process, hand-framed /ws, 20 ms batches)', '#6b7280'],
+  ['single', 'switchboard (1 node, embedded journal)', '#0891b2'],
   ['switchboard', 'switchboard (2 nodes, Redis, embedded journal)', '#2563eb'],
   ['socketio', 'Socket.IO 4 + @socket.io/redis-adapter (2 nodes)', '#dc2626'],
   ['ws', 'ws + Redis Pub/Sub (2 nodes)', '#16a34a'],
@@ -31,16 +33,45 @@ if (baseline) lines.push(`This run measured an earlier commit beside the current
 lines.push(`Made by \`scripts/bench\` on ${new Date().toISOString().slice(0, 10)}: each system runs as two nodes sharing one local Redis, one system after the other, on the same 2-core machine as the load generator (\`switchboard bench\`, whose own CPU is reported). Numbers move between runs on a shared machine; compare the ratios within one run.`, '');
 lines.push(`## Broadcast: ${connections} connections in one room, ${senders} senders, 64-byte payloads`, '');
 lines.push(`The offered load steps through ${steps.split(',').length} rates (deliveries/s); a step *holds* when p99 <= ${p99Limit} ms with nothing lost or duplicated.`, '');
-lines.push('| system | highest offered rate that held (deliveries/s) | switchboard is |', '|---|---:|---:|');
+lines.push('| system | highest offered rate that held (deliveries/s) | switchboard (2 nodes) is |', '|---|---:|---:|');
 for (const r of results) {
   const b = best[r.key];
-  const ratio = r.key === 'switchboard' || !b || !ours ? '' : `${fmt(ours / b, 1)}x`;
+  const ratio = r.key === 'switchboard' || !b || !ours ? '' : `${fmt(ours / b, 2)}x`;
   lines.push(`| ${r.label} | ${fmt(b)} | ${ratio} |`);
+}
+lines.push('');
+// Against the ceiling reference: CPU per delivery (every server process of
+// the system, Redis included) and p99, at each offered rate.
+const cpuPerDelivery = (s) => (s && s.deliveries_per_second > 0
+  ? (s.servers.reduce((sum, p) => sum + (p.cpu_percent ?? 0), 0) / 100) * 1e6 / s.deliveries_per_second
+  : null);
+const ceiling = results.find((r) => r.key === 'ceiling')?.broadcast;
+if (ceiling) {
+  const probe = ['before', 'after'].map((w) => load(`probe-${w}`)).filter(Boolean);
+  if (probe.length) {
+    lines.push(`Machine state: the fixed CPU probe (\`switchboard-ceiling --probe\`, 200 million xorshift steps) took ${probe.map((p) => `${fmt(p.cpu_ms)} ms`).join(' before the run and ')} after, and copying 64 MiB eight times ${probe.map((p) => `${fmt(p.memory_ms)} ms`).join(' and ')}; compare those with another day's before comparing its figures.`, '');
+  }
+  lines.push('### Against the ceiling reference', '');
+  lines.push('CPU per delivery is the CPU time of every server process of the system (its nodes, and Redis for the systems that use it) per message delivered, in microseconds; each ratio is to the ceiling reference at the same offered rate, in this run (1.00: as cheap or as fast as the reference).', '');
+  const others = results.filter((r) => r.key !== 'ceiling' && r.broadcast);
+  lines.push(`| offered/s | ceiling: CPU µs/delivery, p99 ms | ${others.map((r) => `${r.key}: CPU µs (ratio), p99 ms (ratio)`).join(' | ')} |`);
+  lines.push(`|---:|---:|${others.map(() => '---:').join('|')}|`);
+  for (const c of ceiling.reports) {
+    const base = cpuPerDelivery(c);
+    const cells = others.map((r) => {
+      const s = r.broadcast.reports.find((x) => x.offered_per_second === c.offered_per_second);
+      if (!s) return '-';
+      const cpu = cpuPerDelivery(s);
+      const held = s.lost === 0 && s.duplicates === 0 ? '' : ' (lost/dup)';
+      return `${fmt(cpu, 2)} (${base ? fmt(cpu / base, 2) : '-'}x), ${fmt(s.latency_ms.p99, 1)} (${fmt(s.latency_ms.p99 / c.latency_ms.p99, 2)}x)${held}`;
+    });
+    lines.push(`| ${fmt(c.offered_per_second)} | ${fmt(base, 2)}, ${fmt(c.latency_ms.p99, 1)} | ${cells.join(' | ')} |`);
+  }
 }
 lines.push('', '![p99 latency against offered load](benchmarks.svg)', '');
 for (const r of results) {
   if (!r.broadcast) continue;
-  lines.push(`### ${r.label}`, '', '| offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | dup | server CPU % (node 1, node 2) | generator CPU % |', '|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|');
+  lines.push(`### ${r.label}`, '', '| offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | dup | server CPU % (each process: nodes, then Redis) | generator CPU % |', '|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|');
   for (const s of r.broadcast.reports) {
     const cpu = s.servers.map((p) => fmt(p.cpu_percent)).join(', ');
     lines.push(`| ${fmt(s.offered_per_second)} | ${fmt(s.deliveries_per_second)} | ${fmt(s.latency_ms.p50, 2)} | ${fmt(s.latency_ms.p99, 2)} | ${fmt(s.latency_ms.p999, 2)} | ${fmt(s.latency_ms.max, 2)} | ${fmt(s.lost)} | ${fmt(s.duplicates)} | ${cpu} | ${fmt(s.client_cpu_percent)} |`);
