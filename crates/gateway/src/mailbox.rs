@@ -11,8 +11,8 @@
 //! meanwhile could not leave before that flush, and the timer's wake feeds
 //! it all at once. A busy room then costs each member two wakes per flush
 //! interval instead of one per message; a quiet connection is woken at
-//! once (a lone message still leaves immediately), and a queue a quarter
-//! full (64 frames at most) wakes it whatever the timer says.
+//! once (a lone message still leaves immediately), and a queue half full
+//! wakes it whatever the timer says.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -67,10 +67,6 @@ pub(crate) enum Ready {
 pub(crate) struct Mailbox {
     inner: Mutex<Inner>,
     capacity: usize,
-    /// Queued frames that wake a deferred connection anyway: a quarter of
-    /// the capacity, at most 64 (ten milliseconds of a busy room is far
-    /// fewer), so a burst still finds most of the queue free.
-    wake_at: usize,
 }
 
 #[derive(Debug, Default)]
@@ -94,11 +90,9 @@ impl Inner {
 
 impl Mailbox {
     pub fn new(capacity: usize) -> Arc<Self> {
-        let capacity = capacity.max(1);
         Arc::new(Self {
             inner: Mutex::default(),
-            capacity,
-            wake_at: (capacity / 4).clamp(1, 64),
+            capacity: capacity.max(1),
         })
     }
 
@@ -116,7 +110,7 @@ impl Mailbox {
         let queued = inner.queue.len() < self.capacity;
         if queued {
             inner.queue.push_back(out);
-            if inner.deferred && inner.queue.len() < self.wake_at {
+            if inner.deferred && inner.queue.len() < self.capacity / 2 {
                 return true;
             }
         } else {
@@ -334,8 +328,8 @@ mod tests {
     }
 
     #[test]
-    fn a_deferred_mailbox_wakes_only_when_a_quarter_full_or_kicked() {
-        let m = Mailbox::new(16);
+    fn a_deferred_mailbox_wakes_only_when_half_full_or_kicked() {
+        let m = Mailbox::new(8);
         let (flag, waker) = flagged();
         assert_eq!(
             m.poll_ready(&mut Context::from_waker(&waker)),
@@ -347,10 +341,7 @@ mod tests {
         }
         assert!(!woken(&flag), "the flush is coming: no wake");
         assert!(m.push(reply("4".into())));
-        assert!(
-            woken(&flag),
-            "a quarter full: woken whatever the timer says"
-        );
+        assert!(woken(&flag), "half full: woken whatever the timer says");
         // Undeferred: every push wakes again.
         while m.pop().is_some() {}
         m.defer(false);

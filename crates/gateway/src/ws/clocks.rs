@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 use super::FLUSH_INTERVAL;
-use crate::mailbox::Mailbox;
 
 /// What the timer asks for when it fires.
 pub(super) struct Due {
@@ -69,23 +68,22 @@ impl Clocks {
     }
 
     /// Whether a batch just fed should be flushed now; if not, makes sure
-    /// `timer` fires when it is due. `mailbox` defers its wakes exactly
-    /// while a flush is scheduled (see [`Mailbox::defer`]).
-    pub fn flush_now(&mut self, timer: Pin<&mut Sleep>, mailbox: &Mailbox) -> bool {
+    /// `timer` fires when it is due.
+    pub fn flush_now(&mut self, timer: Pin<&mut Sleep>) -> bool {
         let now = Instant::now();
-        let flush = now.duration_since(self.last_flush) >= FLUSH_INTERVAL;
-        if flush {
+        if now.duration_since(self.last_flush) >= FLUSH_INTERVAL {
             self.flush_due = None;
             self.last_flush = now;
-        } else if self.flush_due.is_none() {
+            return true;
+        }
+        if self.flush_due.is_none() {
             let due = self.last_flush + FLUSH_INTERVAL;
             self.flush_due = Some(due);
             if due < timer.deadline().into_std() {
                 timer.reset(due.into());
             }
         }
-        mailbox.defer(self.flush_due.is_some());
-        flush
+        false
     }
 
     pub fn heard(&mut self) {
@@ -95,14 +93,8 @@ impl Clocks {
 
     /// What is due now that the timer fired, re-arming it for what comes
     /// next; `expires_at` is when the connection's token runs out (Unix
-    /// seconds), as refreshes moved it. A flush due ends `mailbox`'s
-    /// deferral: what it holds goes out in that flush.
-    pub fn fired(
-        &mut self,
-        timer: Pin<&mut Sleep>,
-        expires_at: Option<u64>,
-        mailbox: &Mailbox,
-    ) -> Due {
+    /// seconds), as refreshes moved it.
+    pub fn fired(&mut self, timer: Pin<&mut Sleep>, expires_at: Option<u64>) -> Due {
         let now = Instant::now();
         let left = expires_at.map(|at| (at, crate::time_until(at).as_millis() as u64));
         let expired = left.is_some_and(|(_, ms)| ms == 0);
@@ -129,7 +121,6 @@ impl Clocks {
             self.flush_due = None;
             self.last_flush = now;
         }
-        mailbox.defer(self.flush_due.is_some());
         let idle = now >= self.last_heard + self.idle_after;
         let ping = !idle && !self.pinged && now >= self.last_heard + self.ping_after;
         self.pinged |= ping;
@@ -148,68 +139,5 @@ impl Clocks {
             expiring,
             expired,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::mailbox::reply;
-    use std::task::{Context, Poll, Wake, Waker};
-
-    struct Flag(std::sync::atomic::AtomicBool);
-
-    impl Wake for Flag {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    /// Whether a push into `mailbox` wakes its (registered) task.
-    fn push_wakes(mailbox: &Mailbox) -> bool {
-        let flag = std::sync::Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
-        let waker = Waker::from(flag.clone());
-        while mailbox.pop().is_some() {}
-        assert_eq!(
-            mailbox.poll_ready(&mut Context::from_waker(&waker)),
-            Poll::Pending
-        );
-        mailbox.push(reply("x".into()));
-        flag.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    #[tokio::test]
-    async fn pushes_are_deferred_exactly_while_a_flush_is_scheduled() {
-        let mailbox = Mailbox::new(64);
-        let mut clocks = Clocks::new(&crate::GatewayConfig::default());
-        let timer = tokio::time::sleep(Duration::from_secs(25));
-        tokio::pin!(timer);
-        // Batches fed 0 to 12 ms apart: some flush at once, the others
-        // wait for the timer. Whichever it was, pushes wake exactly when no
-        // flush is scheduled (a deferral left on after a flush made at
-        // once would hold what comes next until the queue fills).
-        let (mut now, mut later) = (0, 0);
-        for i in 0..60u64 {
-            std::thread::sleep(Duration::from_millis(i % 5 * 3));
-            let flushed = clocks.flush_now(timer.as_mut(), &mailbox);
-            assert_eq!(push_wakes(&mailbox), flushed, "batch {i}");
-            if flushed {
-                now += 1
-            } else {
-                later += 1
-            }
-            if i % 10 == 9 {
-                // The timer's turn: a due flush ends the deferral.
-                std::thread::sleep(FLUSH_INTERVAL);
-                let due = clocks.fired(timer.as_mut(), None, &mailbox);
-                assert!(push_wakes(&mailbox), "after the timer, batch {i}");
-                assert_eq!(due.flush, !flushed, "batch {i}");
-            }
-        }
-        assert!(
-            now > 0 && later > 0,
-            "both kinds of batch: {now} at once, {later} later"
-        );
     }
 }

@@ -221,7 +221,7 @@ impl Conn {
                 biased;
                 end = &mut stop => Some(end),
                 () = &mut timer => {
-                    let due = clocks.fired(timer.as_mut(), self.session.expires_at(), &self.sink);
+                    let due = clocks.fired(timer.as_mut(), self.session.expires_at());
                     self.on_timer(socket, due, stop.as_mut()).await
                 }
                 Ready::Frames = std::future::poll_fn(|cx| self.sink.poll_ready(cx)) => {
@@ -247,6 +247,7 @@ impl Conn {
     ) -> Option<End> {
         if due.flush {
             // What was queued without waking us goes out in this flush.
+            self.sink.defer(false);
             let write = async {
                 self.feed_queued(socket).await?;
                 socket.flush().await
@@ -295,9 +296,11 @@ impl Conn {
         if let Some(end) = guarded(stop.as_mut(), self.feed_queued(socket)).await {
             return Some(end);
         }
-        if clocks.flush_now(timer, &self.sink) {
+        if clocks.flush_now(timer) {
             return guarded(stop, socket.flush()).await;
         }
+        // The timer flushes soon: what comes before that waits for it.
+        self.sink.defer(true);
         None
     }
 
