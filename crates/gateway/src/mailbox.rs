@@ -5,14 +5,6 @@
 //! *kicked* (a slow consumer) and wakes it so it closes. One small
 //! allocation per connection (an idle connection's queue holds no buffer),
 //! where a channel plus a cancellation token cost about a kilobyte.
-//!
-//! While the connection holds written frames for a flush its timer will
-//! make anyway ([`Mailbox::defer`]), a push does not wake it: what arrives
-//! meanwhile could not leave before that flush, and the timer's wake feeds
-//! it all at once. A busy room then costs each member two wakes per flush
-//! interval instead of one per message; a quiet connection is woken at
-//! once (a lone message still leaves immediately), and a queue half full
-//! wakes it whatever the timer says.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -75,8 +67,6 @@ struct Inner {
     waker: Option<Waker>,
     kicked: Option<Kick>,
     closed: bool,
-    /// The connection's timer flushes soon and feeds what is queued then.
-    deferred: bool,
 }
 
 impl Inner {
@@ -110,9 +100,6 @@ impl Mailbox {
         let queued = inner.queue.len() < self.capacity;
         if queued {
             inner.queue.push_back(out);
-            if inner.deferred && inner.queue.len() < self.capacity / 2 {
-                return true;
-            }
         } else {
             inner.kicked = Some(Kick::Slow);
             metrics::counter!("switchboard_slow_consumers_total", "protocol" => "ws").increment(1);
@@ -159,12 +146,6 @@ impl Mailbox {
             inner.queue = VecDeque::new();
         }
         out
-    }
-
-    /// Whether pushes wake the connection (false) or wait for the flush its
-    /// timer has scheduled (true).
-    pub fn defer(&self, deferred: bool) {
-        self.lock().deferred = deferred;
     }
 
     /// Whether nothing is queued.
@@ -325,41 +306,5 @@ mod tests {
             Poll::Ready(Kick::Disconnected)
         );
         assert!(!m.push(reply("late".into())));
-    }
-
-    #[test]
-    fn a_deferred_mailbox_wakes_only_when_half_full_or_kicked() {
-        let m = Mailbox::new(8);
-        let (flag, waker) = flagged();
-        assert_eq!(
-            m.poll_ready(&mut Context::from_waker(&waker)),
-            Poll::Pending
-        );
-        m.defer(true);
-        for i in 0..3 {
-            assert!(m.push(reply(i.to_string())));
-        }
-        assert!(!woken(&flag), "the flush is coming: no wake");
-        assert!(m.push(reply("4".into())));
-        assert!(woken(&flag), "half full: woken whatever the timer says");
-        // Undeferred: every push wakes again.
-        while m.pop().is_some() {}
-        m.defer(false);
-        let (flag, waker) = flagged();
-        assert_eq!(
-            m.poll_ready(&mut Context::from_waker(&waker)),
-            Poll::Pending
-        );
-        assert!(m.push(reply("lone".into())));
-        assert!(woken(&flag), "a lone message wakes at once");
-        // A disconnect wakes a deferred mailbox too.
-        m.defer(true);
-        let (flag, waker) = flagged();
-        assert_eq!(
-            m.poll_kicked(&mut Context::from_waker(&waker)),
-            Poll::Pending
-        );
-        m.disconnect();
-        assert!(woken(&flag));
     }
 }

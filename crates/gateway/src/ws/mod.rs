@@ -245,16 +245,10 @@ impl Conn {
         due: Due,
         mut stop: Pin<&mut impl Future<Output = End>>,
     ) -> Option<End> {
-        if due.flush {
-            // What was queued without waking us goes out in this flush.
-            self.sink.defer(false);
-            let write = async {
-                self.feed_queued(socket).await?;
-                socket.flush().await
-            };
-            if let Some(end) = guarded(stop.as_mut(), write).await {
-                return Some(end);
-            }
+        if due.flush
+            && let Some(end) = guarded(stop.as_mut(), socket.flush()).await
+        {
+            return Some(end);
         }
         if due.idle {
             return Some(End::Close(1001, "idle timeout"));
@@ -275,16 +269,6 @@ impl Conn {
         None
     }
 
-    /// Feeds a batch of what is queued into the socket's write buffer,
-    /// dropping what a fresh join's history already had.
-    async fn feed_queued(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
-        if !self.recent_history.is_empty() && Instant::now() >= self.forget_history_at {
-            self.recent_history.clear();
-        }
-        let skip = (!self.recent_history.is_empty()).then_some(&self.recent_history);
-        feed_batch(socket, &self.sink, skip).await
-    }
-
     /// Writes a batch of what is queued, flushing it now or soon.
     async fn write_queued(
         &mut self,
@@ -293,14 +277,16 @@ impl Conn {
         timer: Pin<&mut Sleep>,
         mut stop: Pin<&mut impl Future<Output = End>>,
     ) -> Option<End> {
-        if let Some(end) = guarded(stop.as_mut(), self.feed_queued(socket)).await {
+        if !self.recent_history.is_empty() && Instant::now() >= self.forget_history_at {
+            self.recent_history.clear();
+        }
+        let skip = (!self.recent_history.is_empty()).then_some(&self.recent_history);
+        if let Some(end) = guarded(stop.as_mut(), feed_batch(socket, &self.sink, skip)).await {
             return Some(end);
         }
         if clocks.flush_now(timer) {
             return guarded(stop, socket.flush()).await;
         }
-        // The timer flushes soon: what comes before that waits for it.
-        self.sink.defer(true);
         None
     }
 
