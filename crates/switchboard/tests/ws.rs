@@ -432,3 +432,69 @@ async fn health_and_page() {
     let _ = WAIT;
     node.stop().await;
 }
+
+/// Bursts of 80 messages into a room whose members queue 256 frames, some
+/// closer than the 10 ms flush interval and some further apart: every
+/// member gets every message in order, the last burst's too, and nobody is
+/// cut as slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_around_the_flush_interval_all_arrive() {
+    let config = GatewayConfig {
+        client_queue_frames: 256,
+        send_rate: switchboard_gateway::Rate {
+            per_second: 0,
+            burst: 0,
+        },
+        ..GatewayConfig::default()
+    };
+    let node = Node::start("sqlite::memory:", config).await;
+    let room = unique("bursts");
+    let mut readers = Vec::new();
+    for i in 0..4 {
+        let mut c = node.client(&format!("r{i}")).await;
+        c.join(&room).await;
+        readers.push(c);
+    }
+    // Each reader reads as it comes (a reader that stops is a slow consumer).
+    const BURSTS: u64 = 60;
+    const BURST: usize = 80;
+    const SENT: usize = BURSTS as usize * BURST;
+    let tasks: Vec<_> = readers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut reader)| {
+            tokio::spawn(async move {
+                let mut got = 0;
+                while got < SENT {
+                    let v = tokio::time::timeout(Duration::from_secs(3), reader.recv())
+                        .await
+                        .unwrap_or_else(|_| panic!("reader {i} got {got} of {SENT}"));
+                    if v["type"] == "message" {
+                        assert_eq!(v["text"], format!("m{got}"), "in order");
+                        got += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut sender = node.client("sender").await;
+    sender.join(&room).await;
+    let mut sent = 0;
+    for burst in 0..BURSTS {
+        for _ in 0..BURST {
+            sender
+                .send(json!({"type": "send", "room": room, "text": format!("m{sent}")}))
+                .await;
+            sent += 1;
+        }
+        // 9 to 11 ms between bursts (around the flush interval), the sender
+        // reading its own copies meanwhile.
+        let until = tokio::time::Instant::now() + Duration::from_millis(9 + burst % 3);
+        while tokio::time::timeout_at(until, sender.recv()).await.is_ok() {}
+    }
+    assert_eq!(sent, SENT);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    node.stop().await;
+}
