@@ -80,7 +80,7 @@ for (const r of results) {
 }
 lines.push(`## Rooms: ${fmt(roomsConnections)} connections in ${fmt(rooms)} rooms, every connection sending ${roomsRate} msg/s`, '');
 lines.push('Connections alternate between the two nodes and room *k* gets connections *k*, *k* + rooms, ...: each room lives on one node, so a node should receive nothing from Redis.', '');
-lines.push('| system | delivered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | lost | dup | server CPU % (node 1, node 2, Redis) | generator CPU % |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|');
+lines.push('| system | delivered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | lost | dup | server CPU % (each process: nodes, then Redis) | generator CPU % |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|');
 for (const r of results) {
   const s = r.rooms?.reports?.[0];
   if (!s) continue;
@@ -94,7 +94,8 @@ if (bus) {
 lines.push('');
 lines.push('## Idle connections', '', '| system | connections | server RSS per connection (KiB) |', '|---|---:|---:|');
 const idleMax = load('switchboard-idle-max')?.reports?.[0];
-for (const r of [...results.map((r) => [r.label, r.idle?.reports?.[0]]), ...(idleMax ? [[results[0].label.replace('2 nodes', '1 node'), idleMax]] : [])]) {
+const oneNode = results.find((r) => r.key === 'single')?.label ?? 'switchboard (1 node)';
+for (const r of [...results.map((r) => [r.label, r.idle?.reports?.[0]]), ...(idleMax ? [[oneNode, idleMax]] : [])]) {
   const [label, i] = r;
   lines.push(`| ${label} | ${fmt(i?.connections)} | ${fmt(i?.rss_kib_per_connection, 2)} |`);
 }

@@ -9,6 +9,6 @@ start_bench_node() {
   shift 3
   env PORT="$port" HOST=127.0.0.1 NODE_ID="bench-$port" RUST_LOG=warn \
     RATE_LIMIT_PER_SEC=0 CONNECT_RATE_PER_IP=0 HTTP_CONNECTIONS_PER_IP=0 \
-    "$@" "$bin" serve >"$log" 2>&1 &
+    "$@" "$bin" serve >>"$log" 2>&1 &
   pids+=($!)
 }
