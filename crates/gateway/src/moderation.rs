@@ -107,11 +107,22 @@ pub(crate) async fn disconnect_user(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     server_only(&gateway, &headers)?;
+    disconnect_at(&gateway, path, "the server API")
+}
+
+/// Disconnects the name a `.../users/{name}/disconnect` path names (the
+/// server API's route and the admin console's, `by` saying which in the
+/// log), once the caller is let in.
+pub(crate) fn disconnect_at(
+    gateway: &Gateway,
+    path: Result<Path<String>, PathRejection>,
+    by: &'static str,
+) -> Result<Response, ApiError> {
     let Ok(Path(name)) = path else {
         return Err(ApiError::bad_name("the name in the path is not UTF-8"));
     };
     let name = crate::api::server_name(&name)?;
-    let here = gateway.disconnect_everywhere(&name, "the server API");
+    let here = gateway.disconnect_everywhere(&name, by);
     let body = crate::openapi::Disconnected {
         name,
         disconnected_here: here,

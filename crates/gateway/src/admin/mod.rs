@@ -375,16 +375,7 @@ async fn disconnect(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     signed_in(&gateway, &headers)?;
-    let Ok(Path(name)) = path else {
-        return Err(ApiError::bad_name("the name in the path is not UTF-8"));
-    };
-    let name = crate::api::server_name(&name)?;
-    let here = gateway.disconnect_everywhere(&name, "the admin console");
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({"name": name, "disconnected_here": here})),
-    )
-        .into_response())
+    crate::moderation::disconnect_at(&gateway, path, "the admin console")
 }
 
 /// `DELETE /admin/api/rooms/{room}/messages/{id}`: as the server API's.
