@@ -17,6 +17,9 @@
 //! background by one task, so joins never wait for Redis; the state applied
 //! is absolute (a count, not a delta), so a retry or a replay after Redis
 //! lost its data is harmless.
+//!
+//! `rooms` pages the rooms with names (over every master of a Redis
+//! Cluster); `status` keeps each node's status for the admin console.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +29,9 @@ use redis::Script;
 use switchboard_protocol::{Member, PresenceChange, PresenceEvent, RoomName};
 use tokio::sync::{Notify, OnceCell, watch};
 use tokio_util::sync::CancellationToken;
+
+mod rooms;
+mod status;
 
 use crate::sequence::Keys;
 use crate::target::{Conn, Target};
@@ -141,62 +147,12 @@ impl Inner {
             .map_err(|e| BusError::Redis(e.to_string()))
     }
 
-    /// One SCAN step over the keys matching `pattern`. In a cluster the
-    /// masters are scanned one after the other (sorted by address): the
-    /// cursor's top 16 bits are the master's index, the rest its own
-    /// cursor. A page taken while the slot map changes may repeat or miss
-    /// rooms.
-    async fn scan(
-        &self,
-        cursor: u64,
-        pattern: &str,
-        count: u32,
-    ) -> Result<(u64, Vec<String>), BusError> {
-        let mut cmd = redis::cmd("SCAN");
-        let Some(cluster) = self.target.cluster() else {
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(count);
-            return self.read(&cmd).await;
-        };
-        const SHIFT: u32 = 48;
-        let masters = cluster.masters();
-        let index = (cursor >> SHIFT) as usize;
-        let Some(master) = masters.get(index) else {
-            return Ok((0, Vec::new()));
-        };
-        cmd.arg(cursor & ((1 << SHIFT) - 1))
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(count);
-        let reply = tokio::time::timeout(Duration::from_secs(2), cluster.on_master(master, cmd))
-            .await
-            .map_err(|_| BusError::Timeout)?
-            .map_err(|e| BusError::Redis(e.to_string()))?;
-        let (next, keys): (u64, Vec<String>) = redis::FromRedisValue::from_redis_value(reply)
-            .map_err(|e| BusError::Redis(e.to_string()))?;
-        let next = match next {
-            0 if index + 1 < masters.len() => ((index as u64) + 1) << SHIFT,
-            0 => 0,
-            n => ((index as u64) << SHIFT) | n,
-        };
-        Ok((next, keys))
-    }
-
     fn node_rooms(&self, node: &str) -> String {
         format!("{}:pnode:{node}", self.prefix)
     }
 
     fn nodes(&self) -> String {
         format!("{}:pnodes", self.prefix)
-    }
-
-    /// The nodes' statuses: a hash of node -> JSON with its `at`.
-    fn statuses(&self) -> String {
-        format!("{}:nstatus", self.prefix)
     }
 
     async fn apply(
@@ -447,40 +403,12 @@ impl Presences for RedisPresence {
 
     fn report(&self, status: String) -> BusFuture<()> {
         let inner = self.0.clone();
-        Box::pin(async move {
-            let mut cmd = redis::cmd("HSET");
-            cmd.arg(inner.statuses()).arg(&inner.node).arg(status);
-            inner.read::<i64>(&cmd).await.map(|_| ())
-        })
+        Box::pin(async move { inner.report(status).await })
     }
 
     fn reports(&self, max_age_ms: i64) -> BusFuture<Vec<String>> {
         let inner = self.0.clone();
-        Box::pin(async move {
-            let mut cmd = redis::cmd("HGETALL");
-            cmd.arg(inner.statuses());
-            let all: HashMap<String, String> = inner.read(&cmd).await?;
-            let oldest = now_ms() - max_age_ms;
-            let mut fresh = Vec::with_capacity(all.len());
-            let mut stale = Vec::new();
-            for (node, status) in all {
-                let at = serde_json::from_str::<serde_json::Value>(&status)
-                    .ok()
-                    .and_then(|v| v["at"].as_i64())
-                    .unwrap_or(0);
-                if at >= oldest {
-                    fresh.push(status);
-                } else {
-                    stale.push(node);
-                }
-            }
-            if !stale.is_empty() {
-                let mut cmd = redis::cmd("HDEL");
-                cmd.arg(inner.statuses()).arg(stale);
-                inner.read::<i64>(&cmd).await?;
-            }
-            Ok(fresh)
-        })
+        Box::pin(async move { inner.reports(max_age_ms).await })
     }
 
     fn set(&self, room: &RoomName, name: &str, connections: u32, since: i64) {
@@ -533,39 +461,8 @@ impl Presences for RedisPresence {
 
     fn rooms(&self, cursor: u64, count: u32) -> BusFuture<RoomPage> {
         let inner = self.0.clone();
-        Box::pin(async move {
-            // Every room with names has its `{prefix:room}:pcount` hash.
-            let head = format!("{{{}:", inner.prefix);
-            let pattern = format!("{}*}}:pcount", glob_escape(&head));
-            let (next, keys) = inner.scan(cursor, &pattern, count.max(1)).await?;
-            let mut rooms = Vec::with_capacity(keys.len());
-            for key in keys {
-                let name = key
-                    .strip_prefix(&head)
-                    .and_then(|k| k.strip_suffix("}:pcount"));
-                let Some(room) = name.and_then(|n| RoomName::parse(n).ok()) else {
-                    continue;
-                };
-                let names: u64 = inner.read(redis::cmd("HLEN").arg(&key)).await?;
-                if names > 0 {
-                    rooms.push((room, names));
-                }
-            }
-            Ok(RoomPage { rooms, next })
-        })
+        Box::pin(async move { inner.rooms(cursor, count).await })
     }
-}
-
-/// `text` with Redis glob characters escaped, to match it literally.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Every node's `node\x1fname` -> `connections since`, by name: the
