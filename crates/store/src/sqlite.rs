@@ -13,6 +13,13 @@ use crate::{
     Archived, Beat, DeadLetter, Store, StoreError, data_column, epoch_column, seq_column, seq_param,
 };
 
+/// Now in Unix milliseconds, as SQL (for `concat!`).
+macro_rules! now_ms {
+    () => {
+        "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
+    };
+}
+
 /// A read of message rows: the columns [`decode_rows`] reads, then `$rest`.
 macro_rules! select {
     ($rest:literal) => {
@@ -126,10 +133,12 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         insert_rows(&mut tx, &rows).await?;
         for d in dead {
-            sqlx::query(
+            sqlx::query(concat!(
                 "INSERT OR IGNORE INTO dead_letters (topic, kafka_partition, kafka_offset, key, payload, error, received_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
-            )
+                 VALUES (?, ?, ?, ?, ?, ?, ",
+                now_ms!(),
+                ")"
+            ))
             .bind(&d.topic)
             .bind(d.partition)
             .bind(d.offset)
@@ -280,10 +289,11 @@ impl Store for SqliteStore {
         body: &[u8],
         error: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO webhook_dead_letters (endpoint, body, error, failed_at) \
-             VALUES (?, ?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
-        )
+        sqlx::query(concat!(
+            "INSERT INTO webhook_dead_letters (endpoint, body, error, failed_at) VALUES (?, ?, ?, ",
+            now_ms!(),
+            ")"
+        ))
         .bind(endpoint)
         .bind(body)
         .bind(error)
@@ -293,29 +303,34 @@ impl Store for SqliteStore {
     }
 
     async fn beat(&self, kind: &str, process: &str, status: &str) -> Result<(), StoreError> {
-        const NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO process_heartbeats (process, kind, at, status) VALUES (?1, ?2, {NOW}, ?3) \
-             ON CONFLICT (process) DO UPDATE SET kind = ?2, at = {NOW}, status = ?3"
-        )))
+        sqlx::query(concat!(
+            "INSERT INTO process_heartbeats (process, kind, at, status) VALUES (?1, ?2, ",
+            now_ms!(),
+            ", ?3) ON CONFLICT (process) DO UPDATE SET kind = ?2, at = ",
+            now_ms!(),
+            ", status = ?3"
+        ))
         .bind(process)
         .bind(kind)
         .bind(status)
         .execute(&self.pool)
         .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM process_heartbeats WHERE at < {NOW} - 86400000"
-        )))
+        sqlx::query(concat!(
+            "DELETE FROM process_heartbeats WHERE at < ",
+            now_ms!(),
+            " - 86400000"
+        ))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn beats(&self, within_ms: u64) -> Result<Vec<Beat>, StoreError> {
-        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
-            "SELECT kind, process, at, status FROM process_heartbeats \
-             WHERE at > CAST(unixepoch('subsec') * 1000 AS INTEGER) - ? ORDER BY kind, process",
-        )
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(concat!(
+            "SELECT kind, process, at, status FROM process_heartbeats WHERE at > ",
+            now_ms!(),
+            " - ? ORDER BY kind, process"
+        ))
         .bind(within_ms as i64)
         .fetch_all(&self.pool)
         .await?;
