@@ -24,7 +24,7 @@ use crate::error::ApiError;
 
 /// The room of a `/api/rooms/{room}/...` path; a path that is not UTF-8
 /// or not a room name is a `bad_room`.
-fn room_of(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
+pub(crate) fn room_of(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
     let Path(room) = path.map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -32,7 +32,6 @@ use axum::routing::{delete, get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use switchboard_protocol::RoomName;
 use tokio::sync::watch;
 
 use crate::Gateway;
@@ -327,10 +326,6 @@ async fn live_stream(
         .into_response())
 }
 
-fn bad_room(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_room", e.to_string())
-}
-
 /// `GET /admin/api/rooms/{room}`: its names (across the cluster), its
 /// members here, and its last messages.
 async fn room(
@@ -339,10 +334,7 @@ async fn room(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     signed_in(&gateway, &headers)?;
-    let Ok(Path(room)) = path else {
-        return Err(bad_room("the path is /admin/api/rooms/{room}"));
-    };
-    let room = RoomName::parse(&room).map_err(bad_room)?;
+    let room = crate::api::room_of(path)?;
     let presence = gateway.presence.members(&room).await.map_err(|e| {
         tracing::warn!(error = %e, %room, "admin console: presence read failed");
         ApiError::unavailable("presence is unavailable; retry later")
