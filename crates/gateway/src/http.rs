@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
@@ -158,30 +158,33 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-async fn index() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML))
-}
+pub(crate) const HTML: &str = "text/html; charset=utf-8";
+pub(crate) const CSS: &str = "text/css; charset=utf-8";
+pub(crate) const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
-async fn app_css() -> impl IntoResponse {
+/// A page, stylesheet or module served as it is, revalidated each time
+/// (the chat page's and the admin console's).
+pub(crate) fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        APP_CSS,
+        body,
     )
+        .into_response()
+}
+
+async fn index() -> Response {
+    asset(HTML, INDEX_HTML)
+}
+
+async fn app_css() -> Response {
+    asset(CSS, APP_CSS)
 }
 
 async fn script(file: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
-    let source = find(SCRIPTS, file)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        source,
-    )
-        .into_response())
+    Ok(asset(JAVASCRIPT, find(SCRIPTS, file)?))
 }
 
 /// `GET /client/{file}`: the JavaScript client's modules (and its
@@ -192,7 +195,7 @@ async fn client_script(file: Result<Path<String>, PathRejection>) -> Result<Resp
     let source = find(CLIENT, file)?;
     Ok((
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, JAVASCRIPT),
             (header::CACHE_CONTROL, "no-cache"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
@@ -202,7 +205,7 @@ async fn client_script(file: Result<Path<String>, PathRejection>) -> Result<Resp
 }
 
 /// The file of `files` the path names; 404 for any other.
-fn find(
+pub(crate) fn find(
     files: &'static [(&str, &'static str)],
     file: Result<Path<String>, PathRejection>,
 ) -> Result<&'static str, ApiError> {

@@ -27,16 +27,16 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
-use crate::Gateway;
 use crate::error::ApiError;
 use crate::peer::Client;
+use crate::{Gateway, http};
 
 pub(crate) use live::{SLOW_CUTS, Tally};
 
@@ -169,19 +169,12 @@ fn signed_in(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
 
 async fn page(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiError> {
     token(&gateway)?;
-    Ok(([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response())
+    Ok(http::asset(http::HTML, PAGE))
 }
 
 async fn css(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiError> {
     token(&gateway)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        CSS,
-    )
-        .into_response())
+    Ok(http::asset(http::CSS, CSS))
 }
 
 async fn script(
@@ -189,22 +182,7 @@ async fn script(
     file: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     token(&gateway)?;
-    let Ok(Path(file)) = file else {
-        return Err(ApiError::not_found());
-    };
-    let source = SCRIPTS
-        .iter()
-        .find(|(name, _)| *name == file)
-        .map(|(_, source)| *source)
-        .ok_or_else(ApiError::not_found)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        source,
-    )
-        .into_response())
+    Ok(http::asset(http::JAVASCRIPT, http::find(SCRIPTS, file)?))
 }
 
 fn login_result(result: &'static str) {
