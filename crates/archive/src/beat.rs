@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard_store::Store;
@@ -36,9 +36,7 @@ pub fn keep_beating(
     shutdown: CancellationToken,
 ) {
     tokio::spawn(async move {
-        let started_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let started_at = switchboard_protocol::now_ms();
         let mut every = tokio::time::interval(EVERY);
         let mut before = (Instant::now(), crate::TAKEN.load(Ordering::Relaxed));
         let mut failing = false;

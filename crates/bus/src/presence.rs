@@ -23,10 +23,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::Script;
-use switchboard_protocol::{Member, PresenceChange, PresenceEvent, RoomName};
+use switchboard_protocol::{Member, PresenceChange, PresenceEvent, RoomName, now_ms};
 use tokio::sync::{Notify, OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -62,12 +62,6 @@ return {0, 0}
 
 /// Changes applied in one pass at most before the task looks at its clock.
 const PASS: usize = 1_000;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 #[derive(Default)]
 struct Pending {

@@ -41,13 +41,13 @@ mod ws;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use socketioxide::SocketIo;
 use switchboard_bus::{Bus, Inbound, Inbox};
 use switchboard_journal::{Journal, JournalError};
-use switchboard_protocol::{Message, Payload, RoomName};
+use switchboard_protocol::{Message, Payload, RoomName, now_ms};
 use switchboard_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -109,13 +109,6 @@ enum Positions {
     /// A cluster's is the bus (Redis); each room's flow delivers in seq
     /// order and fills gaps.
     Cluster(Arc<flow::Flows>),
-}
-
-/// Now, in Unix milliseconds.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How long until `unix_secs` (a token's expiry): zero once past.

@@ -13,7 +13,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use switchboard_protocol::{Message, PresenceChange, PresenceEvent};
+use switchboard_protocol::{Message, PresenceChange, PresenceEvent, now_ms};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -309,9 +309,3 @@ impl Journal for KafkaJournal {
 
 /// Presence changes the broker did not take (for sampled logging).
 static PRESENCE_FAILURES: AtomicU64 = AtomicU64::new(0);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}

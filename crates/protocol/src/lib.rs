@@ -15,7 +15,7 @@ mod server;
 pub use error::{ErrorCode, FrameError};
 pub use message::{
     Data, MAX_NAME_CHARS, MAX_ROOM_LEN, Message, Payload, Position, ROOM_PATTERN, RoomName,
-    RoomNameError, validate_name,
+    RoomNameError, now_ms, validate_name,
 };
 pub use plain::PlainValue;
 pub use request::{

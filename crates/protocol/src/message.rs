@@ -7,6 +7,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+/// Now in Unix milliseconds: the clock of a message's `ts` (0 if the
+/// system clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Longest room name, in bytes (all allowed characters are ASCII).
 pub const MAX_ROOM_LEN: usize = 64;
 /// Longest display name, in characters.
